@@ -1,0 +1,26 @@
+# lrnn: the two commands.  `make demo` and `make test` each create .venv and install
+# what is missing (re-installing only when pyproject.toml changes), then run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.lrnn-installed
+
+.PHONY: demo test lint clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,pme]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lrnn demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)
