@@ -1,0 +1,211 @@
+"""Counterpoise-corrected CCSD(T) long-range energies for H + H2 and Li + Li2 (PySCF).
+
+    OMP_NUM_THREADS=1 nohup python experiments/cm_expansion/gen_pyscf.py h3 \
+        --out experiments/cm_expansion/data/h3_aTZ.jsonl --n 1000 &
+
+Resumable and crash-safe: one JSON line is appended (and flushed, fsync'ed) per point;
+on restart the points already in the file are skipped (the point list is a deterministic
+function of --seed, so the same list is regenerated). The settings are written beside the
+output as ``<out>.settings.json``.
+
+Protocol (issue 4):
+  * h3:  UHF -> UCCSD(T) for H3 (doublet), RHF -> RCCSD for H2 (two electrons: CCSD is
+         exact in the basis, (T) vanishes) and UHF for H, each in the full trimer basis
+         (ghost atoms); aug-cc-pVTZ; SCF conv_tol 1e-12, CC conv_tol 1e-12; no density
+         fitting.  The UHF of H3 is started from the RHF(H2)+UHF(H) density so that the
+         reference stays separable (no spurious spin-symmetry breaking of stretched H2).
+  * li3: quartet Li3 (Li2 in the a^3Sigma_u^+ triplet + Li 2S), UHF -> UCCSD(T) for all
+         three fragments, frozen 1s cores, aug-cc-pVDZ for the bulk.
+
+u = E(trimer) - E(diatom, trimer basis) - E(atom, trimer basis), in cm^-1.
+Jacobi coordinates: atom at R along the axis at angle theta from the diatom axis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HARTREE_TO_CM1 = 219474.6313705
+
+RANGES = {
+    "h3": dict(R=(9.6, 18.3), r=(1.0, 4.0), R_extra=(20.0, 30.0), scan_r=1.4,
+               basis="aug-cc-pVTZ"),
+    "li3": dict(R=(20.0, 40.0), r=(4.0, 9.4), R_extra=(45.0, 60.0), scan_r=7.8,
+                basis="aug-cc-pVDZ"),
+}
+
+
+def geometry(R, r, theta_deg):
+    """Cartesian positions (bohr): diatom along z centred at 0, atom at R(sin t, 0, cos t)."""
+    t = np.deg2rad(theta_deg)
+    a = np.array([0.0, 0.0, -r / 2])
+    b = np.array([0.0, 0.0, r / 2])
+    c = np.array([R * np.sin(t), 0.0, R * np.cos(t)])
+    return a, b, c
+
+
+def _mol(el, coords, ghost, basis, spin):
+    from pyscf import gto
+
+    atoms = []
+    for x, g in zip(coords, ghost):
+        sym = f"ghost-{el}" if g else el
+        atoms.append([sym, tuple(x)])
+    return gto.M(atom=atoms, basis=basis, unit="Bohr", spin=spin, verbose=0,
+                 max_memory=4000)
+
+
+def energies_h3(R, r, theta_deg, basis, conv=1e-12):
+    from pyscf import cc, scf
+
+    a, b, c = geometry(R, r, theta_deg)
+    # H2 (ghost H): RHF -> RCCSD (exact for 2 electrons in the basis)
+    m2 = _mol("H", [a, b, c], [False, False, True], basis, 0)
+    mf2 = scf.RHF(m2)
+    mf2.conv_tol = conv
+    mf2.kernel()
+    cc2 = cc.RCCSD(mf2)
+    cc2.conv_tol = conv
+    cc2.conv_tol_normt = 1e-8
+    cc2.max_cycle = 300
+    cc2.kernel()
+    e2 = cc2.e_tot
+    # H (ghost H2): UHF, one electron -> exact in the basis
+    m1 = _mol("H", [a, b, c], [True, True, False], basis, 1)
+    mf1 = scf.UHF(m1)
+    mf1.conv_tol = conv
+    mf1.kernel()
+    e1 = mf1.e_tot
+    # H3 doublet: UHF from the separable guess, then UCCSD(T)
+    m3 = _mol("H", [a, b, c], [False, False, False], basis, 1)
+    dm2 = mf2.make_rdm1()
+    dm1 = mf1.make_rdm1()
+    dm0 = np.array([dm2 / 2 + dm1[0], dm2 / 2 + dm1[1]])
+    mf3 = scf.UHF(m3)
+    mf3.conv_tol = conv
+    mf3.kernel(dm0)
+    cc3 = cc.UCCSD(mf3)
+    cc3.conv_tol = conv
+    cc3.conv_tol_normt = 1e-8
+    cc3.max_cycle = 300
+    cc3.kernel()
+    et = cc3.ccsd_t()
+    e3 = cc3.e_tot + et
+    ok = bool(mf2.converged and mf1.converged and mf3.converged and cc2.converged
+              and cc3.converged)
+    return e3, e2, e1, ok
+
+
+def energies_li3(R, r, theta_deg, basis, conv=1e-12):
+    from pyscf import cc, scf
+
+    a, b, c = geometry(R, r, theta_deg)
+
+    def uccsd_t(mol, dm0=None, ncore=0):
+        mf = scf.UHF(mol)
+        mf.conv_tol = conv
+        mf.max_cycle = 200
+        mf.kernel(dm0)
+        if mol.nelectron - 2 * ncore <= 1:
+            return mf.e_tot, mf, bool(mf.converged)
+        c_ = cc.UCCSD(mf, frozen=ncore)
+        c_.conv_tol = conv
+        c_.conv_tol_normt = 1e-8
+        c_.max_cycle = 300
+        c_.kernel()
+        et = c_.ccsd_t() if mol.nelectron - 2 * ncore >= 3 else 0.0
+        return c_.e_tot + et, mf, bool(mf.converged and c_.converged)
+
+    m2 = _mol("Li", [a, b, c], [False, False, True], basis, 2)
+    e2, mf2, ok2 = uccsd_t(m2, ncore=2)
+    m1 = _mol("Li", [a, b, c], [True, True, False], basis, 1)
+    e1, mf1, ok1 = uccsd_t(m1, ncore=1)
+    m3 = _mol("Li", [a, b, c], [False, False, False], basis, 3)
+    d2, d1 = mf2.make_rdm1(), mf1.make_rdm1()
+    e3, _, ok3 = uccsd_t(m3, dm0=np.array([d2[0] + d1[0], d2[1] + d1[1]]), ncore=3)
+    return e3, e2, e1, bool(ok1 and ok2 and ok3)
+
+
+def point_list(system, n, seed):
+    """Deterministic list: R-scans first (for C6/C8), then random points with every 10th
+    one outside the fitted R range (extrapolation check)."""
+    rg = RANGES[system]
+    pts = []
+    for th in (0.0, 90.0, 180.0):
+        for R in (10.0, 12.0, 14.0, 16.0, 18.0, 22.0, 26.0, 30.0) if system == "h3" else \
+                (20.0, 24.0, 28.0, 32.0, 36.0, 40.0, 50.0, 60.0):
+            pts.append(dict(kind="scan", R=R, r=rg["scan_r"], theta_deg=th))
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        if i % 10 == 9:
+            R = rng.uniform(*rg["R_extra"])
+            kind = "extra"
+        else:
+            R = rng.uniform(*rg["R"])
+            kind = "train"
+        r = rng.uniform(*rg["r"])
+        th = float(np.rad2deg(np.arccos(rng.uniform(-1, 1))))
+        pts.append(dict(kind=kind, R=float(R), r=float(r), theta_deg=th))
+    return pts
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("system", choices=["h3", "li3"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--basis", default=None)
+    p.add_argument("--only", default=None, help="only points of this kind (scan/train/extra)")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many new points")
+    a = p.parse_args(argv)
+    basis = a.basis or RANGES[a.system]["basis"]
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    settings = dict(system=a.system, basis=basis, n=a.n, seed=a.seed, ranges=RANGES[a.system],
+                    method=("CP-corrected UHF-UCCSD(T) (H3) / RHF-RCCSD (H2) / UHF (H)"
+                            if a.system == "h3" else
+                            "CP-corrected UHF-UCCSD(T), frozen 1s, quartet Li3, triplet Li2"),
+                    conv_tol=1e-12, density_fitting=False, units=dict(length="bohr",
+                                                                      energy="cm^-1"),
+                    script=os.path.relpath(__file__), pyscf=__import__("pyscf").__version__,
+                    omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+    with open(a.out + ".settings.json", "w") as f:
+        json.dump(settings, f, indent=1)
+    done = set()
+    if os.path.exists(a.out):
+        with open(a.out) as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                    done.add(d["idx"])
+                except Exception:
+                    pass
+    fn = energies_h3 if a.system == "h3" else energies_li3
+    new = 0
+    with open(a.out, "a") as f:
+        for idx, pt in enumerate(point_list(a.system, a.n, a.seed)):
+            if idx in done or (a.only and pt["kind"] != a.only):
+                continue
+            t0 = time.time()
+            e3, e2, e1, ok = fn(pt["R"], pt["r"], pt["theta_deg"], basis)
+            u = (e3 - e2 - e1) * HARTREE_TO_CM1
+            rec = dict(idx=idx, **pt, u_cm=u, e3=e3, e2=e2, e1=e1, converged=ok,
+                       basis=basis, seconds=round(time.time() - t0, 2))
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            print(json.dumps(rec), flush=True)
+            new += 1
+            if a.limit and new >= a.limit:
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

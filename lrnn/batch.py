@@ -1,0 +1,31 @@
+"""From a :class:`~lrnn.system.Dataset` to model inputs and labels (NumPy, leading axis M)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrnn.models.deeppot import shift_energy
+from lrnn.neighbors import Capacity, dataset_layouts, species_to_types
+
+
+def make_inputs(ds, model_cfg, capacity: Capacity | None = None, dtype=np.float32):
+    """Model inputs for every structure of ``ds``: positions (Å), cell (Å), species types,
+    total charge (e) and the species-blocked neighbour layout.  Returns (inputs, capacity)."""
+    types = species_to_types(ds.numbers, model_cfg.type_map)
+    layout, cap, _ = dataset_layouts(ds.positions, ds.numbers, ds.cell, ds.pbc, model_cfg.type_map,
+                                     model_cfg.rcut, model_cfg.neighbor_mode, capacity)
+    inputs = {"positions": ds.positions.astype(dtype), "cell": ds.cell.astype(dtype), "types": types,
+              "total_charge": ds.total_charge.astype(dtype), "layout": layout}
+    return inputs, cap
+
+
+def make_labels(ds, energy_shift, type_map, dtype=np.float32):
+    """Training labels: energy minus the per-element shifts (computed in float64 first),
+    forces, virial (zeros and ``has_virial`` False where absent), atom counts and mask."""
+    resid = ds.energy - shift_energy(ds.numbers, energy_shift, type_map)
+    m, n = ds.numbers.shape
+    forces = ds.forces if ds.forces is not None else np.zeros((m, n, 3))
+    virial = ds.virial if ds.virial is not None else np.zeros((m, 3, 3))
+    return {"energy": resid.astype(dtype), "forces": forces.astype(dtype), "virial": virial.astype(dtype),
+            "has_forces": np.full(m, ds.forces is not None), "has_virial": np.full(m, ds.virial is not None),
+            "n_atoms": ds.n_atoms.astype(dtype), "mask": ds.mask}

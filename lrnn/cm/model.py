@@ -1,0 +1,237 @@
+"""The C_m network: u_LR = -Σ_m C_m(internal coordinates) / R^m.
+
+Parameters are a plain pytree ``{"W": [...], "b": [...]}``; the network is a pure function
+``apply(params, config, data)``.  ``config`` is a JSON-serialisable dict:
+
+    system        "atom_diatom" (R, r, theta) or "diatom_diatom" (R, r1, r2, theta1, theta2, phi)
+    form          "cm" (physical form) or "pure" (a plain network u(R, ...) without it)
+    powers        e.g. [6, 8, 10] or [3, 4, 5, 6]
+    hidden        hidden-layer widths, e.g. [30] (the paper's 2-30-3)
+    activation    "sigmoid" (logistic, as in the paper) or "tanh"
+    features      "raw" (the paper's inputs: r's and angles in radians) or "invariant"
+                  (r's, cos theta_i and x = s1 s2 cos phi: smooth, periodic by construction)
+    symmetrize    "none", "homonuclear" (C_m(theta) = C_m(π - theta), by averaging the
+                  network over the two symmetric inputs) or "swap" (diatom–diatom: identical
+                  molecules, (r1, theta1) <-> (r2, π - theta2))
+    x_mean/x_std  input normalisation (from the training data)
+    cm_scale      per-power output scale (au): C_m = cm_scale[m] * network output
+    u_scale       (form "pure") output scale in cm^-1
+
+Energies are in cm^-1, lengths in bohr, C_m in atomic units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrnn.units import HARTREE_TO_CM1
+
+ATOM_DIATOM = "atom_diatom"
+DIATOM_DIATOM = "diatom_diatom"
+COLUMNS = {
+    ATOM_DIATOM: ("R", "r", "theta_deg"),
+    DIATOM_DIATOM: ("R", "r1", "r2", "theta1_deg", "theta2_deg", "phi_deg"),
+}
+FORMAT_VERSION = 1
+
+
+def system_of(data) -> str:
+    """Infer the system type from the columns present."""
+    if all(k in data for k in COLUMNS[DIATOM_DIATOM]):
+        return DIATOM_DIATOM
+    if all(k in data for k in COLUMNS[ATOM_DIATOM]):
+        return ATOM_DIATOM
+    raise ValueError("cannot tell the system type from the columns "
+                     f"{sorted(data)}; need {COLUMNS[ATOM_DIATOM]} (atom–diatom) or "
+                     f"{COLUMNS[DIATOM_DIATOM]} (diatom–diatom)")
+
+
+# --- features -----------------------------------------------------------------------------
+
+def raw_features(config, data, swap=False, mirror=False):
+    """Unnormalised network inputs (N, d) from a dict of columns (angles in degrees)."""
+    sysname, feats = config["system"], config["features"]
+    deg = jnp.pi / 180
+    if sysname == ATOM_DIATOM:
+        r = jnp.asarray(data["r"])
+        th = jnp.asarray(data["theta_deg"]) * deg
+        if mirror:
+            th = jnp.pi - th
+        cols = [r, th if feats == "raw" else jnp.cos(th)]
+    else:
+        r1, r2 = jnp.asarray(data["r1"]), jnp.asarray(data["r2"])
+        t1, t2 = jnp.asarray(data["theta1_deg"]) * deg, jnp.asarray(data["theta2_deg"]) * deg
+        ph = jnp.asarray(data["phi_deg"]) * deg
+        if swap:
+            r1, r2, t1, t2 = r2, r1, jnp.pi - t2, jnp.pi - t1
+        if feats == "raw":
+            # phi enters through cos(phi): fold into [0, π] (the paper's range)
+            cols = [r1, r2, t1, t2, jnp.arccos(jnp.clip(jnp.cos(ph), -1.0, 1.0))]
+        else:
+            cols = [r1, r2, jnp.cos(t1), jnp.cos(t2), jnp.sin(t1) * jnp.sin(t2) * jnp.cos(ph)]
+    if config["form"] == "pure":
+        cols = [jnp.asarray(data["R"])] + cols
+    return jnp.stack(cols, -1)
+
+
+def _variants(config):
+    sym = config.get("symmetrize", "none")
+    if sym == "homonuclear":
+        return [dict(), dict(mirror=True)]
+    if sym == "swap":
+        return [dict(), dict(swap=True)]
+    return [dict()]
+
+
+# --- network ----------------------------------------------------------------------------------
+
+def _act(name):
+    return {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}[name]
+
+
+def init_params(config, key):
+    n_in = len(config["x_mean"])
+    n_out = 1 if config["form"] == "pure" else len(config["powers"])
+    sizes = [n_in] + list(config["hidden"]) + [n_out]
+    W, b = [], []
+    for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        key, k = jax.random.split(key)
+        scale = (1.0 if i < len(sizes) - 2 else 0.1) / np.sqrt(m)
+        if config["activation"] == "sigmoid" and 0 < i:
+            scale *= 4.0
+        W.append(scale * jax.random.normal(k, (m, n), dtype=jnp.float64))
+        b.append(jnp.zeros((n,), dtype=jnp.float64))
+    return {"W": W, "b": b}
+
+
+def mlp(params, x, activation):
+    act = _act(activation)
+    h = x
+    for W, b in zip(params["W"][:-1], params["b"][:-1]):
+        h = act(h @ W + b)
+    return h @ params["W"][-1] + params["b"][-1]
+
+
+def _net(params, config, data):
+    mean = jnp.asarray(config["x_mean"])
+    std = jnp.asarray(config["x_std"])
+    outs = [mlp(params, (raw_features(config, data, **v) - mean) / std, config["activation"])
+            for v in _variants(config)]
+    return sum(outs) / len(outs)
+
+
+def cm_values(params, config, data):
+    """C_m (au), shape (N, len(powers)); only for form "cm"."""
+    if config["form"] != "cm":
+        raise ValueError("cm_values needs a model with the physical form (form='cm')")
+    return _net(params, config, data) * jnp.asarray(config["cm_scale"])
+
+
+def energy(params, config, data):
+    """u_LR in cm^-1, shape (N,)."""
+    R = jnp.asarray(data["R"])
+    if config["form"] == "pure":
+        return _net(params, config, data)[:, 0] * config["u_scale"]
+    C = cm_values(params, config, data)
+    powers = jnp.asarray(config["powers"], dtype=R.dtype)
+    return -HARTREE_TO_CM1 * jnp.sum(C / R[:, None] ** powers, axis=-1)
+
+
+def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activation="sigmoid",
+                features="raw", symmetrize="none", cm_scale=None, name=""):
+    """A config with input normalisation (and scales) computed from ``data``."""
+    if system not in COLUMNS:
+        raise ValueError(f"unknown system {system!r}; use {sorted(COLUMNS)}")
+    if powers is None:
+        powers = [6, 8, 10] if system == ATOM_DIATOM else [3, 4, 5, 6]
+    cfg = dict(format_version=FORMAT_VERSION, name=name, system=system, form=form,
+               powers=[int(p) for p in powers], hidden=[int(h) for h in hidden],
+               activation=activation, features=features, symmetrize=symmetrize)
+    cfg["x_mean"] = [0.0]
+    cfg["x_std"] = [1.0]
+    X = np.concatenate([np.asarray(raw_features(cfg, data, **v)) for v in _variants(cfg)])
+    cfg["x_mean"] = X.mean(0).tolist()
+    cfg["x_std"] = np.where(X.std(0) > 0, X.std(0), 1.0).tolist()
+    u = np.asarray(data["u_cm"])
+    cfg["u_scale"] = float(np.sqrt(np.mean(u**2)))
+    if cm_scale is None:
+        # each term contributing ~rms(u) at the median R
+        R0 = float(np.median(data["R"]))
+        cm_scale = [cfg["u_scale"] / HARTREE_TO_CM1 * R0**m for m in powers]
+    cfg["cm_scale"] = [float(s) for s in cm_scale]
+    return cfg
+
+
+# --- persistence -------------------------------------------------------------------------------
+
+class CmModel:
+    """A config plus parameters, callable on a dict of columns (returns u in cm^-1)."""
+
+    def __init__(self, config, params):
+        self.config = config
+        self.params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+
+    def __call__(self, data):
+        return energy(self.params, self.config, data)
+
+    def cm(self, data):
+        return cm_values(self.params, self.config, data)
+
+    @property
+    def system(self):
+        return self.config["system"]
+
+    def n_params(self):
+        return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(self.params)))
+
+    def save(self, path, extra=None):
+        save_model(path, self.config, self.params, extra)
+
+
+def save_model(path, config, params, extra=None):
+    """Write ``path/config.json`` and ``path/weights.npz`` atomically (temp dir + rename)."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-model-", dir=parent)
+    arrays = {}
+    for i, (W, b) in enumerate(zip(params["W"], params["b"])):
+        arrays[f"W{i}"] = np.asarray(W, np.float64)
+        arrays[f"b{i}"] = np.asarray(b, np.float64)
+    np.savez(os.path.join(tmp, "weights.npz"), **arrays)
+    meta = dict(config=config, n_layers=len(params["W"]), extra=extra or {})
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    old = None
+    if os.path.exists(path):
+        old = path + ".old"
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old:
+        shutil.rmtree(old)
+
+
+def load_model(path) -> CmModel:
+    """Load a model written by ``save_model`` (a directory with config.json + weights.npz)."""
+    cfg_path = os.path.join(path, "config.json")
+    w_path = os.path.join(path, "weights.npz")
+    if not (os.path.isfile(cfg_path) and os.path.isfile(w_path)):
+        raise FileNotFoundError(f"{path!r} is not a C_m model directory "
+                                "(expected config.json and weights.npz)")
+    with open(cfg_path) as f:
+        meta = json.load(f)
+    with np.load(w_path) as z:
+        n = meta["n_layers"]
+        params = {"W": [z[f"W{i}"] for i in range(n)], "b": [z[f"b{i}"] for i in range(n)]}
+    m = CmModel(meta["config"], params)
+    m.extra = meta.get("extra", {})
+    return m

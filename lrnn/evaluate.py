@@ -1,0 +1,57 @@
+"""Evaluate a checkpoint on a dataset: MAE/RMSE with units, parity plot."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrnn import units
+from lrnn.potential import load as load_potential
+from lrnn.train.data import resolve_path
+
+
+def evaluate(checkpoint, data, fmt=None, unit: str | None = None, parity_png=None, batch_size: int = 32,
+             **read_kwargs) -> dict:
+    """Errors of the potential at ``checkpoint`` on ``data`` (a path, ``embedded:NAME`` or a
+    :class:`~lrnn.system.Dataset`).  Energies in ``unit`` (default: the unit of the training
+    data, e.g. kcal/mol for rMD17), forces in ``unit``/Å; force errors are per Cartesian
+    component, as in the rMD17 literature."""
+    from lrnn.data import read
+    from lrnn.system import Dataset
+
+    pot = load_potential(checkpoint)
+    ds = data if isinstance(data, Dataset) else read(resolve_path(data), fmt, **read_kwargs)
+    if len(ds) == 0:
+        raise ValueError("the evaluation dataset is empty")
+    unit = unit or pot.meta.get("report_energy_unit", "eV")
+    f = 1.0 / units.energy_factor(unit)
+    e, frc, _ = pot.predict(ds, batch_size=batch_size)
+    de = (e - ds.energy) * f
+    n = ds.n_atoms
+    res = {"n_structures": int(len(ds)), "energy_unit": unit, "force_unit": f"{unit}/Angstrom",
+           "energy_mae": float(np.mean(np.abs(de))), "energy_rmse": float(np.sqrt(np.mean(de**2))),
+           "energy_mae_per_atom": float(np.mean(np.abs(de / n))),
+           "energy_rmse_per_atom": float(np.sqrt(np.mean((de / n) ** 2)))}
+    if ds.forces is not None:
+        df = ((frc - ds.forces) * f)[ds.mask]
+        res.update(force_mae=float(np.mean(np.abs(df))), force_rmse=float(np.sqrt(np.mean(df**2))))
+    else:
+        res.update(force_mae=None, force_rmse=None)
+    if parity_png:
+        from lrnn.plots import parity
+
+        parity(ds.energy, e, None if ds.forces is None else ds.forces[ds.mask],
+               None if ds.forces is None else frc[ds.mask], parity_png, unit=unit, title=ds.name)
+        res["parity_plot"] = str(parity_png)
+    return res
+
+
+def format_table(res: dict, title: str = "") -> str:
+    u, fu = res["energy_unit"], res["force_unit"].replace("Angstrom", "Å")
+    lines = [title] if title else []
+    lines += [f"{'quantity':<28}{'MAE':>12}{'RMSE':>12}  unit", "-" * 62,
+              f"{'energy (per structure)':<28}{res['energy_mae']:>12.4f}{res['energy_rmse']:>12.4f}  {u}",
+              f"{'energy (per atom)':<28}{res['energy_mae_per_atom']:>12.5f}{res['energy_rmse_per_atom']:>12.5f}  {u}"]
+    if res.get("force_mae") is not None:
+        lines.append(f"{'force (per component)':<28}{res['force_mae']:>12.4f}{res['force_rmse']:>12.4f}  {fu}")
+    lines.append(f"{res['n_structures']} structures")
+    return "\n".join(lines)

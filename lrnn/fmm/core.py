@@ -1,0 +1,148 @@
+r"""The FMM evaluation for a fixed plan: a pure, jittable function of (positions, charges).
+
+Passes (box side :math:`h_l = \text{size}/2^l`; expansions in box units, see
+:mod:`lrnn.fmm.harmonics` for the maths of every operator):
+
+1. **P2M** at the leaves, chunk by chunk: :math:`M_k = \sum_j q_j \hat R_k((\mathbf y_j -
+   \mathbf c)/h_L)`.
+2. **M2M** from level ``L`` up to level 2: :math:`M^{\rm parent} \mathrel{+}= A_o M^{\rm child}`.
+3. **M2L** at every level 2..L: for each target box the multipoles of its (at most) 189
+   interaction-list boxes are gathered into one row and multiplied by the stacked
+   translation matrices of its octant — one dense GEMM of shape
+   ``(boxes, 189·K) @ (189·K, K)`` per octant, in tiles.
+4. **L2L** from level 2 down to ``L``: :math:`L^{\rm child} \mathrel{+}= B_o L^{\rm parent}`.
+5. **L2P** at the leaves: :math:`\phi_i \mathrel{+}= h_L^{-1}\sum_k L_k \hat R_k(\tilde{\mathbf x}_i)`.
+6. **P2P**: the near field, for every pair of chunks of neighbouring leaves, as dense
+   ``leaf_size × leaf_size`` tiles: :math:`\phi_i \mathrel{+}= \sum_{j\ne i} q_j\,k(r_{ij}^2)`.
+
+The near-field kernel ``k`` (a function of the squared distance; default ``1/r``) is
+pluggable: any ``k`` that equals :math:`1/r` for :math:`r \ge h_L` yields
+:math:`\sum_{j\ne i} q_j\,k(r_{ij}^2)` exactly up to the FMM error, because every pair
+closer than the leaf side is in the near field.  E.g. the far-field descriptor
+:math:`\sum_j q_j (1 - f_c(r_{ij}))/r_{ij}` with cutoff :math:`r_c \le h_L` is
+``near_kernel=lambda r2: (1 - f_c(sqrt(r2))) / sqrt(r2)`` with a plan built with
+``min_leaf_side=r_c``.
+
+Everything is differentiated by JAX autodiff (the plan is piecewise constant in the
+positions, so gradients through a fixed plan are the exact gradients of the FMM
+approximation).  Memory is bounded by tiling every pass with :func:`jax.lax.map` and
+:func:`jax.checkpoint`.  If a particle has left its leaf (the plan is stale), the result is
+NaN rather than silently wrong; eager callers get a re-plan (see :mod:`lrnn.fmm.api`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lrnn.fmm.direct import inv_r_kernel
+from lrnn.fmm.harmonics import n_coeffs, solid_harmonics
+from lrnn.fmm.tree import CHUNK_BLOCK, M2L_BLOCK, P2P_BLOCK, FMMPlan, plan_is_valid
+
+__all__ = ["potential_with_plan"]
+
+
+def _tiled(fn, block, *arrays):
+    """lax.map of a checkpointed ``fn`` over leading-axis tiles of ``block`` rows."""
+    n = arrays[0].shape[0]
+    nb = n // block
+    assert nb * block == n, (n, block)
+    tiles = tuple(a.reshape((nb, block) + a.shape[1:]) for a in arrays)
+    out = jax.lax.map(jax.checkpoint(lambda t: fn(*t)), tiles)
+    return out.reshape((n,) + out.shape[2:])
+
+
+def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
+                        check: bool = True):
+    r"""φ_i = Σ_{j≠i} q_j / |r_i − r_j| by the FMM for a fixed ``plan`` (jittable).
+
+    ``positions`` (N, 3) and ``charges`` (N,) in the plan's particle order; the dtype of
+    ``positions`` is the working precision (use float64 for errors below ~1e-6).
+    ``near_kernel(r2)`` replaces 1/r in the near field (see module docstring).
+    With ``check`` (default) the result is NaN if some particle left its leaf.
+    """
+    positions = jnp.asarray(positions)
+    dtype = positions.dtype
+    charges = jnp.asarray(charges, dtype=dtype)
+    if positions.shape != (plan.n, 3) or charges.shape != (plan.n,):
+        raise ValueError(f"plan is for {plan.n} particles; got positions {positions.shape} "
+                         f"and charges {charges.shape}")
+    kernel = inv_r_kernel if near_kernel is None else near_kernel
+    p, C, L = plan.order, plan.leaf_size, plan.depth
+    K = n_coeffs(p)
+    n = plan.n
+    h = (plan.root_size / (1 << L)).astype(dtype)
+    centers = plan.leaf_center.astype(dtype)
+    n_chunks = plan.chunk_leaf.shape[0]
+
+    valid = plan.slot_src < n
+    src = jnp.minimum(plan.slot_src, n - 1)
+    slot_center = jnp.repeat(centers[plan.chunk_leaf], C, axis=0)
+    xs = jnp.where(valid[:, None], positions[src], slot_center).reshape(n_chunks, C, 3)
+    qs = jnp.where(valid, charges[src], 0.0).reshape(n_chunks, C)
+    cc = centers[plan.chunk_leaf]  # (n_chunks, 3)
+
+    # 1. P2M
+    def p2m(x, q, c):
+        R = solid_harmonics((x - c[:, None, :]) / h, p, jnp)  # (B, C, K)
+        return jnp.einsum("bc,bck->bk", q, R)
+
+    m_chunk = _tiled(p2m, CHUNK_BLOCK, xs, qs, cc)
+    M = {L: jax.ops.segment_sum(m_chunk, plan.chunk_leaf, plan.n_boxes[L])}
+    # 2. M2M
+    m2m = plan.ops_m2m.astype(dtype)
+    for lvl in range(L, 2, -1):
+        par, octn = plan.parent[lvl - 3], plan.octant[lvl - 3]
+        allo = (M[lvl] @ m2m).reshape(-1, 8, K)
+        mine = jnp.take_along_axis(allo, octn[:, None, None], axis=1)[:, 0]
+        M[lvl - 1] = jax.ops.segment_sum(mine, par, plan.n_boxes[lvl - 1])
+    # 3. M2L and 4. L2L
+    m2l = plan.ops_m2l.astype(dtype)
+    l2l = plan.ops_l2l.astype(dtype)
+    Lc = None
+    for lvl in range(2, L + 1):
+        if Lc is None:
+            loc = jnp.zeros((plan.n_boxes[lvl], K), dtype)
+        else:
+            par, octn = plan.parent[lvl - 3], plan.octant[lvl - 3]
+            allo = (Lc @ l2l).reshape(-1, 8, K)[par]
+            loc = jnp.take_along_axis(allo, octn[:, None, None], axis=1)[:, 0]
+        Ml = M[lvl]
+        for o in range(8):
+            tgt = plan.m2l_tgt[lvl - 2][o]
+            if tgt.shape[0] == 0:
+                continue
+            srcs = plan.m2l_src[lvl - 2][o]
+            T = m2l[o]
+
+            def m2l_tile(s, T=T, Ml=Ml):
+                return Ml[s].reshape(s.shape[0], -1) @ T
+
+            loc = loc.at[tgt].add(_tiled(m2l_tile, M2L_BLOCK, srcs))
+        Lc = loc
+    # 5. L2P
+    lc = Lc[plan.chunk_leaf]
+
+    def l2p(x, c, lk):
+        R = solid_harmonics((x - c[:, None, :]) / h, p, jnp)
+        return jnp.einsum("bck,bk->bc", R, lk)
+
+    phi = _tiled(l2p, CHUNK_BLOCK, xs, cc, lc) / h  # (n_chunks, C)
+    # 6. P2P
+    slot_id = jnp.arange(n_chunks * C, dtype=jnp.int32).reshape(n_chunks, C)
+    vmask = valid.reshape(n_chunks, C)
+
+    def p2p(t, s):
+        xt, xsrc = xs[t], xs[s]  # (B, C, 3)
+        d = xt[:, :, None, :] - xsrc[:, None, :, :]
+        r2 = jnp.sum(d * d, axis=-1)
+        mask = (slot_id[t][:, :, None] != slot_id[s][:, None, :]) & vmask[s][:, None, :]
+        k = jnp.where(mask, kernel(jnp.where(mask, r2, 1.0)), 0.0)
+        return jnp.einsum("bij,bj->bi", k, qs[s])
+
+    near = _tiled(p2p, P2P_BLOCK, plan.p2p_tgt, plan.p2p_src)
+    phi = phi + jax.ops.segment_sum(near, plan.p2p_tgt, n_chunks)
+    out = phi.reshape(-1)[plan.particle_slot]
+    if check:
+        out = jnp.where(plan_is_valid(plan, positions), out, jnp.nan)
+    return out

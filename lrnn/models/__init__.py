@@ -1,0 +1,37 @@
+"""Model registry: a model is an NNX module with ``energy(inputs, stats) -> eV``.
+
+``inputs`` is a dict with ``positions`` (N, 3) Å, ``cell`` (3, 3) Å, ``layout``
+(:class:`lrnn.neighbors.Layout`), ``types`` (N,) and ``total_charge`` (e); ``stats`` a dict of
+normalisation arrays computed from training data.  Models are created from a plain config
+dict (stored in checkpoints), so every model lrnn trains can be re-created by
+:func:`create`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from lrnn.models.deeppot import DeepPotConfig, DeepPotSE
+
+MODELS = {"deeppot_se": (DeepPotConfig, DeepPotSE)}
+
+
+def model_config(config: dict):
+    """Typed config object for a model config dict ``{"type": ..., **hyper-parameters}``."""
+    config = dict(config)
+    kind = config.pop("type", "deeppot_se")
+    if kind not in MODELS:
+        raise ValueError(f"unknown model type {kind!r}; known: {sorted(MODELS)}")
+    cls, _ = MODELS[kind]
+    fields = {f for f in cls.__dataclass_fields__}
+    unknown = set(config) - fields
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for model {kind!r}; known: {sorted(fields)}")
+    return kind, cls(**config)
+
+
+def create(config: dict, seed: int = 0, dtype=jnp.float32):
+    """Instantiate the model described by ``config`` with parameters from ``seed``."""
+    kind, cfg = model_config(config)
+    return MODELS[kind][1](cfg, rngs=nnx.Rngs(seed), dtype=dtype)

@@ -1,0 +1,171 @@
+r"""DeepPot-SE (se_e2_a) short-range potential.
+
+.. math::
+
+    E = \sum_i \big[\mathcal F_{t_i}(D_i) + e_{t_i}\big]
+
+with :math:`D_i` the se_e2_a descriptor (:mod:`lrnn.descriptors.se_e2_a`), one fitting
+net :math:`\mathcal F_t` per centre species, and per-element energy shifts :math:`e_t`
+(eV) fitted by least squares on the training set (kept in float64 outside the network,
+see :class:`lrnn.potential.Potential`).  Forces :math:`F = -\nabla_R E` and the virial
+:math:`W = -\partial E/\partial\varepsilon` (strain) come from ``jax.grad``.
+
+Descriptor inputs are normalised per centre species with statistics of the training
+set: the embedding input is :math:`(s - \bar s_t)/\sigma_t` and the environment matrix is
+divided by :math:`(\sigma_t, \sigma^{dir}_t, \sigma^{dir}_t, \sigma^{dir}_t)`; no mean is
+subtracted from the matrix, so a neighbour at the cutoff contributes exactly zero and the
+energy does not depend on padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lrnn.descriptors.se_e2_a import env_matrix
+from lrnn.nn import StackedMLP
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepPotConfig:
+    """Hyper-parameters (lengths in Å)."""
+
+    type_map: tuple  # atomic numbers, one type each
+    rcut: float = 6.0
+    rcut_smth: float = 0.5
+    embed: tuple = (25, 50, 100)
+    axis_neurons: int = 16
+    fit: tuple = (240, 240, 240)
+    activation: str = "tanh"
+    neighbor_mode: str = "auto"  # "all" pairs of free molecules, "cutoff" lists, or "auto"
+
+    def __post_init__(self):
+        object.__setattr__(self, "type_map", tuple(int(z) for z in self.type_map))
+        object.__setattr__(self, "embed", tuple(int(x) for x in self.embed))
+        object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
+        if not self.type_map:
+            raise ValueError("type_map is empty: the model needs at least one species")
+        if len(set(self.type_map)) != len(self.type_map):
+            raise ValueError(f"type_map has duplicates: {self.type_map}")
+        if not (0 < self.rcut_smth < self.rcut):
+            raise ValueError(f"need 0 < rcut_smth < rcut, got rcut_smth={self.rcut_smth} Å, rcut={self.rcut} Å")
+        if self.rcut > 30:
+            raise ValueError(f"rcut={self.rcut} Å is not a local cutoff; use a long-range term instead")
+        if self.axis_neurons > self.embed[-1]:
+            raise ValueError(f"axis_neurons ({self.axis_neurons}) must not exceed the last embedding "
+                             f"width ({self.embed[-1]})")
+        if self.neighbor_mode not in ("auto", "all", "cutoff"):
+            raise ValueError(f"neighbor_mode must be auto|all|cutoff, got {self.neighbor_mode!r}")
+
+    @property
+    def n_types(self) -> int:
+        return len(self.type_map)
+
+
+class DeepPotSE(nnx.Module):
+    """se_e2_a descriptor + per-species fitting nets (see module docstring)."""
+
+    def __init__(self, config: DeepPotConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.config = config
+        t = config.n_types
+        self.embedding = StackedMLP(t * t, (1,) + config.embed, act=config.activation, linear_output=False,
+                                    dtype=dtype, rngs=rngs)
+        self.fitting = StackedMLP(t, (config.embed[-1] * config.axis_neurons,) + config.fit + (1,),
+                                  act=config.activation, linear_output=True, bias_std=1.0, dtype=dtype,
+                                  rngs=rngs)
+
+    def descriptors(self, inputs, stats):
+        """Per centre species ``a``: D (C_a, M1*M2) and the centre mask (C_a,)."""
+        cfg = self.config
+        t = cfg.n_types
+        pos = inputs["positions"]
+        n = pos.shape[0]
+        pos_ext = jnp.concatenate([pos, jnp.zeros((1, 3), pos.dtype)], axis=0)
+        cell = inputs["cell"].astype(pos.dtype)
+        lay = inputs["layout"]
+        out = []
+        for a in range(t):
+            cidx = lay.centres[a]
+            nb = lay.neighbors[a]  # (C_a, T, S)
+            if cidx.shape[0] == 0:
+                out.append(None)
+                continue
+            scale = jnp.stack([stats["s_std"][a]] + [stats["dir_std"][a]] * 3).astype(pos.dtype)
+            d = pos_ext[nb] - pos_ext[cidx][:, None, None, :] + lay.shifts[a].astype(pos.dtype) @ cell
+            mask = (nb < n) & (cidx < n)[:, None, None]
+            env = env_matrix(d, mask, cfg.rcut_smth, cfg.rcut)  # (C_a, T, S, 4)
+            x = ((env[..., :1] - stats["s_avg"][a]) / stats["s_std"][a]).astype(pos.dtype)
+            g = self.embedding(slice(a * t, (a + 1) * t), x)  # (C_a, T, S, M1)
+            tmat = jnp.einsum("cbsm,cbsk->cmk", g, env / scale) / stats["n_norm"]
+            dmat = jnp.einsum("cmk,cnk->cmn", tmat, tmat[:, : cfg.axis_neurons, :])
+            out.append((dmat.reshape(cidx.shape[0], -1), cidx < n))
+        return out
+
+    def atomic_energies(self, inputs, stats):
+        """Per centre species: atomic energies (C_a,) in eV, zero for padding slots."""
+        res = []
+        for a, item in enumerate(self.descriptors(inputs, stats)):
+            if item is None:
+                res.append(None)
+                continue
+            dmat, mask = item
+            e = self.fitting(a, dmat)[:, 0]
+            res.append(jnp.where(mask, e, 0.0))
+        return res
+
+    def energy(self, inputs, stats):
+        """Total energy (eV) without the per-element shifts."""
+        return sum(jnp.sum(e) for e in self.atomic_energies(inputs, stats) if e is not None)
+
+
+def compute_stats(config: DeepPotConfig, positions, cells, layout, max_structures: int = 1000):
+    """Per-centre-species normalisation statistics from training data (NumPy out).
+
+    ``s_avg``, ``s_std``: mean and std of s(r) over pairs inside the cutoff; ``dir_std``:
+    RMS of the directional components s·x/r; ``n_norm``: the largest number of neighbours
+    inside the cutoff (the 1/N_c of the descriptor)."""
+    m = min(len(positions), max_structures)
+    t = config.n_types
+    s_avg, s_std, d_std = np.zeros(t), np.ones(t), np.ones(t)
+    n_max = 1.0
+    pos = np.asarray(positions[:m])
+    cells = np.asarray(cells[:m])
+    n = pos.shape[1]
+    lay = jax.tree.map(lambda x: np.asarray(x[:m]), layout)
+    pe = np.concatenate([pos, np.zeros((m, 1, 3))], axis=1)
+    for a in range(t):
+        nb, cidx = lay.neighbors[a], lay.centres[a]
+        if nb.shape[-1] == 0 or cidx.shape[-1] == 0:
+            continue
+        rc = pe[np.arange(m)[:, None], cidx]
+        rn = pe[np.arange(m)[:, None, None, None], nb]
+        d = rn - rc[:, :, None, None, :] + np.einsum("mcbsk,mkl->mcbsl", lay.shifts[a], cells)
+        mask = (nb < n) & (cidx < n)[..., None, None]
+        env = np.asarray(env_matrix(jnp.asarray(d), jnp.asarray(mask), config.rcut_smth, config.rcut))
+        inside = mask & (env[..., 0] > 0)
+        if inside.sum() == 0:
+            continue
+        s = env[..., 0][inside]
+        dd = env[..., 1:][inside].ravel()
+        s_avg[a], s_std[a] = s.mean(), max(s.std(), 1e-2)
+        d_std[a] = max(np.sqrt(np.mean(dd * dd)), 1e-2)
+        n_max = max(n_max, float(inside.sum(axis=(-1, -2)).max()))
+    return {"s_avg": s_avg, "s_std": s_std, "dir_std": d_std, "n_norm": np.asarray(n_max)}
+
+
+def fit_energy_shift(numbers, energy, type_map: Sequence[int], rcond: float = 1e-8) -> np.ndarray:
+    """Per-element energy shifts e_t (eV) by least squares: E ≈ Σ_t n_t e_t (float64)."""
+    counts = np.stack([(np.asarray(numbers) == z).sum(axis=1) for z in type_map], axis=1).astype(np.float64)
+    shift, *_ = np.linalg.lstsq(counts, np.asarray(energy, np.float64), rcond=rcond)
+    return shift
+
+
+def shift_energy(numbers, shift, type_map) -> np.ndarray:
+    """Σ_t n_t e_t for each structure (eV, float64)."""
+    counts = np.stack([(np.asarray(numbers) == z).sum(axis=-1) for z in type_map], axis=-1)
+    return counts.astype(np.float64) @ np.asarray(shift, np.float64)

@@ -1,0 +1,73 @@
+"""Plots: learning curves and parity plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lrnn import units
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curve(metrics_path, out_png, unit: str = "eV"):
+    """Validation energy and force MAE (in ``unit`` and ``unit``/Å) versus training step."""
+    from lrnn.train.trainer import read_metrics
+
+    rows = read_metrics(metrics_path)
+    if not rows:
+        raise ValueError(f"no metrics in {metrics_path}")
+    f = 1.0 / units.energy_factor(unit)
+    step = np.array([r["step"] for r in rows])
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].semilogy(step, np.array([r["val_energy_mae_eV"] for r in rows]) * f)
+    ax[0].set(xlabel="step", ylabel=f"validation energy MAE ({unit})")
+    fm = np.array([r["val_force_mae_eV_per_A"] for r in rows]) * f
+    if np.isfinite(fm).any():
+        ax[1].semilogy(step, fm)
+    ax[1].set(xlabel="step", ylabel=f"validation force MAE ({unit}/Å)")
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
+
+
+def parity(e_ref, e_pred, f_ref, f_pred, out_png, unit: str = "eV", title: str = ""):
+    """Predicted versus reference energies (per structure) and force components."""
+    f = 1.0 / units.energy_factor(unit)
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2 if f_ref is not None else 1, figsize=(9, 4), squeeze=False)
+    ax = ax[0]
+    e0 = np.mean(e_ref)
+    x, y = (np.asarray(e_ref) - e0) * f, (np.asarray(e_pred) - e0) * f
+    ax[0].plot(x, y, ".", ms=3)
+    lim = [min(x.min(), y.min()), max(x.max(), y.max())]
+    ax[0].plot(lim, lim, "k--", lw=0.8)
+    ax[0].set(xlabel=f"reference E - <E> ({unit})", ylabel=f"predicted E - <E> ({unit})",
+              title=f"MAE {np.mean(np.abs(x - y)):.3g} {unit}")
+    if f_ref is not None:
+        x, y = np.ravel(f_ref) * f, np.ravel(f_pred) * f
+        ax[1].plot(x, y, ".", ms=1, alpha=0.4)
+        lim = [min(x.min(), y.min()), max(x.max(), y.max())]
+        ax[1].plot(lim, lim, "k--", lw=0.8)
+        ax[1].set(xlabel=f"reference F ({unit}/Å)", ylabel=f"predicted F ({unit}/Å)",
+                  title=f"MAE {np.mean(np.abs(x - y)):.3g} {unit}/Å")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,93 @@
+"""Run configuration (YAML): data, model and training sections, validated up front."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimiser, schedule and loop settings.
+
+    The learning rate decays exponentially from ``lr_start`` to ``lr_stop`` over
+    ``max_steps`` (DeePMD style); each loss prefactor follows
+    ``p(t) = p_limit + (p_start - p_limit) * lr(t) / lr_start``."""
+
+    seed: int = 0
+    batch_size: int = 8
+    max_steps: int = 20000
+    max_epochs: int = 100000
+    max_time_s: float = 0.0  # 0 = no wall-clock limit
+    lr_start: float = 1e-3
+    lr_stop: float = 1e-4
+    decay_steps: int = 500
+    pref_e_start: float = 0.02
+    pref_e_limit: float = 1.0
+    pref_f_start: float = 1000.0
+    pref_f_limit: float = 1.0
+    pref_v_start: float = 0.0
+    pref_v_limit: float = 0.0
+    dtype: str = "float32"
+    val_every_steps: int = 0  # 0 = once per epoch
+    checkpoint_every_s: float = 30.0
+    metrics_format: str = "csv"  # csv or jsonl
+    refit_shift: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (0 < self.lr_stop <= self.lr_start):
+            raise ValueError(f"need 0 < lr_stop <= lr_start, got {self.lr_stop}, {self.lr_start}")
+        for k in ("pref_e_start", "pref_e_limit", "pref_f_start", "pref_f_limit", "pref_v_start", "pref_v_limit"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k} must be >= 0")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.metrics_format not in ("csv", "jsonl"):
+            raise ValueError(f"metrics_format must be csv or jsonl, got {self.metrics_format!r}")
+
+    @property
+    def uses_forces(self) -> bool:
+        return self.pref_f_start > 0 or self.pref_f_limit > 0
+
+    @property
+    def uses_virial(self) -> bool:
+        return self.pref_v_start > 0 or self.pref_v_limit > 0
+
+
+DATA_KEYS = {"train", "test", "format", "n_train", "n_val", "n_test", "seed", "energy_unit", "length_unit",
+             "report_energy_unit", "test_format"}
+
+
+def load_config(path_or_dict) -> dict:
+    """Read a YAML run config and check its sections; returns a dict with ``data``,
+    ``model`` (dict), ``train`` (:class:`TrainConfig`), ``output`` (path)."""
+    if isinstance(path_or_dict, dict):
+        raw, base = path_or_dict, Path.cwd()
+    else:
+        p = Path(path_or_dict)
+        if not p.exists():
+            raise FileNotFoundError(f"config file not found: {p}")
+        raw = yaml.safe_load(p.read_text()) or {}
+        base = p.parent
+    unknown = set(raw) - {"data", "model", "train", "output"}
+    if unknown:
+        raise ValueError(f"unknown config section(s) {sorted(unknown)}; expected data, model, train, output")
+    data = dict(raw.get("data") or {})
+    if "train" not in data:
+        raise ValueError("config: data.train (a data file, or 'embedded:paracetamol') is required")
+    bad = set(data) - DATA_KEYS
+    if bad:
+        raise ValueError(f"config: unknown data option(s) {sorted(bad)}; known: {sorted(DATA_KEYS)}")
+    tr = raw.get("train") or {}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = set(tr) - fields
+    if bad:
+        raise ValueError(f"config: unknown train option(s) {sorted(bad)}; known: {sorted(fields)}")
+    out = raw.get("output", "runs/run")
+    return {"data": data, "model": dict(raw.get("model") or {}), "train": TrainConfig(**tr),
+            "output": str(out), "base": str(base)}

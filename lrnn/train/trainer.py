@@ -1,0 +1,310 @@
+"""The training loop: optax Adam with exponential decay, DeePMD loss prefactor schedules,
+padded mini-batches, validation, best/last checkpoints, exact ``--resume``, metrics,
+progress bar and learning-curve plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lrnn import checkpoint as ckpt
+from lrnn import models
+from lrnn.batch import make_inputs, make_labels
+from lrnn.models.deeppot import compute_stats, fit_energy_shift, shift_energy
+from lrnn.nn import count_parameters, split
+from lrnn.potential import batched_efv, energy_forces_virial
+from lrnn.system import concatenate
+from lrnn.train.config import TrainConfig
+from lrnn.train.data import load_data
+
+log = logging.getLogger("lrnn.train")
+
+
+def make_schedule(tc: TrainConfig):
+    decay_rate = (tc.lr_stop / tc.lr_start) ** (tc.decay_steps / max(tc.max_steps, 1))
+    return optax.exponential_decay(tc.lr_start, tc.decay_steps, decay_rate, end_value=tc.lr_stop)
+
+
+def prefactors(tc: TrainConfig, lr):
+    r = lr / tc.lr_start
+    pe = tc.pref_e_limit + (tc.pref_e_start - tc.pref_e_limit) * r
+    pf = tc.pref_f_limit + (tc.pref_f_start - tc.pref_f_limit) * r
+    pv = tc.pref_v_limit + (tc.pref_v_start - tc.pref_v_limit) * r
+    return pe, pf, pv
+
+
+def loss_terms(pred, labels):
+    """Mean-square errors: energy per atom (eV²), force components (eV²/Å²), virial per
+    atom (eV²), each over the structures/atoms that carry the label."""
+    e, f, w = pred
+    n = labels["n_atoms"]
+    le = jnp.mean(((e - labels["energy"]) / n) ** 2)
+    fmask = (labels["mask"] & labels["has_forces"][:, None])[..., None]
+    lf = jnp.sum(jnp.where(fmask, (f - labels["forces"]) ** 2, 0.0)) / jnp.maximum(3.0 * jnp.sum(fmask), 1.0)
+    hv = labels["has_virial"]
+    lv = jnp.sum(jnp.where(hv, jnp.sum((w - labels["virial"]) ** 2, axis=(1, 2)) / n**2, 0.0))
+    lv = lv / jnp.maximum(9.0 * jnp.sum(hv), 1.0)
+    return le, lf, lv
+
+
+def _error_metrics(e_pred, e_ref, n_atoms, f_pred=None, f_ref=None, mask=None):
+    de = e_pred - e_ref
+    out = {"energy_mae": float(np.mean(np.abs(de))), "energy_rmse": float(np.sqrt(np.mean(de**2))),
+           "energy_mae_per_atom": float(np.mean(np.abs(de / n_atoms))),
+           "energy_rmse_per_atom": float(np.sqrt(np.mean((de / n_atoms) ** 2)))}
+    if f_pred is not None and f_ref is not None:
+        df = (f_pred - f_ref)[mask]
+        out["force_mae"] = float(np.mean(np.abs(df)))
+        out["force_rmse"] = float(np.sqrt(np.mean(df**2)))
+    return out
+
+
+class MetricsWriter:
+    """Append-only CSV or JSON-lines metrics; each row flushed at once."""
+
+    def __init__(self, path: Path, fmt: str, resume: bool):
+        self.path, self.fmt = path, fmt
+        self.fields = None
+        if resume and path.exists():
+            if fmt == "csv":
+                with open(path) as fh:
+                    self.fields = next(csv.reader(fh), None)
+        elif path.exists():
+            path.unlink()
+
+    def write(self, row: dict):
+        if self.fmt == "jsonl":
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            return
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with open(self.path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def read_metrics(path) -> list[dict]:
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    with open(path) as fh:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
+    """Train the model described by a run config (see :func:`lrnn.train.config.load_config`).
+
+    Writes ``OUTPUT/checkpoint`` (best validation), ``OUTPUT/last`` (with optimiser state,
+    for ``resume``), ``OUTPUT/metrics.csv`` and ``OUTPUT/learning_curve.png``; returns a
+    summary dict with the test metrics when the config has a test set."""
+    tc: TrainConfig = cfg["train"]
+    out = Path(cfg["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    if tc.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    dtype = jnp.float64 if tc.dtype == "float64" else jnp.float32
+    npdt = np.dtype(dtype)
+
+    data = load_data(cfg["data"], cfg.get("base", "."))
+    train_ds, val_ds = data["train"], data["val"]
+    train_ds.validate(require_forces=tc.uses_forces)
+    val_ds.validate(require_forces=tc.uses_forces)
+    if tc.uses_virial and train_ds.virial is None:
+        raise ValueError("the virial prefactor is non-zero but the training data have no virial labels")
+
+    model_cfg = dict(cfg["model"])
+    model_cfg.setdefault("type", "deeppot_se")
+    model_cfg.setdefault("type_map", sorted(set(train_ds.elements) | set(val_ds.elements)))
+    kind, mcfg = models.model_config(model_cfg)
+    model_cfg["type_map"] = list(mcfg.type_map)
+
+    last_path, best_path = out / "last", out / "checkpoint"
+    resumed = None
+    if resume:
+        if not last_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last_path} to resume from")
+        resumed = ckpt.load(last_path, with_train_state=True)
+        stats = {k: np.asarray(v) for k, v in resumed[0]["stats"].items()}
+        shift = np.asarray(resumed[0]["energy_shift"])
+    else:
+        shift = fit_energy_shift(train_ds.numbers, train_ds.energy, mcfg.type_map)
+
+    # one neighbour capacity for train and validation data: one compiled shape
+    joint = concatenate([train_ds, val_ds])
+    joint_inputs, cap = make_inputs(joint, mcfg, None, dtype=npdt)
+    n_tr = len(train_ds)
+    tr_inputs = jax.tree.map(lambda x: x[:n_tr], joint_inputs)
+    va_inputs = jax.tree.map(lambda x: x[n_tr:], joint_inputs)
+    if not resume:
+        stats = compute_stats(mcfg, train_ds.positions, train_ds.cell, tr_inputs["layout"])
+    stats_j = {k: jnp.asarray(v, dtype) for k, v in stats.items()}
+    jl = make_labels(joint, shift, mcfg.type_map, dtype=npdt)
+    tr_labels = jax.tree.map(lambda x: x[:n_tr], jl)
+    va_labels = jax.tree.map(lambda x: x[n_tr:], jl)
+
+    module = models.create(model_cfg, seed=tc.seed, dtype=dtype)
+    graphdef, state = split(module)
+    schedule = make_schedule(tc)
+    tx = optax.adam(schedule)
+    opt_state = tx.init(state)
+    step0, epoch0, best_val, elapsed0 = 0, 0, np.inf, 0.0
+    if resumed is not None:
+        meta, leaves, ts = resumed
+        state = jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x) for x in leaves])
+        opt_leaves, opt_def = jax.tree.flatten(opt_state)
+        opt_state = jax.tree.unflatten(opt_def, [jnp.asarray(x) for x in ts[: len(opt_leaves)]])
+        step0, epoch0 = int(meta["train"]["step"]), int(meta["train"]["epoch"])
+        best_val, elapsed0 = float(meta["train"]["best_val"]), float(meta["train"].get("time_s", 0.0))
+
+    tr_dev = jax.tree.map(jnp.asarray, (tr_inputs, tr_labels))
+    bs = min(tc.batch_size, n_tr)
+    n_batches = n_tr // bs
+
+    def loss_fn(st, inputs, labels, pref):
+        pred = jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats_j, x))(inputs)
+        le, lf, lv = loss_terms(pred, labels)
+        return pref[0] * le + pref[1] * lf + pref[2] * lv, (le, lf, lv)
+
+    @jax.jit
+    def train_step(st, ost, step, idx, dev):
+        inputs, labels = jax.tree.map(lambda x: x[idx], dev)
+        lr = schedule(step)
+        pref = prefactors(tc, lr)
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(st, inputs, labels, pref)
+        updates, ost = tx.update(grads, ost, st)
+        return optax.apply_updates(st, updates), ost, loss, terms
+
+    va_dev = jax.tree.map(jnp.asarray, va_inputs)
+
+    def validate(st):
+        e, f = _predict_chunks(graphdef, st, stats_j, va_dev, len(val_ds), tc.batch_size * 4)
+        met = _error_metrics(e, va_labels["energy"].astype(np.float64), va_labels["n_atoms"].astype(np.float64),
+                             f, va_labels["forces"].astype(np.float64), va_labels["mask"])
+        pe, pf, _ = prefactors(tc, tc.lr_stop)
+        score = pe * met["energy_rmse_per_atom"] ** 2 + (pf * met.get("force_rmse", 0.0) ** 2
+                                                        if tc.uses_forces else 0.0)
+        return met, score
+
+    meta_base = {"model": model_cfg, "dtype": tc.dtype, "stats": stats, "energy_shift": shift,
+                 "units": {"energy": "eV", "length": "Angstrom", "force": "eV/Angstrom"},
+                 "report_energy_unit": data["report_energy_unit"], "capacity": [list(cap.centres), cap.neighbors],
+                 "data": {k: str(v) for k, v in cfg["data"].items()}, "n_parameters": count_parameters(state)}
+
+    def save(path, st, ost, step, epoch, bv, t, with_state):
+        meta = dict(meta_base, train={"step": step, "epoch": epoch, "best_val": bv, "time_s": t,
+                                      "config": {k: getattr(tc, k) for k in tc.__dataclass_fields__}})
+        ckpt.save(path, meta=meta, params=st, train_state=ost if with_state else None)
+
+    metrics = MetricsWriter(out / f"metrics.{tc.metrics_format}", tc.metrics_format, resume)
+    if not quiet:
+        log.info("training %s (%d parameters) on %s; validation %d structures", kind,
+                 count_parameters(state), train_ds.describe(), len(val_ds))
+    max_epochs = min(tc.max_epochs, int(np.ceil(tc.max_steps / n_batches)))
+    total_steps = max_epochs * n_batches
+    bar = None
+    if tc.progress and not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=step0, desc="train", unit="step", dynamic_ncols=True)
+    t_start = time.perf_counter() - elapsed0
+    last_save = time.perf_counter()
+    best_state = None
+    step, epoch = step0, epoch0
+    stopped_by_time = False
+    loss_acc = []
+    for epoch in range(epoch0, max_epochs):
+        perm = np.random.default_rng([tc.seed, epoch]).permutation(n_tr)
+        for b in range(n_batches):
+            idx = jnp.asarray(perm[b * bs:(b + 1) * bs])
+            state, opt_state, loss, _ = train_step(state, opt_state, step, idx, tr_dev)
+            step += 1
+            if b % 20 == 0 or b == n_batches - 1:
+                loss_acc.append(float(loss))
+                if not np.isfinite(loss_acc[-1]):
+                    raise FloatingPointError(f"training loss became {loss_acc[-1]} at step {step}; last good "
+                                             f"checkpoint kept at {last_path}")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_acc[-1]:.3g}", lr=f"{float(schedule(step)):.1e}")
+            if bar is not None:
+                bar.update(1)
+        met, score = validate(state)
+        now = time.perf_counter() - t_start
+        lr = float(schedule(step))
+        pe, pf, pv = prefactors(tc, lr)
+        row = {"step": step, "epoch": epoch + 1, "time_s": round(now, 3), "lr": lr,
+               "train_loss": float(np.mean(loss_acc)) if loss_acc else float("nan"),
+               "pref_e": pe, "pref_f": pf,
+               "val_energy_mae_eV": met["energy_mae"], "val_energy_rmse_eV": met["energy_rmse"],
+               "val_energy_mae_per_atom_eV": met["energy_mae_per_atom"],
+               "val_force_mae_eV_per_A": met.get("force_mae", float("nan")),
+               "val_force_rmse_eV_per_A": met.get("force_rmse", float("nan"))}
+        loss_acc = []
+        metrics.write(row)
+        if score < best_val:
+            best_val = score
+            best_state = state
+        done = epoch + 1 >= max_epochs
+        out_of_time = tc.max_time_s > 0 and now >= tc.max_time_s
+        if done or out_of_time or time.perf_counter() - last_save >= tc.checkpoint_every_s:
+            if best_state is not None:
+                save(best_path, best_state, None, step, epoch + 1, best_val, now, False)
+                best_state = None
+            save(last_path, state, opt_state, step, epoch + 1, best_val, now, True)
+            last_save = time.perf_counter()
+        if out_of_time and not done:
+            stopped_by_time = True
+            break
+    if bar is not None:
+        bar.close()
+    if best_state is not None or not best_path.exists():
+        save(best_path, best_state if best_state is not None else state, None, step, epoch + 1, best_val,
+             time.perf_counter() - t_start, False)
+
+    summary = {"steps": step, "epochs": epoch + 1, "train_time_s": time.perf_counter() - t_start,
+               "stopped_by_time": stopped_by_time, "n_train": n_tr, "n_val": len(val_ds),
+               "n_parameters": count_parameters(state)}
+    from lrnn.potential import load as load_potential
+
+    pot = load_potential(best_path)
+    if tc.refit_shift:
+        # re-fit the per-element shifts on the training residuals (float64): the offset
+        # drifts while the energy prefactor is small
+        e_tr, _, _ = pot.predict(train_ds, batch_size=tc.batch_size * 4)
+        delta = fit_energy_shift(train_ds.numbers, train_ds.energy - e_tr, mcfg.type_map)
+        meta, leaves, _ = ckpt.load(best_path)
+        meta["energy_shift"] = np.asarray(meta["energy_shift"]) + delta
+        meta["energy_shift_refit"] = True
+        ckpt.save(best_path, meta=meta, params=[np.asarray(x) for x in leaves])
+        summary["shift_refit_eV"] = float(np.abs(shift_energy(train_ds.numbers[:1], delta, mcfg.type_map)[0]))
+    try:
+        from lrnn.plots import learning_curve
+
+        learning_curve(out / f"metrics.{tc.metrics_format}", out / "learning_curve.png",
+                       unit=data["report_energy_unit"])
+    except Exception as e:  # plotting never loses a run
+        log.warning("learning-curve plot failed: %s", e)
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _predict_chunks(graphdef, state, stats, inputs, m, chunk):
+    es, fs = [], []
+    for start in range(0, m, chunk):
+        idx = np.minimum(np.arange(start, start + chunk), m - 1)
+        e, f, _ = batched_efv(graphdef, state, stats, jax.tree.map(lambda x: x[idx], inputs))
+        k = min(chunk, m - start)
+        es.append(np.asarray(e, np.float64)[:k])
+        fs.append(np.asarray(f, np.float64)[:k])
+    return np.concatenate(es), np.concatenate(fs)
