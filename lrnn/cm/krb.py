@@ -14,7 +14,6 @@ closed forms, and ``point_charge_energy``, an explicit Coulomb sum.
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np
@@ -125,38 +124,34 @@ def sample(n, seed=0, R_range=(16.0, 64.0), r_range=R_RANGE):
 
 # --- general electrostatics, for checks -------------------------------------------------------
 
-def axial_multipole_energy(Rvec, e1, e2, Q1, Q2, order=None):
+def axial_multipole_energy(Rvec, e1, e2, Q1, Q2, order=None, n_fft=32):
     """Electrostatic energy of two axial multipole series, term by term (au).
 
     Q_i = [Q_0, Q_1, ...] with Q_l = Σ q z^l along e_i (Q_1 = μ, Q_2 = Θ, Q_3 = Ω for
-    axially symmetric, Buckingham-normalised moments).  From the Taylor expansion of
-    1/|R + z2 e2 - z1 e1|:
-        E = Σ_{l1,l2} (-1)^{l1} Q1_l1 Q2_l2 / (l1! l2!) (e1·∇)^{l1} (e2·∇)^{l2} 1/R.
-    Returns a dict {n: E_n} where E_n ∝ R^-n collects l1 + l2 = n - 1 (only n <= order).
+    axially symmetric, Buckingham-normalised moments).  With the Taylor expansion
+        f(s, t) = 1/|R + t e2 - s e1| = Σ c_{l1 l2} s^l1 t^l2,
+    the energy is E = Σ c_{l1 l2} Q1_l1 Q2_l2.  The coefficients c are computed to any
+    order by a two-dimensional Cauchy integral (FFT on circles of radius |R|/4), which is
+    exact up to rounding for these analytic functions.  Returns {n: E_n}, E_n ∝ R^-n
+    collecting l1 + l2 = n - 1 (only n <= order if given).
     """
-    import jax
-    import jax.numpy as jnp
-
-    Rvec, e1, e2 = (jnp.asarray(v, jnp.float64) for v in (Rvec, e1, e2))
-
-    def deriv(f, e, k):
-        for _ in range(k):
-            f = (lambda g: lambda x: jax.jvp(g, (x,), (e,))[1])(f)
-        return f
-
-    def inv(x):
-        return 1.0 / jnp.sqrt(jnp.sum(x * x))
-
+    Rvec, e1, e2 = (np.asarray(v, float) for v in (Rvec, e1, e2))
+    rho = np.linalg.norm(Rvec) / 4
+    ang = 2 * np.pi * np.arange(n_fft) / n_fft
+    s = rho * np.exp(1j * ang)[:, None, None]
+    t = rho * np.exp(1j * ang)[None, :, None]
+    v = Rvec + t * e2 - s * e1
+    f = 1.0 / np.sqrt(np.sum(v * v, axis=-1))
+    c = np.fft.fft2(f) / n_fft**2
     out = {}
     for l1, q1 in enumerate(Q1):
         for l2, q2 in enumerate(Q2):
             n = l1 + l2 + 1
             if order is not None and n > order:
                 continue
-            d = deriv(deriv(inv, e2, l2), e1, l1)(Rvec)
-            out[n] = out.get(n, 0.0) + (-1) ** l1 * q1 * q2 / (math.factorial(l1)
-                                                               * math.factorial(l2)) * d
-    return {k: float(v) for k, v in out.items()}
+            coef = float(np.real(c[l1, l2])) / rho ** (l1 + l2)
+            out[n] = out.get(n, 0.0) + q1 * q2 * coef
+    return out
 
 
 def point_charges_for_moments(moments, spacing=1.0):

@@ -176,7 +176,7 @@ class CmModel:
 
     def __init__(self, config, params):
         self.config = config
-        self.params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        self.params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
 
     def __call__(self, data):
         return energy(self.params, self.config, data)
