@@ -1,0 +1,54 @@
+"""Shared fixtures.  Tests run in float64 where they compare against finite differences;
+the float32 default path is exercised by the training tests."""
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TINY_MODEL = {"type": "deeppot_se", "rcut": 4.0, "rcut_smth": 1.0, "embed": [4, 8], "axis_neurons": 2,
+              "fit": [8, 8]}
+
+
+def shared_file(rel: str) -> Path:
+    p = SHARED / rel
+    if not p.exists():
+        pytest.skip(f"reference data {p} not available (../shared/data is absent on this machine)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def paracetamol():
+    from lrnn.data import read
+
+    return read(Path(__file__).resolve().parents[1] / "lrnn/data/embedded/rmd17_paracetamol_train01_subset.npz")
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory):
+    """A run config that trains the tiny model for a few steps (float32)."""
+    def make(out=None, **train):
+        out = out or tmp_path_factory.mktemp("run")
+        tr = {"max_steps": 40, "batch_size": 4, "checkpoint_every_s": 0, "progress": False,
+              "lr_start": 1e-3, "lr_stop": 1e-4, "decay_steps": 10}
+        tr.update(train)
+        return {"data": {"train": "embedded:paracetamol", "test": "embedded:paracetamol-test",
+                         "n_train": 40, "n_val": 8, "n_test": 16, "seed": 1},
+                "model": dict(TINY_MODEL), "train": tr, "output": str(out)}
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tiny_config):
+    from lrnn.train import load_config, train
+
+    cfg = load_config(tiny_config())
+    train(cfg, quiet=True)
+    return Path(cfg["output"]) / "checkpoint"

@@ -1,0 +1,186 @@
+"""DeepPot-SE physics: invariances, forces and virial against finite differences,
+smoothness across r_cs and r_c, padding independence, periodic images."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from lrnn import models
+from lrnn.batch import make_inputs
+from lrnn.models.deeppot import compute_stats, fit_energy_shift
+from lrnn.neighbors import Capacity
+from lrnn.nn import split
+from lrnn.potential import energy_fn as _energy_fn
+from lrnn.potential import energy_forces_virial as _efv
+from lrnn.system import Dataset
+from tests.conftest import TINY_MODEL
+
+energy_fn = jax.jit(_energy_fn, static_argnums=0)
+energy_forces_virial = jax.jit(_efv, static_argnums=0)
+
+
+def build(type_map, model=None, seed=0):
+    cfg = dict(model or TINY_MODEL, type_map=type_map)
+    mod = models.create(cfg, seed=seed, dtype=jnp.float64)
+    g, st = split(mod)
+    _, mcfg = models.model_config(cfg)
+    return g, st, mcfg
+
+
+def inputs_for(mcfg, pos, numbers, cell=None, pbc=None, capacity=None):
+    ds = Dataset(np.asarray(pos)[None], np.asarray(numbers)[None], [0.0],
+                 cell=None if cell is None else np.asarray(cell)[None], pbc=pbc)
+    inp, cap = make_inputs(ds, mcfg, capacity, dtype=np.float64)
+    return jax.tree.map(lambda x: jnp.asarray(x[0]), inp), cap
+
+
+@pytest.fixture(scope="module")
+def setup(paracetamol):
+    g, st, mcfg = build([1, 6, 7, 8])
+    sub = paracetamol.subset(np.arange(20))
+    inp, _ = make_inputs(sub, mcfg, dtype=np.float64)
+    stats = {k: jnp.asarray(v) for k, v in compute_stats(mcfg, sub.positions, sub.cell, inp["layout"]).items()}
+    return g, st, mcfg, stats, paracetamol.positions[0], paracetamol.numbers[0]
+
+
+def efv(setup, pos, numbers, **kw):
+    g, st, mcfg, stats = setup[:4]
+    inp, _ = inputs_for(mcfg, pos, numbers, **kw)
+    return energy_forces_virial(g, st, stats, inp)
+
+
+def test_translation_rotation_permutation_invariance(setup):
+    pos, num = setup[4], setup[5]
+    e0, f0, _ = efv(setup, pos, num)
+    rot = Rotation.random(random_state=1).as_matrix()
+    e1, f1, _ = efv(setup, pos @ rot.T + np.array([3.0, -7.0, 11.0]), num)
+    assert float(e1) == pytest.approx(float(e0), abs=1e-10)
+    np.testing.assert_allclose(np.asarray(f1), np.asarray(f0) @ rot.T, atol=1e-10)
+    perm = np.random.default_rng(0).permutation(len(num))
+    e2, f2, _ = efv(setup, pos[perm], num[perm])
+    assert float(e2) == pytest.approx(float(e0), abs=1e-10)
+    np.testing.assert_allclose(np.asarray(f2), np.asarray(f0)[perm], atol=1e-10)
+
+
+def test_forces_match_finite_differences(setup):
+    g, st, mcfg, stats, pos, num = setup
+    e0, f0, _ = efv(setup, pos, num)
+    inp, _ = inputs_for(mcfg, pos, num)
+    def e_of(p):
+        return energy_fn(g, st, stats, dict(inp, positions=p))
+    h = 1e-5
+    for i, k in [(0, 0), (5, 1), (12, 2), (19, 0)]:
+        dp = np.zeros_like(pos)
+        dp[i, k] = h
+        fd = -(float(e_of(jnp.asarray(pos + dp))) - float(e_of(jnp.asarray(pos - dp)))) / (2 * h)
+        assert float(f0[i, k]) == pytest.approx(fd, rel=1e-6, abs=1e-8)
+    assert np.abs(np.asarray(f0).sum(axis=0)).max() < 1e-10  # Newton's third law
+
+
+def test_virial_matches_strain_finite_differences(setup):
+    pos, num = setup[4], setup[5]
+    _, f, w = efv(setup, pos, num)
+    # free molecule: W = sum_i r_i (x) F_i
+    np.testing.assert_allclose(np.asarray(w), np.asarray(pos).T @ np.asarray(f), atol=1e-9)
+    g, st, mcfg, stats = setup[:4]
+    inp, _ = inputs_for(mcfg, pos, num)
+    h = 1e-6
+    for a, b in [(0, 0), (0, 1), (2, 1)]:
+        eps = np.zeros((3, 3))
+        eps[a, b] = h
+        ep = float(energy_fn(g, st, stats, dict(inp, positions=jnp.asarray(pos @ (np.eye(3) + eps).T))))
+        em = float(energy_fn(g, st, stats, dict(inp, positions=jnp.asarray(pos @ (np.eye(3) - eps).T))))
+        assert float(w[a, b]) == pytest.approx(-(ep - em) / (2 * h), rel=1e-5, abs=1e-8)
+
+
+def periodic_box(seed=0, n=16, box=7.0):
+    rng = np.random.default_rng(seed)
+    pos = []
+    while len(pos) < n:
+        p = rng.uniform(0, box, 3)
+        if all(np.linalg.norm((p - q + box / 2) % box - box / 2) > 1.2 for q in pos):
+            pos.append(p)
+    cell = np.array([[box, 0, 0], [0.3, box, 0], [0.0, 0.5, box]])
+    frac = np.array(pos) / box
+    return frac @ cell, np.array([8, 1] * (n // 2)), cell
+
+
+def test_periodic_virial_and_supercell():
+    g, st, mcfg = build([1, 8], dict(TINY_MODEL, rcut=5.0, neighbor_mode="cutoff"))
+    pos, num, cell = periodic_box()
+    stats = {"s_avg": jnp.full(2, 0.2), "s_std": jnp.full(2, 0.3), "dir_std": jnp.full(2, 0.2), "n_norm": 20.0}
+    inp, _ = inputs_for(mcfg, pos, num, cell, [True] * 3)
+    e, f, w = energy_forces_virial(g, st, stats, inp)
+    h = 1e-6
+    for a, b in [(0, 0), (1, 2), (2, 0)]:
+        eps = np.zeros((3, 3))
+        eps[a, b] = h
+        def e_at(s):
+            fm = np.eye(3) + s * eps
+            i2, _ = inputs_for(mcfg, pos @ fm.T, num, cell @ fm.T, [True] * 3)
+            return float(energy_fn(g, st, stats, i2))
+        assert float(w[a, b]) == pytest.approx(-(e_at(1) - e_at(-1)) / (2 * h), rel=1e-5, abs=1e-8)
+    # a 2x1x1 supercell has twice the energy and the same forces (periodic images right)
+    pos2 = np.concatenate([pos, pos + cell[0]])
+    cell2 = cell * np.array([[2], [1], [1]])
+    inp2, _ = inputs_for(mcfg, pos2, np.concatenate([num, num]), cell2, [True] * 3)
+    e2, f2, _ = energy_forces_virial(g, st, stats, inp2)
+    assert float(e2) == pytest.approx(2 * float(e), rel=1e-10)
+    np.testing.assert_allclose(np.asarray(f2)[: len(num)], np.asarray(f), atol=1e-10)
+    # an atom wrapped across the cell boundary gives the same energy
+    pos_w = pos.copy()
+    pos_w[0] += cell[1]
+    inp_w, _ = inputs_for(mcfg, pos_w, num, cell, [True] * 3)
+    assert float(energy_fn(g, st, stats, inp_w)) == pytest.approx(float(e), rel=1e-12)
+
+
+def test_energy_independent_of_padding_capacity(setup):
+    g, st, mcfg, stats, pos, num = setup
+    inp, cap = inputs_for(mcfg, pos, num)
+    big = Capacity(tuple(c + 3 for c in cap.centres), cap.neighbors + 5)
+    inp_big, _ = inputs_for(mcfg, pos, num, capacity=big)
+    assert float(energy_fn(g, st, stats, inp_big)) == pytest.approx(float(energy_fn(g, st, stats, inp)), abs=1e-12)
+    cut, _ = inputs_for(models.model_config(dict(TINY_MODEL, type_map=[1, 6, 7, 8], neighbor_mode="cutoff"))[1],
+                        pos, num)
+    assert float(energy_fn(g, st, stats, cut)) == pytest.approx(float(energy_fn(g, st, stats, inp)), abs=1e-12)
+
+
+@pytest.mark.parametrize("radius", ["rcut", "rcut_smth"])
+def test_forces_continuous_across_cutoffs(radius):
+    """Move one H atom radially through r_cs and r_c of an O centre: the force on every
+    atom changes by O(δ) across the boundary (no jump), in both neighbour modes."""
+    g, st, mcfg = build([1, 8])
+    stats = {"s_avg": jnp.full(2, 0.2), "s_std": jnp.full(2, 0.3), "dir_std": jnp.full(2, 0.2), "n_norm": 5.0}
+    r0 = getattr(mcfg, radius)
+    base = np.array([[0.0, 0, 0], [0.0, 0.97, 0.0], [0.9, -0.3, 0.0]])
+    jumps = []
+    for mode in ("all", "cutoff"):
+        _, cfg = models.model_config(dict(TINY_MODEL, type_map=[1, 8], neighbor_mode=mode))
+        forces = []
+        for d in (r0 - 1e-7, r0 + 1e-7, r0 - 2e-7, r0 + 2e-7):
+            pos = np.vstack([base, [[-d, 0.0, 0.0]]])
+            inp, _ = inputs_for(cfg, pos, [8, 1, 1, 1])
+            forces.append(np.asarray(energy_forces_virial(g, st, stats, inp)[1]))
+        jump = np.abs(forces[1] - forces[0]).max()
+        jumps.append(jump)
+        assert jump < 1e-5, f"force jump {jump} eV/Å across {radius} ({mode})"
+        # Lipschitz: doubling the step doubles the change at most (continuous, no step)
+        assert np.abs(forces[3] - forces[2]).max() <= 2.5 * jump + 1e-9
+
+
+def test_energy_shift_least_squares():
+    numbers = np.array([[1, 1, 8], [1, 8, 0], [6, 1, 0]])
+    e_t = np.array([-13.6, -1030.0, -2040.0])  # H, C, O
+    energy = np.array([2 * e_t[0] + e_t[2], e_t[0] + e_t[2], e_t[1] + e_t[0]])
+    np.testing.assert_allclose(fit_energy_shift(numbers, energy, [1, 6, 8]), e_t, rtol=1e-12)
+
+
+def test_bad_model_configs():
+    with pytest.raises(ValueError, match="rcut_smth < rcut"):
+        models.model_config(dict(TINY_MODEL, type_map=[1], rcut_smth=5.0))
+    with pytest.raises(ValueError, match="unknown option"):
+        models.model_config(dict(TINY_MODEL, type_map=[1], cutof=3))
+    with pytest.raises(ValueError, match="unknown model type"):
+        models.model_config({"type": "schnet", "type_map": [1]})

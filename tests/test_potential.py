@@ -1,0 +1,53 @@
+"""The user-facing potential: NumPy in/out, validation, consistency with training data."""
+
+import numpy as np
+import pytest
+
+import lrnn
+
+
+@pytest.fixture(scope="module")
+def pot(trained_checkpoint):
+    return lrnn.load(trained_checkpoint)
+
+
+def test_energy_forces_numpy(pot, paracetamol):
+    e, f = pot.energy_forces(paracetamol.positions[0], paracetamol.numbers[0])
+    assert isinstance(e, float) and f.shape == (20, 3) and f.dtype == np.float64
+    # same numbers from the batched predictor, and from chemical symbols
+    eb, fb, _ = pot.predict(paracetamol.subset([0, 1, 2]), batch_size=2)
+    assert eb[0] == pytest.approx(e, abs=1e-4)
+    np.testing.assert_allclose(fb[0], f, atol=1e-4)
+    from ase.data import chemical_symbols
+
+    e2, _ = pot.energy_forces(paracetamol.positions[0], [chemical_symbols[z] for z in paracetamol.numbers[0]])
+    assert e2 == pytest.approx(e)
+    # energies are in eV near the rMD17 paracetamol total energy
+    assert abs(e - paracetamol.energy[0]) < 5.0
+
+
+def test_bad_inputs_named(pot, paracetamol):
+    pos, num = paracetamol.positions[0].copy(), paracetamol.numbers[0]
+    bad = pos.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        pot.energy_forces(bad, num)
+    bad = pos.copy()
+    bad[4] = bad[5] + 0.05
+    with pytest.raises(ValueError, match="atoms 4 and 5 are 0.0866 Å apart"):
+        pot.energy_forces(bad, num)
+    with pytest.raises(ValueError, match=r"species \['Cl'\]"):
+        pot.energy_forces(pos, np.r_[num[:-1], 17])
+    with pytest.raises(ValueError, match="shapes must match"):
+        pot.energy_forces(pos[:-1], num)
+
+
+def test_changing_sizes_reuse_buckets(pot, paracetamol):
+    from lrnn.potential import batched_efv
+
+    pos, num = paracetamol.positions[0], paracetamol.numbers[0]
+    pot.energy_forces(pos, num)
+    n0 = batched_efv._cache_size()
+    pot.energy_forces(pos[:-1], num[:-1])  # 19 atoms: same padded size bucket
+    pot.energy_forces(pos[:-2], num[:-2])
+    assert batched_efv._cache_size() == n0
