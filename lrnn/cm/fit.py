@@ -15,7 +15,45 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from lrnn.cm.model import energy
+from lrnn.cm.model import _act, _variants, energy, output_multipliers, raw_features
+
+
+def hidden_features(params, config, data):
+    """Last hidden layer (N, H), averaged over the symmetrisation variants."""
+    mean, std = jnp.asarray(config["x_mean"]), jnp.asarray(config["x_std"])
+    act = _act(config["activation"])
+    hs = []
+    for v in _variants(config):
+        h = (raw_features(config, data, **v) - mean) / std
+        for W, b in zip(params["W"][:-1], params["b"][:-1]):
+            h = act(h @ W + b)
+        hs.append(h)
+    return sum(hs) / len(hs)
+
+
+def _design(params, config, data):
+    """u = design @ vec([W_last; b_last]) (N, (H+1) * n_out): the output layer is linear."""
+    h = hidden_features(params, config, data)
+    h1 = jnp.concatenate([h, jnp.ones((h.shape[0], 1), h.dtype)], 1)
+    if config["form"] == "pure":
+        return h1 * config["u_scale"]
+    fac = output_multipliers(config, data)  # (N, n_out)
+    return (h1[:, :, None] * fac[:, None, :]).reshape(h.shape[0], -1)
+
+
+def refit_output_layer(params, config, data, weights=None, ridge=1e-14):
+    """Solve the (linear) output layer exactly by weighted least squares; returns params."""
+    D = _design(params, config, {k: jnp.asarray(v) for k, v in data.items()})
+    u = jnp.asarray(data["u_cm"])
+    w = jnp.ones_like(u) if weights is None else jnp.asarray(weights)
+    A = D * w[:, None]
+    AtA = A.T @ A
+    AtA = AtA + ridge * jnp.trace(AtA) / AtA.shape[0] * jnp.eye(AtA.shape[0])
+    sol = jnp.linalg.solve(AtA, A.T @ (u * w))
+    n_out = params["W"][-1].shape[1]
+    M = sol.reshape(-1, n_out)
+    new = {"W": list(params["W"][:-1]) + [M[:-1]], "b": list(params["b"][:-1]) + [M[-1]]}
+    return new
 
 
 def _weights(u, relative, floor):
@@ -31,18 +69,24 @@ def _as_jnp(d):
 
 def levenberg_marquardt(params, config, train, val=None, *, max_iter=500, relative=False,
                         rel_floor=None, lam0=1e-3, lam_up=4.0, lam_down=3.0, patience=50,
-                        chunk=8192, time_limit=None, tol=1e-14, log_every=10, verbose=True):
+                        chunk=8192, time_limit=None, tol=1e-14, log_every=10, verbose=True,
+                        refit_every=0):
     """Hand-written LM on the residuals sqrt(w)(u_fit - u_ref), Marquardt's diagonal damping.
 
     J^T J and J^T r are accumulated over row chunks of ``chunk`` points (J by vmap(grad)),
     the step solves (J^T J + lam diag(J^T J) + lam 1e-12 I) d = -J^T r by Cholesky.
+    With ``refit_every=k > 0`` the linear output layer is also solved exactly by least
+    squares at the start and after every k-th accepted step (kept if it lowers the loss).
     Returns (best params by validation loss, history dict).
     """
-    flat0, unravel = ravel_pytree(params)
     u_tr = np.asarray(train["u_cm"])
     if rel_floor is None:
         rel_floor = 1e-3 * float(np.sqrt(np.mean(u_tr**2)))
     w_tr = np.sqrt(_weights(u_tr, relative, rel_floor))
+    refit = jax.jit(lambda p: refit_output_layer(p, config, train, w_tr))
+    if refit_every:
+        params = refit(params)
+    flat0, unravel = ravel_pytree(params)
     n = u_tr.size
     chunks = [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
     tr_chunks = [(_as_jnp({k: np.asarray(v)[s] for k, v in train.items()}),
@@ -118,6 +162,11 @@ def levenberg_marquardt(params, config, train, val=None, *, max_iter=500, relati
             break
         rel_impr = (cur - new) / max(cur, 1e-300)
         flat = flat + step
+        if refit_every and it % refit_every == 0:
+            cand = ravel_pytree(refit(unravel(flat)))[0]
+            s_c = total_sse(cand)
+            if s_c < new:
+                flat, new = cand, s_c
         lam = max(lam / lam_down, 1e-12)
         vl = val_loss(flat)
         hist["it"].append(it)

@@ -8,8 +8,12 @@ Parameters are a plain pytree ``{"W": [...], "b": [...]}``; the network is a pur
     powers        e.g. [6, 8, 10] or [3, 4, 5, 6]
     hidden        hidden-layer widths, e.g. [30] (the paper's 2-30-3)
     activation    "sigmoid" (logistic, as in the paper) or "tanh"
-    features      "raw" (the paper's inputs: r's and angles in radians) or "invariant"
+    features      "raw" (the paper's inputs: r's and angles in radians), "invariant"
                   (r's, cos theta_i and x = s1 s2 cos phi: smooth, periodic by construction)
+                  or "angular" (diatom–diatom only: the network sees (r1, r2) and outputs the
+                  radial coefficients of each C_m in a basis of rotation-invariant angular
+                  monomials c1^a c2^b (e1·e2)^k whose ranks and parities are those allowed
+                  by the multipole expansion; see ``angular_basis``)
     symmetrize    "none", "homonuclear" (C_m(theta) = C_m(π - theta), by averaging the
                   network over the two symmetric inputs) or "swap" (diatom–diatom: identical
                   molecules, (r1, theta1) <-> (r2, π - theta2))
@@ -71,7 +75,9 @@ def raw_features(config, data, swap=False, mirror=False):
         ph = jnp.asarray(data["phi_deg"]) * deg
         if swap:
             r1, r2, t1, t2 = r2, r1, jnp.pi - t2, jnp.pi - t1
-        if feats == "raw":
+        if feats == "angular":
+            cols = [r1, r2]
+        elif feats == "raw":
             # phi enters through cos(phi): fold into [0, π] (the paper's range)
             cols = [r1, r2, t1, t2, jnp.arccos(jnp.clip(jnp.cos(ph), -1.0, 1.0))]
         else:
@@ -90,6 +96,63 @@ def _variants(config):
     return [dict()]
 
 
+# --- angular basis (features "angular") ---------------------------------------------------
+
+def angular_basis(m):
+    """Invariant monomials [a, b, k] = c1^a c2^b (e1·e2)^k allowed in C_m (diatom–diatom).
+
+    A molecular tensor of rank l on molecule i enters as a polynomial of degree <= l and
+    parity (-1)^l in e_i.  Electrostatics: ranks (l1, l2) with l1 + l2 = m - 1, both >= 1
+    (neutral molecules).  m = 6 also gets the second-order (induction, dispersion) ranks
+    (l1, l2) in {0, 2}^2.  Degree of e1 in a monomial: a + k; of e2: b + k.
+    """
+    ranks = [(l1, m - 1 - l1) for l1 in range(1, m - 1)]
+    if m == 6:
+        ranks = [(0, 0), (0, 2), (2, 0), (2, 2)]  # second order (no l1 + l2 = 5 moments)
+    out = set()
+    for l1, l2 in ranks:
+        for k in range(0, min(l1, l2) + 1):
+            for a in range(0, l1 - k + 1):
+                for b in range(0, l2 - k + 1):
+                    if (a + k) % 2 == l1 % 2 and (b + k) % 2 == l2 % 2:
+                        out.add((a, b, k))
+    return [list(t) for t in sorted(out)]
+
+
+def _angular_values(config, data):
+    """(N, K) basis values and the power index of each column."""
+    deg = jnp.pi / 180
+    t1, t2 = jnp.asarray(data["theta1_deg"]) * deg, jnp.asarray(data["theta2_deg"]) * deg
+    ph = jnp.asarray(data["phi_deg"]) * deg
+    c1, c2 = jnp.cos(t1), jnp.cos(t2)
+    z = c1 * c2 + jnp.sin(t1) * jnp.sin(t2) * jnp.cos(ph)
+    cols, which = [], []
+    for i, m in enumerate(config["powers"]):
+        for a, b, k in config["angular_basis"][str(m)]:
+            cols.append(c1**a * c2**b * z**k)
+            which.append(i)
+    return jnp.stack(cols, -1), which
+
+
+def output_multipliers(config, data):
+    """(N, n_out) factors f such that u_cm = Σ_j f_j * network_output_j (form "cm")."""
+    R = jnp.asarray(data["R"])
+    per_power = jnp.stack([-HARTREE_TO_CM1 * s / R**m for s, m in
+                           zip(config["cm_scale"], config["powers"])], -1)
+    if config["features"] != "angular":
+        return per_power
+    B, which = _angular_values(config, data)
+    return B * per_power[:, jnp.asarray(which)]
+
+
+def n_outputs(config):
+    if config["form"] == "pure":
+        return 1
+    if config["features"] == "angular":
+        return sum(len(config["angular_basis"][str(m)]) for m in config["powers"])
+    return len(config["powers"])
+
+
 # --- network ----------------------------------------------------------------------------------
 
 def _act(name):
@@ -98,7 +161,7 @@ def _act(name):
 
 def init_params(config, key):
     n_in = len(config["x_mean"])
-    n_out = 1 if config["form"] == "pure" else len(config["powers"])
+    n_out = n_outputs(config)
     sizes = [n_in] + list(config["hidden"]) + [n_out]
     W, b = [], []
     for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -131,7 +194,14 @@ def cm_values(params, config, data):
     """C_m (au), shape (N, len(powers)); only for form "cm"."""
     if config["form"] != "cm":
         raise ValueError("cm_values needs a model with the physical form (form='cm')")
-    return _net(params, config, data) * jnp.asarray(config["cm_scale"])
+    out = _net(params, config, data)
+    if config["features"] != "angular":
+        return out * jnp.asarray(config["cm_scale"])
+    B, which = _angular_values(config, data)
+    which = np.asarray(which)
+    cs = [config["cm_scale"][i] * jnp.sum((out * B)[:, which == i], -1)
+          for i in range(len(config["powers"]))]
+    return jnp.stack(cs, -1)
 
 
 def energy(params, config, data):
@@ -139,9 +209,7 @@ def energy(params, config, data):
     R = jnp.asarray(data["R"])
     if config["form"] == "pure":
         return _net(params, config, data)[:, 0] * config["u_scale"]
-    C = cm_values(params, config, data)
-    powers = jnp.asarray(config["powers"], dtype=R.dtype)
-    return -HARTREE_TO_CM1 * jnp.sum(C / R[:, None] ** powers, axis=-1)
+    return jnp.sum(_net(params, config, data) * output_multipliers(config, data), axis=-1)
 
 
 def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activation="sigmoid",
@@ -151,9 +219,13 @@ def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activatio
         raise ValueError(f"unknown system {system!r}; use {sorted(COLUMNS)}")
     if powers is None:
         powers = [6, 8, 10] if system == ATOM_DIATOM else [3, 4, 5, 6]
+    if features == "angular" and (system != DIATOM_DIATOM or form != "cm"):
+        raise ValueError("features='angular' is for diatom–diatom C_m models")
     cfg = dict(format_version=FORMAT_VERSION, name=name, system=system, form=form,
                powers=[int(p) for p in powers], hidden=[int(h) for h in hidden],
                activation=activation, features=features, symmetrize=symmetrize)
+    if features == "angular":
+        cfg["angular_basis"] = {str(m): angular_basis(int(m)) for m in powers}
     cfg["x_mean"] = [0.0]
     cfg["x_std"] = [1.0]
     X = np.concatenate([np.asarray(raw_features(cfg, data, **v)) for v in _variants(cfg)])

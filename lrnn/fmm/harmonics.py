@@ -97,37 +97,86 @@ def solid_harmonics(r, order: int, xp=np):
     ``r`` has shape ``(..., 3)``; returns ``(..., (order+1)**2)``.  ``xp`` is ``numpy`` or
     ``jax.numpy`` (the JAX version is jittable and differentiable).
     """
-    x, y, z = r[..., 0], r[..., 1], r[..., 2]
+    if xp is not np:
+        return _solid_harmonics_scan(r, order)
+    x, y, z = r[..., 0:1], r[..., 1:2], r[..., 2:3]
     r2 = x * x + y * y + z * z
-    zero = xp.zeros_like(x)
     one = xp.ones_like(x)
-    # re[n][m], im[n][m] for 0 <= m <= n
-    re = [[one]]
-    im = [[zero]]
+    # A[n], B[n]: real and imaginary parts of R_n^m for m = 0..n, shape (..., n+1);
+    # one vectorised recurrence step per degree keeps the traced graph small.
+    A, B = [one], [xp.zeros_like(x)]
     for n in range(1, order + 1):
-        rn, in_ = [], []
-        for m in range(0, n + 1):
-            if m == n:
-                a, b = re[n - 1][n - 1], im[n - 1][n - 1]
-                rn.append(-(x * a - y * b) / (2 * n))
-                in_.append(-(y * a + x * b) / (2 * n))
-            else:
-                a1, b1 = re[n - 1][m], im[n - 1][m]
-                if m <= n - 2:
-                    a2, b2 = re[n - 2][m], im[n - 2][m]
-                    rn.append(((2 * n - 1) * z * a1 - r2 * a2) / ((n - m) * (n + m)))
-                    in_.append(((2 * n - 1) * z * b1 - r2 * b2) / ((n - m) * (n + m)))
-                else:
-                    rn.append((2 * n - 1) * z * a1 / ((n - m) * (n + m)))
-                    in_.append((2 * n - 1) * z * b1 / ((n - m) * (n + m)))
-        re.append(rn)
-        im.append(in_)
+        a1, b1 = A[n - 1], B[n - 1]
+        sect_a = -(x * a1[..., -1:] - y * b1[..., -1:]) / (2 * n)
+        sect_b = -(y * a1[..., -1:] + x * b1[..., -1:]) / (2 * n)
+        sub_a, sub_b = z * a1[..., -1:], z * b1[..., -1:]
+        if n >= 2:
+            m = np.arange(n - 1)
+            den = np.asarray(1.0 / ((n - m) * (n + m)))
+            a2, b2 = A[n - 2], B[n - 2]
+            lo_a = ((2 * n - 1) * z * a1[..., :-1] - r2 * a2) * den
+            lo_b = ((2 * n - 1) * z * b1[..., :-1] - r2 * b2) * den
+            A.append(xp.concatenate([lo_a, sub_a, sect_a], axis=-1))
+            B.append(xp.concatenate([lo_b, sub_b, sect_b], axis=-1))
+        else:
+            A.append(xp.concatenate([sub_a, sect_a], axis=-1))
+            B.append(xp.concatenate([sub_b, sect_b], axis=-1))
     out = []
     for n in range(order + 1):
-        for m in range(-n, n + 1):
-            out.append(im[n][-m] if m < 0 else re[n][m])
+        if n:
+            out.append(B[n][..., :0:-1])  # m = -n .. -1  ->  Im R_n^{|m|}
+        out.append(A[n])
     s = _norms(order)
-    return xp.stack(out, axis=-1) * xp.asarray(s, dtype=out[0].dtype)
+    res = xp.concatenate(out, axis=-1)
+    return res * xp.asarray(s, dtype=res.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _scan_layout(order: int):
+    """Flat gather index from the stacked [Re (n, m); Im (n, m)] arrays to the k layout."""
+    P = order + 1
+    idx = []
+    for n in range(P):
+        for m in range(-n, n + 1):
+            idx.append(P * P + n * P - m if m < 0 else n * P + m)
+    return np.asarray(idx)
+
+
+def _solid_harmonics_scan(r, order: int):
+    """JAX version: one :func:`jax.lax.scan` step per degree on (p+1)-wide padded vectors,
+    which keeps the compiled graph (and its gradient) small for any order."""
+    import jax
+    import jax.numpy as jnp
+
+    P = order + 1
+    x, y, z = r[..., 0:1], r[..., 1:2], r[..., 2:3]
+    r2 = x * x + y * y + z * z
+    m = jnp.arange(P, dtype=r.dtype)
+    shape = r.shape[:-1] + (P,)
+    a0 = jnp.zeros(shape, r.dtype).at[..., 0].set(1.0)
+    zero = jnp.zeros(shape, r.dtype)
+
+    def step(carry, n):
+        a1, b1, a2, b2 = carry
+        sel = (m == n - 1).astype(r.dtype)
+        a_last = jnp.sum(a1 * sel, axis=-1, keepdims=True)
+        b_last = jnp.sum(b1 * sel, axis=-1, keepdims=True)
+        den = jnp.where(m <= n - 2, 1.0 / jnp.maximum((n - m) * (n + m), 1.0), 0.0)
+        is_sect = (m == n).astype(r.dtype)
+        a = (((2 * n - 1) * z * a1 - r2 * a2) * den + sel * z * a_last
+             - is_sect * (x * a_last - y * b_last) / (2 * n))
+        b = (((2 * n - 1) * z * b1 - r2 * b2) * den + sel * z * b_last
+             - is_sect * (y * a_last + x * b_last) / (2 * n))
+        return (a, b, a1, b1), (a, b)
+
+    ns = jnp.arange(1, P, dtype=r.dtype)
+    _, (As, Bs) = jax.lax.scan(step, (a0, zero, zero, zero), ns)
+    A = jnp.concatenate([a0[None], As], axis=0)  # (P, ..., P)
+    B = jnp.concatenate([zero[None], Bs], axis=0)
+    flat = jnp.concatenate([jnp.moveaxis(A, 0, -2), jnp.moveaxis(B, 0, -2)], axis=-2)
+    flat = flat.reshape(r.shape[:-1] + (2 * P * P,))
+    res = jnp.take(flat, jnp.asarray(_scan_layout(order)), axis=-1)
+    return res * jnp.asarray(_norms(order), dtype=r.dtype)
 
 
 def irregular_harmonics(r, order: int):
@@ -230,8 +279,12 @@ def build_operators(order: int):
     nph = 2 * p + 24
 
     def pinv_w(basis, w):
-        sw = np.sqrt(w)[:, None]
-        return np.linalg.pinv(basis * sw) * sw[:, 0][None, :]
+        # weighted least-squares projector (Aᵀ W A)⁻¹ Aᵀ W; Aᵀ W A is diagonal up to
+        # rounding because the basis is orthogonal under the quadrature
+        atw = basis.T * w[None, :]
+        g = atw @ basis
+        d = 1.0 / np.sqrt(np.diag(g))
+        return (np.linalg.solve(g * d[:, None] * d[None, :], atw * d[:, None])) * d[:, None]
 
     # M2M: fit the child basis I_k(x - delta) on a sphere of radius 6 (child units) by the
     # parent basis 0.5 I_j(x/2); degree-n aliasing decays like (0.87/6)^n.

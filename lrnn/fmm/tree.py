@@ -28,8 +28,8 @@ from lrnn.fmm.harmonics import M2L_OFFSETS, n_coeffs, octant_m2l_offsets, operat
 __all__ = ["FMMPlan", "build_plan", "plan_is_valid", "choose_depth", "MIN_ORDER", "MAX_ORDER"]
 
 #: Range of expansion orders offered (accuracy: see tests/fmm and the benchmark).
-MIN_ORDER = 2
-MAX_ORDER = 16
+MIN_ORDER = 5
+MAX_ORDER = 14
 
 _NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)],
                        dtype=np.int64)
@@ -144,8 +144,8 @@ def _depth_cost(ijk_all, depth_max, order, leaf_size):
         ncn = np.where(nb >= 0, nc[np.maximum(nb, 0)], 0).sum(1)
         p2p = float((nc * ncn).sum()) * leaf_size * leaf_size
         m2l = sum(boxes[m] for m in range(2, lvl + 1)) * 189.0 * K * K
-        # weights calibrated on this CPU: a near-field pair costs ~ 8 GEMM multiply-adds
-        costs[lvl] = 8.0 * p2p + m2l + 40.0 * len(ijk_all) * K
+        # weights calibrated on a 2-core CPU: a near-field pair costs ~60 GEMM multiply-adds
+        costs[lvl] = 60.0 * p2p + m2l + 60.0 * len(ijk_all) * K
     return costs
 
 

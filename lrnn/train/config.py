@@ -13,7 +13,9 @@ class TrainConfig:
     """Optimiser, schedule and loop settings.
 
     The learning rate decays exponentially from ``lr_start`` to ``lr_stop`` over
-    ``max_steps`` (DeePMD style); each loss prefactor follows
+    ``max_steps`` in stages of ``decay_steps`` (DeePMD style), or continuously over the
+    wall-clock budget ``max_time_s`` with ``schedule: time`` (for runs sized by time, e.g.
+    the demo; resume is then exact only up to timing); each loss prefactor follows
     ``p(t) = p_limit + (p_start - p_limit) * lr(t) / lr_start``."""
 
     seed: int = 0
@@ -21,6 +23,7 @@ class TrainConfig:
     max_steps: int = 20000
     max_epochs: int = 100000
     max_time_s: float = 0.0  # 0 = no wall-clock limit
+    schedule: str = "steps"  # decay lr over max_steps, or over max_time_s ("time")
     lr_start: float = 1e-3
     lr_stop: float = 1e-4
     decay_steps: int = 500
@@ -45,6 +48,10 @@ class TrainConfig:
         for k in ("pref_e_start", "pref_e_limit", "pref_f_start", "pref_f_limit", "pref_v_start", "pref_v_limit"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k} must be >= 0")
+        if self.schedule not in ("steps", "time"):
+            raise ValueError(f"schedule must be 'steps' or 'time', got {self.schedule!r}")
+        if self.schedule == "time" and self.max_time_s <= 0:
+            raise ValueError("schedule: time needs max_time_s > 0 (the budget over which the lr decays)")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.metrics_format not in ("csv", "jsonl"):

@@ -157,7 +157,14 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
     module = models.create(model_cfg, seed=tc.seed, dtype=dtype)
     graphdef, state = split(module)
     schedule = make_schedule(tc)
-    tx = optax.adam(schedule)
+
+    def lr_at(step, elapsed):
+        if tc.schedule == "time":
+            frac = min(elapsed / tc.max_time_s, 1.0)
+            return tc.lr_start * (tc.lr_stop / tc.lr_start) ** frac
+        return float(schedule(step))
+
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=tc.lr_start)
     opt_state = tx.init(state)
     step0, epoch0, best_val, elapsed0 = 0, 0, np.inf, 0.0
     if resumed is not None:
@@ -178,9 +185,9 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
         return pref[0] * le + pref[1] * lf + pref[2] * lv, (le, lf, lv)
 
     @jax.jit
-    def train_step(st, ost, step, idx, dev):
+    def train_step(st, ost, lr, idx, dev):
         inputs, labels = jax.tree.map(lambda x: x[idx], dev)
-        lr = schedule(step)
+        ost.hyperparams["learning_rate"] = jnp.asarray(lr, ost.hyperparams["learning_rate"].dtype)
         pref = prefactors(tc, lr)
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(st, inputs, labels, pref)
         updates, ost = tx.update(grads, ost, st)
@@ -213,11 +220,13 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
                  count_parameters(state), train_ds.describe(), len(val_ds))
     max_epochs = min(tc.max_epochs, int(np.ceil(tc.max_steps / n_batches)))
     total_steps = max_epochs * n_batches
+    lr = tc.lr_start
     bar = None
     if tc.progress and not quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=step0, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=None if tc.schedule == "time" else total_steps, initial=step0, desc="train",
+                   unit="step", dynamic_ncols=True, mininterval=1.0)
     t_start = time.perf_counter() - elapsed0
     last_save = time.perf_counter()
     best_state = None
@@ -228,7 +237,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
         perm = np.random.default_rng([tc.seed, epoch]).permutation(n_tr)
         for b in range(n_batches):
             idx = jnp.asarray(perm[b * bs:(b + 1) * bs])
-            state, opt_state, loss, _ = train_step(state, opt_state, step, idx, tr_dev)
+            lr = lr_at(step, time.perf_counter() - t_start)
+            state, opt_state, loss, _ = train_step(state, opt_state, np.asarray(lr, npdt), idx, tr_dev)
             step += 1
             if b % 20 == 0 or b == n_batches - 1:
                 loss_acc.append(float(loss))
@@ -236,12 +246,11 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
                     raise FloatingPointError(f"training loss became {loss_acc[-1]} at step {step}; last good "
                                              f"checkpoint kept at {last_path}")
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss_acc[-1]:.3g}", lr=f"{float(schedule(step)):.1e}")
+                    bar.set_postfix(loss=f"{loss_acc[-1]:.3g}", lr=f"{lr:.1e}")
             if bar is not None:
                 bar.update(1)
         met, score = validate(state)
         now = time.perf_counter() - t_start
-        lr = float(schedule(step))
         pe, pf, pv = prefactors(tc, lr)
         row = {"step": step, "epoch": epoch + 1, "time_s": round(now, 3), "lr": lr,
                "train_loss": float(np.mean(loss_acc)) if loss_acc else float("nan"),

@@ -41,7 +41,8 @@ def test_diatom_diatom_roundtrip_and_invariance():
 
 
 def _fd_check(f, pos, h=1e-5):
-    g = np.asarray(jax.grad(f)(pos))
+    g = np.asarray(jax.jit(jax.grad(f))(pos))
+    f = jax.jit(f)
     fd = np.zeros_like(g)
     p = np.asarray(pos)
     for idx in np.ndindex(p.shape):

@@ -1,0 +1,123 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrnn.cm import data as D
+from lrnn.cm import fit, krb, model
+
+
+def _h3_like(n, seed=0):
+    """Synthetic atom–diatom data with the C6/C8/C10 form and a homonuclear symmetry."""
+    rng = np.random.default_rng(seed)
+    R = rng.uniform(9.6, 18.3, n)
+    r = rng.uniform(1.0, 4.0, n)
+    th = rng.uniform(0, 180, n)
+    c2 = np.cos(np.deg2rad(th)) ** 2
+    C6 = 8.0 * (r / 1.4) ** 2 * (1 + 0.15 * (3 * c2 - 1) / 2)
+    C8 = 130.0 * (r / 1.4) ** 2 * (1 + 0.3 * c2)
+    C10 = 3000.0 * (r / 1.4)
+    u = -219474.6313705 * (C6 / R**6 + C8 / R**8 + C10 / R**10)
+    return dict(R=R, r=r, theta_deg=th, u_cm=u)
+
+
+def test_homonuclear_symmetry_option():
+    d = _h3_like(50)
+    cfg = model.make_config(model.ATOM_DIATOM, d, hidden=[8], symmetrize="homonuclear")
+    p = model.init_params(cfg, jax.random.PRNGKey(3))
+    mirrored = dict(d, theta_deg=180.0 - d["theta_deg"])
+    np.testing.assert_allclose(model.cm_values(p, cfg, d), model.cm_values(p, cfg, mirrored),
+                               rtol=1e-12)
+    # without the option the network is not symmetric
+    cfg0 = model.make_config(model.ATOM_DIATOM, d, hidden=[8])
+    p0 = model.init_params(cfg0, jax.random.PRNGKey(3))
+    assert not np.allclose(model.cm_values(p0, cfg0, d), model.cm_values(p0, cfg0, mirrored))
+
+
+def test_swap_symmetry_option_and_angular_basis():
+    d = krb.sample(40, seed=2)
+    for feats in ("raw", "invariant"):
+        cfg = model.make_config(model.DIATOM_DIATOM, d, hidden=[6], features=feats,
+                                symmetrize="swap")
+        p = model.init_params(cfg, jax.random.PRNGKey(0))
+        sw = dict(d, r1=d["r2"], r2=d["r1"], theta1_deg=180 - d["theta2_deg"],
+                  theta2_deg=180 - d["theta1_deg"])
+        np.testing.assert_allclose(model.cm_values(p, cfg, d), model.cm_values(p, cfg, sw),
+                                   rtol=1e-10)
+    # the angular basis contains the exact reference: the C_m of KRb are reproduced by a
+    # least-squares fit of radial coefficients at fixed r1, r2
+    cfg = model.make_config(model.DIATOM_DIATOM, d, hidden=[4], features="angular")
+    B, which = model._angular_values(cfg, d)
+    B, which = np.asarray(B), np.asarray(which)
+    fixed = dict(d, r1=np.full(40, 7.0), r2=np.full(40, 8.0))
+    C = krb.cm_coefficients(7.0, 8.0, *np.deg2rad([d["theta1_deg"], d["theta2_deg"],
+                                                   d["phi_deg"]]))
+    for i in range(4):
+        coef = np.linalg.lstsq(B[:, which == i], C[:, i], rcond=None)[0]
+        np.testing.assert_allclose(B[:, which == i] @ coef, C[:, i], rtol=1e-9,
+                                   atol=1e-9 * np.abs(C[:, i]).max())
+    del fixed
+
+
+def test_jax_grad_through_model_gives_forces():
+    from lrnn.cm import jacobi
+
+    d = _h3_like(30)
+    cfg = model.make_config(model.ATOM_DIATOM, d, hidden=[5], features="invariant")
+    p = model.init_params(cfg, jax.random.PRNGKey(1))
+
+    def e(pos):
+        R, r, th = jacobi.atom_diatom_jacobi(pos)
+        dd = dict(R=R[None], r=r[None], theta_deg=jnp.rad2deg(th)[None])
+        return model.energy(p, cfg, dd)[0]
+
+    pos = jacobi.atom_diatom_positions(11.0, 1.5, 1.0)
+    g = np.asarray(jax.jit(jax.grad(e))(pos))
+    e = jax.jit(e)
+    h = 1e-5
+    fd = np.zeros_like(g)
+    for idx in np.ndindex(g.shape):
+        dp = np.zeros(g.shape)
+        dp[idx] = h
+        fd[idx] = (float(e(pos + dp)) - float(e(pos - dp))) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-10)
+
+
+def test_lm_converges_on_a_tiny_problem():
+    d = _h3_like(300, seed=1)
+    tr, va = D.subset(d, np.arange(250)), D.subset(d, np.arange(250, 300))
+    cfg = model.make_config(model.ATOM_DIATOM, tr, hidden=[6], features="invariant",
+                            symmetrize="homonuclear", cm_scale=[8.0, 130.0, 3000.0])
+    p0 = model.init_params(cfg, jax.random.PRNGKey(0))
+    loss0 = float(np.mean((np.asarray(model.energy(p0, cfg, va)) - va["u_cm"]) ** 2))
+    p, hist = fit.levenberg_marquardt(p0, cfg, tr, va, max_iter=150, verbose=False)
+    m = D.metrics(va["u_cm"], model.energy(p, cfg, va))
+    assert min(hist["val"]) < 1e-4 * loss0
+    assert m["frac_rel_lt_1pct"] > 0.8
+    # relative weighting and the exact output-layer refit also work
+    p2, _ = fit.levenberg_marquardt(p0, cfg, tr, va, max_iter=60, relative=True,
+                                    refit_every=1, verbose=False)
+    assert D.metrics(va["u_cm"], model.energy(p2, cfg, va))["frac_rel_lt_1pct"] > 0.8
+
+
+def test_adam_decreases_loss():
+    d = _h3_like(200, seed=4)
+    cfg = model.make_config(model.ATOM_DIATOM, d, form="pure", hidden=[8])
+    p0 = model.init_params(cfg, jax.random.PRNGKey(0))
+    l0 = float(np.mean((np.asarray(model.energy(p0, cfg, d)) - d["u_cm"]) ** 2))
+    p, _ = fit.adam(p0, cfg, d, steps=300, batch=64, lr=1e-2, verbose=False)
+    assert float(np.mean((np.asarray(model.energy(p, cfg, d)) - d["u_cm"]) ** 2)) < 0.2 * l0
+
+
+def test_save_load_roundtrip(tmp_path):
+    d = krb.sample(30, seed=0)
+    cfg = model.make_config(model.DIATOM_DIATOM, d, hidden=[4, 3], activation="tanh")
+    p = model.init_params(cfg, jax.random.PRNGKey(0))
+    path = tmp_path / "m"
+    model.save_model(path, cfg, p)
+    model.save_model(path, cfg, p)  # overwriting is atomic too
+    m = model.load_model(path)
+    np.testing.assert_allclose(np.asarray(m(d)), np.asarray(model.energy(p, cfg, d)), rtol=1e-14)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m"]
+    with pytest.raises(FileNotFoundError):
+        model.load_model(tmp_path / "nothing")
