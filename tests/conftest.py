@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 import lrnn  # noqa: F401
-from lrnn.neighbors import Capacity, NeighborOverflow, build_layout, required_capacity, species_to_types
+from lrnn.neighbors import (
+    Capacity,
+    NeighborOverflow,
+    build_layout,
+    required_capacity,
+    species_to_types,
+)
 
 
 def brute_pairs(pos, cell, rcut):

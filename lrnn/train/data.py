@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from lrnn.data import read, split_indices
 
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "data" / "embedded"

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from lrnn import units
-from lrnn.data import read, read_extxyz, read_lode_h5, read_rmd17, read_runner, read_sgdml, train_val_test
+from lrnn.data import (
+    read,
+    read_extxyz,
+    read_lode_h5,
+    read_rmd17,
+    read_runner,
+    read_sgdml,
+    train_val_test,
+)
 from tests.conftest import shared_file  # noqa: F401  (importlib mode resolves via rootdir)
 
 
