@@ -199,9 +199,12 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
         e, f = _predict_chunks(graphdef, st, stats_j, va_dev, len(val_ds), tc.batch_size * 4)
         met = _error_metrics(e, va_labels["energy"].astype(np.float64), va_labels["n_atoms"].astype(np.float64),
                              f, va_labels["forces"].astype(np.float64), va_labels["mask"])
+        # model selection at the final prefactors, with the energy errors centred: the
+        # constant offset is re-fitted on the training set after training
         pe, pf, _ = prefactors(tc, tc.lr_stop)
-        score = pe * met["energy_rmse_per_atom"] ** 2 + (pf * met.get("force_rmse", 0.0) ** 2
-                                                        if tc.uses_forces else 0.0)
+        de = (e - va_labels["energy"]) / va_labels["n_atoms"]
+        score = pe * float(np.mean((de - de.mean()) ** 2)) + (pf * met.get("force_rmse", 0.0) ** 2
+                                                              if tc.uses_forces else 0.0)
         return met, score
 
     meta_base = {"model": model_cfg, "dtype": tc.dtype, "stats": stats, "energy_shift": shift,
