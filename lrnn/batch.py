@@ -11,6 +11,11 @@ from lrnn.neighbors import Capacity, dataset_layouts, species_to_types
 def make_inputs(ds, model_cfg, capacity: Capacity | None = None, dtype=np.float32):
     """Model inputs for every structure of ``ds``: positions (Å), cell (Å), species types,
     total charge (e) and the species-blocked neighbour layout.  Returns (inputs, capacity)."""
+    if ds.is_periodic:
+        for term in getattr(model_cfg, "long_range", ()):
+            if not getattr(term, "periodic_ok", True):
+                raise ValueError(f"long-range term {term.type!r} with method {getattr(term, 'method', '?')!r} "
+                                 "is for open boundaries but the system is periodic; use a periodic method")
     types = species_to_types(ds.numbers, model_cfg.type_map)
     layout, cap, _ = dataset_layouts(ds.positions, ds.numbers, ds.cell, ds.pbc, model_cfg.type_map,
                                      model_cfg.rcut, model_cfg.neighbor_mode, capacity)

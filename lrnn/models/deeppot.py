@@ -43,8 +43,12 @@ class DeepPotConfig:
     fit: tuple = (240, 240, 240)
     activation: str = "tanh"
     neighbor_mode: str = "auto"  # "all" pairs of free molecules, "cutoff" lists, or "auto"
+    long_range: tuple = ()  # long-range terms (lrnn.models.terms), e.g. [{type: latent_coulomb}]
 
     def __post_init__(self):
+        from lrnn.models.terms import term_config
+
+        object.__setattr__(self, "long_range", tuple(term_config(t) for t in self.long_range))
         object.__setattr__(self, "type_map", tuple(int(z) for z in self.type_map))
         object.__setattr__(self, "embed", tuple(int(x) for x in self.embed))
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
@@ -78,6 +82,11 @@ class DeepPotSE(nnx.Module):
         self.fitting = StackedMLP(t, (config.embed[-1] * config.axis_neurons,) + config.fit + (1,),
                                   act=config.activation, linear_output=True, bias_std=1.0, dtype=dtype,
                                   rngs=rngs)
+        from lrnn.models.terms import create_term
+
+        self.n_terms = len(config.long_range)
+        for k, tcfg in enumerate(config.long_range):
+            setattr(self, f"term{k}", create_term(tcfg, t, config.embed[-1] * config.axis_neurons, rngs, dtype))
 
     def descriptors(self, inputs, stats):
         """Per centre species ``a``: D (C_a, M1*M2) and the centre mask (C_a,)."""
@@ -106,10 +115,11 @@ class DeepPotSE(nnx.Module):
             out.append((dmat.reshape(cidx.shape[0], -1), cidx < n))
         return out
 
-    def atomic_energies(self, inputs, stats):
+    def atomic_energies(self, inputs, stats, desc=None):
         """Per centre species: atomic energies (C_a,) in eV, zero for padding slots."""
         res = []
-        for a, item in enumerate(self.descriptors(inputs, stats)):
+        desc = self.descriptors(inputs, stats) if desc is None else desc
+        for a, item in enumerate(desc):
             if item is None:
                 res.append(None)
                 continue
@@ -118,9 +128,26 @@ class DeepPotSE(nnx.Module):
             res.append(jnp.where(mask, e, 0.0))
         return res
 
+    @property
+    def terms(self):
+        return [getattr(self, f"term{k}") for k in range(self.n_terms)]
+
     def energy(self, inputs, stats):
-        """Total energy (eV) without the per-element shifts."""
-        return sum(jnp.sum(e) for e in self.atomic_energies(inputs, stats) if e is not None)
+        """Total energy (eV) without the per-element shifts: short range plus the
+        long-range terms of the config."""
+        desc = self.descriptors(inputs, stats)
+        e = sum(jnp.sum(x) for x in self.atomic_energies(inputs, stats, desc) if x is not None)
+        for term in self.terms:
+            e = e + term.energy(inputs, stats, desc)
+        return e
+
+    def energy_terms(self, inputs, stats):
+        """Dict of energy contributions (eV): ``short`` and one entry per long-range term."""
+        desc = self.descriptors(inputs, stats)
+        out = {"short": sum(jnp.sum(x) for x in self.atomic_energies(inputs, stats, desc) if x is not None)}
+        for k, term in enumerate(self.terms):
+            out[f"{k}:{term.cfg.type}"] = term.energy(inputs, stats, desc)
+        return out
 
 
 def compute_stats(config: DeepPotConfig, positions, cells, layout, max_structures: int = 1000):

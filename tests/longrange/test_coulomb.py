@@ -1,0 +1,124 @@
+"""Gaussian-smeared Coulomb sums against an explicit NumPy/SciPy double loop, charge
+equilibration, and the latent-charge model term (invariance, forces, total charge)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from lrnn import models
+from lrnn.batch import make_inputs
+from lrnn.longrange.coulomb import coulomb_direct, equilibrate
+from lrnn.nn import split
+from lrnn.potential import energy_forces_virial
+from lrnn.system import Dataset
+from lrnn.units import COULOMB_K
+
+
+def reference(pos, q, sigma):
+    e = 0.0
+    for i in range(len(q)):
+        for j in range(len(q)):
+            if i != j:
+                r = np.linalg.norm(pos[i] - pos[j])
+                e += q[i] * q[j] * (erf(r / (2 * sigma)) if sigma > 0 else 1.0) / r
+    return 0.5 * COULOMB_K * e
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.7])
+def test_direct_sum_matches_double_loop(sigma):
+    rng = np.random.default_rng(0)
+    pos, q = rng.uniform(0, 6, (30, 3)), rng.normal(size=30)
+    mask = np.ones(30, bool)
+    mask[-3:] = False
+    ref = reference(pos[:-3], q[:-3], sigma)
+    assert float(coulomb_direct(jnp.asarray(pos), jnp.asarray(q), jnp.asarray(mask), sigma)) == pytest.approx(ref, rel=1e-12)
+    blocked = coulomb_direct(jnp.asarray(pos), jnp.asarray(q), jnp.asarray(mask), sigma, block=8)
+    assert float(blocked) == pytest.approx(ref, rel=1e-12)
+
+
+def test_smeared_pair_is_smooth_at_zero():
+    from lrnn.longrange.coulomb import smeared_pair
+
+    r = jnp.array([0.0, 1e-6, 1e-3, 1e-2])
+    v = smeared_pair(r, 0.5)
+    assert np.all(np.isfinite(np.asarray(v)))
+    np.testing.assert_allclose(np.asarray(v), erf(np.maximum(np.asarray(r), 1e-30) / 1.0) / np.maximum(np.asarray(r), 1e-30), rtol=1e-6)
+    g = jax.grad(lambda x: smeared_pair(x, 0.5))(0.0)
+    assert np.isfinite(float(g))
+
+
+def test_equilibrate_total_charge():
+    q = equilibrate(jnp.array([0.3, -0.1, 0.5, 9.0]), jnp.array([True, True, True, False]), 1.0)
+    assert float(q.sum()) == pytest.approx(1.0)
+    assert float(q[3]) == 0.0
+
+
+CFG = {"type": "deeppot_se", "type_map": [11, 17], "rcut": 4.0, "rcut_smth": 1.0, "embed": [4, 8],
+       "axis_neurons": 2, "fit": [8], "long_range": [{"type": "latent_coulomb", "sigma": 0.5, "fit": [8]}]}
+STATS = {"s_avg": jnp.zeros(2), "s_std": jnp.ones(2) * 0.3, "dir_std": jnp.ones(2) * 0.3, "n_norm": 5.0}
+
+
+def model_inputs(pos, num, total_charge=0.0):
+    _, mcfg = models.model_config(CFG)
+    ds = Dataset(pos[None], np.asarray(num)[None], [0.0], total_charge=[total_charge])
+    inp, _ = make_inputs(ds, mcfg, dtype=np.float64)
+    return jax.tree.map(lambda x: jnp.asarray(x[0]), inp)
+
+
+@pytest.fixture(scope="module")
+def model():
+    g, st = split(models.create(CFG, seed=3, dtype=jnp.float64))
+    return g, st, jax.jit(energy_forces_virial, static_argnums=0)
+
+
+def test_latent_coulomb_invariance_and_forces(model):
+    from scipy.spatial.transform import Rotation
+
+    g, st, efv = model
+    rng = np.random.default_rng(1)
+    pos = rng.uniform(0, 9, (8, 3))
+    num = np.array([11, 17] * 4)
+    e0, f0, _ = efv(g, st, STATS, model_inputs(pos, num))
+    rot = Rotation.random(random_state=2).as_matrix()
+    e1, f1, _ = efv(g, st, STATS, model_inputs(pos @ rot.T + 5.0, num))
+    assert float(e1) == pytest.approx(float(e0), abs=1e-10)
+    np.testing.assert_allclose(np.asarray(f1), np.asarray(f0) @ rot.T, atol=1e-10)
+    perm = rng.permutation(8)
+    e2, _, _ = efv(g, st, STATS, model_inputs(pos[perm], num[perm]))
+    assert float(e2) == pytest.approx(float(e0), abs=1e-10)
+    h = 1e-5
+    for i, k in [(0, 0), (3, 2), (7, 1)]:
+        dp = np.zeros_like(pos)
+        dp[i, k] = h
+        ep = float(efv(g, st, STATS, model_inputs(pos + dp, num))[0])
+        em = float(efv(g, st, STATS, model_inputs(pos - dp, num))[0])
+        assert float(f0[i, k]) == pytest.approx(-(ep - em) / (2 * h), rel=1e-6, abs=1e-8)
+
+
+def test_total_charge_is_an_input(model):
+    from flax import nnx
+
+    g, st, efv = model
+    pos = np.random.default_rng(4).uniform(0, 9, (6, 3))
+    num = np.array([11, 17, 11, 17, 11, 11])
+    e_neutral = float(efv(g, st, STATS, model_inputs(pos, num, 0.0))[0])
+    e_cation = float(efv(g, st, STATS, model_inputs(pos, num, 1.0))[0])
+    assert e_neutral != pytest.approx(e_cation)
+    mod = nnx.merge(g, st)
+    inp = model_inputs(pos, num, 1.0)
+    q = mod.terms[0].charges(inp, mod.descriptors(inp, STATS))
+    assert float(q.sum()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_configuration_errors():
+    with pytest.raises(ValueError, match="unknown long-range term"):
+        models.model_config(dict(CFG, long_range=[{"type": "magic"}]))
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        models.model_config(dict(CFG, long_range=[{"type": "latent_coulomb", "sigma": -1}]))
+    _, mcfg = models.model_config(CFG)
+    ds = Dataset(np.random.default_rng(0).uniform(0, 5, (1, 4, 3)), [[11, 17, 11, 17]], [0.0],
+                 cell=np.eye(3) * 10, pbc=[True] * 3)
+    with pytest.raises(ValueError, match="open boundaries but the system is periodic"):
+        make_inputs(ds, mcfg)
