@@ -16,6 +16,11 @@ def make_inputs(ds, model_cfg, capacity: Capacity | None = None, dtype=np.float3
             if not getattr(term, "periodic_ok", True):
                 raise ValueError(f"long-range term {term.type!r} with method {getattr(term, 'method', '?')!r} "
                                  "is for open boundaries but the system is periodic; use a periodic method")
+    if not ds.pbc.all():
+        for term in getattr(model_cfg, "long_range", ()):
+            if getattr(term, "needs_cell", False):
+                raise ValueError(f"long-range term {term.type!r} with method {term.method!r} needs a periodic "
+                                 "cell (pbc in all three directions); this system has none")
     types = species_to_types(ds.numbers, model_cfg.type_map)
     layout, cap, _ = dataset_layouts(ds.positions, ds.numbers, ds.cell, ds.pbc, model_cfg.type_map,
                                      model_cfg.rcut, model_cfg.neighbor_mode, capacity)

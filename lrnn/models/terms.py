@@ -17,11 +17,32 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lrnn.longrange.coulomb import coulomb_direct, equilibrate
+from lrnn.longrange.dispersion import POWERS, dispersion_energy
+from lrnn.longrange.sog import sog_open, sog_periodic
 from lrnn.nn import StackedMLP
+
+
+def per_atom(net, inputs, desc, width: int = 1):
+    """Apply a per-species net to the descriptors and scatter to atom order: (N, width)."""
+    pos = inputs["positions"]
+    out = jnp.zeros((pos.shape[0], width), pos.dtype)
+    for a, item in enumerate(desc):
+        if item is None:
+            continue
+        dmat, m = item
+        out = out.at[inputs["layout"].centres[a]].add(jnp.where(m[:, None], net(a, dmat), 0.0), mode="drop")
+    return out
+
+
+def latent_charges(net, inputs, desc):
+    """Equilibrated latent charges (N,) in e, zero on padding."""
+    q = per_atom(net, inputs, desc)[:, 0]
+    return equilibrate(q, inputs["types"] >= 0, inputs["total_charge"].astype(q.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,25 +78,110 @@ class LatentCoulomb(nnx.Module):
 
     def charges(self, inputs, desc):
         """Equilibrated charges (N,) in e, zero on padding."""
-        pos = inputs["positions"]
-        n = pos.shape[0]
-        q = jnp.zeros(n, pos.dtype)
-        lay = inputs["layout"]
-        for a, item in enumerate(desc):
-            if item is None:
-                continue
-            dmat, m = item
-            qa = jnp.where(m, self.net(a, dmat)[:, 0], 0.0)
-            q = q.at[lay.centres[a]].add(qa, mode="drop")
-        mask = inputs["types"] >= 0
-        return equilibrate(q, mask, inputs["total_charge"].astype(pos.dtype))
+        return latent_charges(self.net, inputs, desc)
 
     def energy(self, inputs, stats, desc):
         q = self.charges(inputs, desc)
         return coulomb_direct(inputs["positions"], q, inputs["types"] >= 0, sigma=self.cfg.sigma)
 
 
-TERMS = {"latent_coulomb": (LatentCoulombConfig, LatentCoulomb)}
+@dataclasses.dataclass(frozen=True)
+class SOGConfig:
+    """Sum-of-Gaussians kernel over latent charges (:mod:`lrnn.longrange.sog`).
+
+    ``n_gaussians`` widths initialised log-spaced between ``s_min`` and ``s_max`` (Å) and
+    learned with the weights; ``method``: ``direct`` (open) or ``reciprocal`` (periodic,
+    integer k-indices up to ``k_index_max``)."""
+
+    type: str = "sog"
+    fit: tuple = (32, 32)
+    n_gaussians: int = 8
+    s_min: float = 1.0
+    s_max: float = 12.0
+    method: str = "direct"
+    k_index_max: int = 6
+
+    def __post_init__(self):
+        object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
+        if not (0 < self.s_min <= self.s_max):
+            raise ValueError(f"sog: need 0 < s_min <= s_max (Å), got {self.s_min}, {self.s_max}")
+        if self.n_gaussians < 1:
+            raise ValueError("sog: n_gaussians must be >= 1")
+        if self.method not in ("direct", "reciprocal"):
+            raise ValueError(f"sog: unknown method {self.method!r}; available: direct, reciprocal")
+
+    @property
+    def periodic_ok(self):
+        return self.method == "reciprocal"
+
+    @property
+    def needs_cell(self):
+        return self.method == "reciprocal"
+
+
+class SOG(nnx.Module):
+    def __init__(self, cfg: SOGConfig, n_types: int, d_in: int, *, rngs: nnx.Rngs, dtype):
+        self.cfg = cfg
+        self.net = StackedMLP(n_types, (d_in,) + cfg.fit + (1,), act="tanh", linear_output=True, dtype=dtype,
+                              rngs=rngs)
+        self.log_width = nnx.Param(jnp.linspace(jnp.log(cfg.s_min), jnp.log(cfg.s_max), cfg.n_gaussians,
+                                                dtype=dtype))
+        self.weight = nnx.Param(jnp.full((cfg.n_gaussians,), 0.1, dtype))
+
+    def charges(self, inputs, desc):
+        return latent_charges(self.net, inputs, desc)
+
+    def energy(self, inputs, stats, desc):
+        q = self.charges(inputs, desc)
+        mask = inputs["types"] >= 0
+        widths = jnp.exp(self.log_width.value)
+        if self.cfg.method == "reciprocal":
+            return sog_periodic(inputs["positions"], q, mask, inputs["cell"], self.weight.value, widths,
+                                self.cfg.k_index_max)
+        return sog_open(inputs["positions"], q, mask, self.weight.value, widths)
+
+
+@dataclasses.dataclass(frozen=True)
+class DispersionConfig:
+    """Neural dispersion with environment-dependent C6, C8, C10 (:mod:`lrnn.longrange.dispersion`).
+    Lengths in Å: damping radius ``r0``, smooth cutoff from ``r_on`` to ``r_off``."""
+
+    type: str = "dispersion"
+    fit: tuple = (16,)
+    r0: float = 3.0
+    r_on: float = 12.0
+    r_off: float = 15.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
+        if not (0 < self.r_on < self.r_off):
+            raise ValueError(f"dispersion: need 0 < r_on < r_off (Å), got {self.r_on}, {self.r_off}")
+        if self.r0 <= 0:
+            raise ValueError("dispersion: r0 must be > 0 Å")
+
+    periodic_ok = False
+
+
+class Dispersion(nnx.Module):
+    def __init__(self, cfg: DispersionConfig, n_types: int, d_in: int, *, rngs: nnx.Rngs, dtype):
+        self.cfg = cfg
+        self.net = StackedMLP(n_types, (d_in,) + cfg.fit + (len(POWERS),), act="tanh", linear_output=True,
+                              dtype=dtype, rngs=rngs)
+
+    def coefficients(self, inputs, desc):
+        """Atomic C_6, C_8, C_10 (N, 3) in eV·Å^m (softplus of the net, scaled by r0^m)."""
+        raw = per_atom(self.net, inputs, desc, len(POWERS))
+        scale = jnp.asarray([self.cfg.r0 ** m for m in POWERS], raw.dtype) * 0.01
+        return jax.nn.softplus(raw) * scale
+
+    def energy(self, inputs, stats, desc):
+        c = self.coefficients(inputs, desc)
+        return dispersion_energy(inputs["positions"], c, inputs["types"] >= 0, self.cfg.r0, self.cfg.r_on,
+                                 self.cfg.r_off)
+
+
+TERMS = {"latent_coulomb": (LatentCoulombConfig, LatentCoulomb), "sog": (SOGConfig, SOG),
+         "dispersion": (DispersionConfig, Dispersion)}
 
 
 def term_config(d) -> object:

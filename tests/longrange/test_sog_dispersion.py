@@ -1,0 +1,128 @@
+"""SOG kernel (open and reciprocal) and neural dispersion against explicit references;
+the model terms: finite-difference forces, invariance, continuity at the cutoff."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrnn import models
+from lrnn.batch import make_inputs
+from lrnn.longrange.dispersion import dispersion_energy
+from lrnn.longrange.sog import sog_open, sog_periodic
+from lrnn.nn import split
+from lrnn.potential import energy_forces_virial
+from lrnn.system import Dataset
+
+W, S = np.array([0.3, -0.1]), np.array([1.0, 2.0])
+
+
+def sog_ref(pos, q, cell=None, images=2):
+    e = 0.0
+    shifts = [np.zeros(3)] if cell is None else [np.array(n) @ cell for n in
+                                                 itertools.product(range(-images, images + 1), repeat=3)]
+    for i in range(len(q)):
+        for j in range(len(q)):
+            for t in shifts:
+                if i == j and not t.any():
+                    continue
+                r2 = np.sum((pos[j] + t - pos[i]) ** 2)
+                e += q[i] * q[j] * np.sum(W * np.exp(-r2 / S**2))
+    return 0.5 * e
+
+
+def test_sog_open_matches_double_loop():
+    rng = np.random.default_rng(0)
+    pos, q = rng.uniform(0, 5, (12, 3)), rng.normal(size=12)
+    got = sog_open(jnp.asarray(pos), jnp.asarray(q), jnp.ones(12, bool), jnp.asarray(W), jnp.asarray(S))
+    assert float(got) == pytest.approx(sog_ref(pos, q), rel=1e-12)
+
+
+def test_sog_reciprocal_matches_image_sum():
+    rng = np.random.default_rng(1)
+    cell = np.array([[8.0, 0, 0], [1.0, 8.5, 0], [0.5, -0.4, 9.0]])
+    pos = rng.uniform(0, 1, (6, 3)) @ cell
+    q = rng.normal(size=6)
+    q -= q.mean()
+    got = sog_periodic(jnp.asarray(pos), jnp.asarray(q), jnp.ones(6, bool), jnp.asarray(cell), jnp.asarray(W),
+                       jnp.asarray(S), k_index_max=14)
+    assert float(got) == pytest.approx(sog_ref(pos, q, cell), rel=1e-9, abs=1e-12)
+
+
+def test_dispersion_matches_double_loop_and_is_smooth_at_cutoff():
+    rng = np.random.default_rng(2)
+    pos = rng.uniform(0, 6, (7, 3))
+    c = rng.uniform(1, 5, (7, 3))
+    ref = 0.0
+    from lrnn.descriptors.se_e2_a import smooth_switch
+
+    for i in range(7):
+        for j in range(i + 1, 7):
+            r = np.linalg.norm(pos[i] - pos[j])
+            fc = float(smooth_switch(r, 4.0, 6.0))
+            ref -= fc * sum(np.sqrt(c[i, k] * c[j, k]) / (r**m + 2.5**m) for k, m in enumerate((6, 8, 10)))
+    got = dispersion_energy(jnp.asarray(pos), jnp.asarray(c), jnp.ones(7, bool), 2.5, 4.0, 6.0)
+    assert float(got) == pytest.approx(ref, rel=1e-12)
+    # force on a pair across r_off: continuous
+    cc = jnp.ones((2, 3))
+    f = jax.grad(lambda x: dispersion_energy(jnp.array([[0.0, 0, 0], [x, 0, 0]]), cc, jnp.ones(2, bool),
+                                             2.5, 4.0, 6.0))
+    assert abs(float(f(6.0 - 1e-7)) - float(f(6.0 + 1e-7))) < 1e-9
+    assert float(f(6.0 + 1e-7)) == 0.0
+
+
+BASE = {"type": "deeppot_se", "type_map": [1, 8], "rcut": 4.0, "rcut_smth": 1.0, "embed": [4, 8],
+        "axis_neurons": 2, "fit": [8]}
+STATS = {"s_avg": jnp.zeros(2), "s_std": jnp.ones(2) * 0.3, "dir_std": jnp.ones(2) * 0.3, "n_norm": 5.0}
+
+
+def inputs(cfg, pos, num, cell=None):
+    _, mcfg = models.model_config(cfg)
+    ds = Dataset(pos[None], np.asarray(num)[None], [0.0], cell=None if cell is None else cell[None],
+                 pbc=None if cell is None else [True] * 3)
+    inp, _ = make_inputs(ds, mcfg, dtype=np.float64)
+    return jax.tree.map(lambda x: jnp.asarray(x[0]), inp)
+
+
+@pytest.mark.parametrize("term,periodic", [({"type": "sog", "n_gaussians": 3, "fit": [8]}, False),
+                                           ({"type": "sog", "method": "reciprocal", "k_index_max": 3,
+                                             "fit": [8]}, True),
+                                           ({"type": "dispersion", "r_on": 5.0, "r_off": 7.0}, False)])
+def test_term_forces_virial_and_invariance(term, periodic):
+    cfg = dict(BASE, long_range=[term])
+    if periodic:
+        cfg["neighbor_mode"] = "cutoff"
+    g, st = split(models.create(cfg, seed=1, dtype=jnp.float64))
+    efv = jax.jit(energy_forces_virial, static_argnums=0)
+    rng = np.random.default_rng(5)
+    cell = np.diag([7.0, 7.5, 8.0]) if periodic else None
+    pos = rng.uniform(0, 7, (6, 3))
+    num = [8, 1, 1, 8, 1, 1]
+    e0, f0, w0 = efv(g, st, STATS, inputs(cfg, pos, num, cell))
+    h = 1e-5
+    for i, k in [(0, 0), (4, 2)]:
+        dp = np.zeros_like(pos)
+        dp[i, k] = h
+        ep = float(efv(g, st, STATS, inputs(cfg, pos + dp, num, cell))[0])
+        em = float(efv(g, st, STATS, inputs(cfg, pos - dp, num, cell))[0])
+        assert float(f0[i, k]) == pytest.approx(-(ep - em) / (2 * h), rel=1e-6, abs=1e-8)
+    e1, _, _ = efv(g, st, STATS, inputs(cfg, pos + np.array([1.0, -2.0, 0.5]), num, cell))
+    assert float(e1) == pytest.approx(float(e0), abs=1e-10)
+    if periodic:  # strain derivative of the reciprocal sum
+        eps = np.zeros((3, 3))
+        eps[0, 1] = 1e-6
+        ep = float(efv(g, st, STATS, inputs(cfg, pos @ (np.eye(3) + eps).T, num, cell @ (np.eye(3) + eps).T))[0])
+        em = float(efv(g, st, STATS, inputs(cfg, pos @ (np.eye(3) - eps).T, num, cell @ (np.eye(3) - eps).T))[0])
+        assert float(w0[0, 1]) == pytest.approx(-(ep - em) / 2e-6, rel=1e-5, abs=1e-8)
+
+
+def test_term_configuration_errors():
+    with pytest.raises(ValueError, match="s_min <= s_max"):
+        models.model_config(dict(BASE, long_range=[{"type": "sog", "s_min": 5, "s_max": 1}]))
+    with pytest.raises(ValueError, match="r_on < r_off"):
+        models.model_config(dict(BASE, long_range=[{"type": "dispersion", "r_on": 9, "r_off": 3}]))
+    _, mcfg = models.model_config(dict(BASE, long_range=[{"type": "sog", "method": "reciprocal"}]))
+    with pytest.raises(ValueError, match="needs a periodic cell"):
+        make_inputs(Dataset(np.zeros((1, 2, 3)) + [[0, 0, 0], [1, 0, 0]], [[1, 8]], [0.0]), mcfg)
