@@ -67,7 +67,7 @@ class TrainConfig:
 
 
 DATA_KEYS = {"train", "test", "format", "n_train", "n_val", "n_test", "seed", "energy_unit", "length_unit",
-             "report_energy_unit", "test_format"}
+             "report_energy_unit", "test_format", "total_charge"}
 
 
 def load_config(path_or_dict) -> dict:

@@ -50,6 +50,8 @@ def load_data(data_cfg: dict, base=".") -> dict:
     full = _read(data_cfg["train"], fmt, data_cfg, base)
     if len(full) == 0:
         raise ValueError(f"training data {data_cfg['train']} is empty")
+    if "total_charge" in data_cfg:  # formats without a per-structure charge
+        full.total_charge[:] = float(data_cfg["total_charge"])
     n_val = int(data_cfg.get("n_val", max(1, len(full) // 20)))
     n_train = int(data_cfg.get("n_train", -1))
     if n_train == -1:
@@ -64,6 +66,8 @@ def load_data(data_cfg: dict, base=".") -> dict:
                                               _guess_native(resolve_path(data_cfg["train"], base), fmt))}
     if data_cfg.get("test"):
         test = _read(data_cfg["test"], data_cfg.get("test_format", fmt), data_cfg, base)
+        if "total_charge" in data_cfg:
+            test.total_charge[:] = float(data_cfg["total_charge"])
         n_test = int(data_cfg.get("n_test", -1))
         if n_test != -1 and n_test < len(test):
             test = test.subset(split_indices(len(test), [n_test], seed)[0])
