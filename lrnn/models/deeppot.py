@@ -44,11 +44,18 @@ class DeepPotConfig:
     activation: str = "tanh"
     neighbor_mode: str = "auto"  # "all" pairs of free molecules, "cutoff" lists, or "auto"
     long_range: tuple = ()  # long-range terms (lrnn.models.terms), e.g. [{type: latent_coulomb}]
+    far_field: tuple = ()  # (r_on, r_off) in Å: append the smooth far-field descriptor to D
 
     def __post_init__(self):
         from lrnn.models.terms import term_config
 
         object.__setattr__(self, "long_range", tuple(term_config(t) for t in self.long_range))
+        ff = self.far_field
+        if isinstance(ff, dict):
+            ff = (ff.get("r_on", self.rcut_smth), ff.get("r_off", self.rcut))
+        object.__setattr__(self, "far_field", tuple(float(x) for x in ff))
+        if self.far_field and not (len(self.far_field) == 2 and 0 < self.far_field[0] < self.far_field[1]):
+            raise ValueError(f"far_field needs 0 < r_on < r_off (Å), got {self.far_field}")
         object.__setattr__(self, "type_map", tuple(int(z) for z in self.type_map))
         object.__setattr__(self, "embed", tuple(int(x) for x in self.embed))
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
@@ -79,14 +86,16 @@ class DeepPotSE(nnx.Module):
         t = config.n_types
         self.embedding = StackedMLP(t * t, (1,) + config.embed, act=config.activation, linear_output=False,
                                     dtype=dtype, rngs=rngs)
-        self.fitting = StackedMLP(t, (config.embed[-1] * config.axis_neurons,) + config.fit + (1,),
+        d_far = t if config.far_field else 0
+        self.fitting = StackedMLP(t, (config.embed[-1] * config.axis_neurons + d_far,) + config.fit + (1,),
                                   act=config.activation, linear_output=True, bias_std=1.0, dtype=dtype,
                                   rngs=rngs)
         from lrnn.models.terms import create_term
 
         self.n_terms = len(config.long_range)
         for k, tcfg in enumerate(config.long_range):
-            setattr(self, f"term{k}", create_term(tcfg, t, config.embed[-1] * config.axis_neurons, rngs, dtype))
+            setattr(self, f"term{k}", create_term(tcfg, t, config.embed[-1] * config.axis_neurons + d_far, rngs,
+                                                          dtype))
 
     def descriptors(self, inputs, stats):
         """Per centre species ``a``: D (C_a, M1*M2) and the centre mask (C_a,)."""
@@ -98,6 +107,12 @@ class DeepPotSE(nnx.Module):
         cell = inputs["cell"].astype(pos.dtype)
         lay = inputs["layout"]
         out = []
+        far = None
+        if cfg.far_field:
+            from lrnn.longrange.farfield import far_field_potentials
+
+            far = far_field_potentials(pos, inputs["types"], t, *cfg.far_field) * cfg.far_field[1]
+            far = jnp.concatenate([far, jnp.zeros((1, t), far.dtype)], axis=0)
         for a in range(t):
             cidx = lay.centres[a]
             nb = lay.neighbors[a]  # (C_a, T, S)
@@ -112,7 +127,10 @@ class DeepPotSE(nnx.Module):
             g = self.embedding(slice(a * t, (a + 1) * t), x)  # (C_a, T, S, M1)
             tmat = jnp.einsum("cbsm,cbsk->cmk", g, env / scale) / stats["n_norm"]
             dmat = jnp.einsum("cmk,cnk->cmn", tmat, tmat[:, : cfg.axis_neurons, :])
-            out.append((dmat.reshape(cidx.shape[0], -1), cidx < n))
+            dflat = dmat.reshape(cidx.shape[0], -1)
+            if far is not None:
+                dflat = jnp.concatenate([dflat, far[cidx]], axis=-1)
+            out.append((dflat, cidx < n))
         return out
 
     def atomic_energies(self, inputs, stats, desc=None):

@@ -126,3 +126,39 @@ def test_term_configuration_errors():
     _, mcfg = models.model_config(dict(BASE, long_range=[{"type": "sog", "method": "reciprocal"}]))
     with pytest.raises(ValueError, match="needs a periodic cell"):
         make_inputs(Dataset(np.zeros((1, 2, 3)) + [[0, 0, 0], [1, 0, 0]], [[1, 8]], [0.0]), mcfg)
+
+
+def test_far_field_descriptor_smooth_and_matches_direct():
+    from lrnn.longrange.farfield import far_field_kernel, far_field_potentials
+
+    rng = np.random.default_rng(3)
+    pos = rng.uniform(0, 12, (9, 3))
+    types = np.array([0, 1, 1, 0, 1, 1, 0, 1, -1])
+    phi = np.asarray(far_field_potentials(jnp.asarray(pos), jnp.asarray(types), 2, 3.0, 5.0))
+    ref = np.zeros((9, 2))
+    for i in range(8):
+        for j in range(8):
+            if i != j:
+                r = np.linalg.norm(pos[i] - pos[j])
+                ref[i, types[j]] += float(far_field_kernel(r, 3.0, 5.0))
+    np.testing.assert_allclose(phi, ref, rtol=1e-12)
+    # kernel: zero inside r_on, 1/r beyond r_off, C1 across both (no force jump)
+    g = jax.grad(lambda r: far_field_kernel(r, 3.0, 5.0))
+    for r0 in (3.0, 5.0):
+        assert abs(float(g(r0 - 1e-7)) - float(g(r0 + 1e-7))) < 1e-6
+    assert float(far_field_kernel(2.0, 3.0, 5.0)) == 0.0
+    assert float(far_field_kernel(7.0, 3.0, 5.0)) == pytest.approx(1 / 7.0)
+
+
+def test_model_with_far_field_descriptor_forces():
+    cfg = dict(BASE, far_field={"r_on": 3.0, "r_off": 4.0}, long_range=[{"type": "latent_coulomb", "fit": [4]}])
+    g, st = split(models.create(cfg, seed=2, dtype=jnp.float64))
+    efv = jax.jit(energy_forces_virial, static_argnums=0)
+    pos = np.random.default_rng(6).uniform(0, 8, (6, 3))
+    num = [8, 1, 1, 8, 1, 1]
+    e0, f0, _ = efv(g, st, STATS, inputs(cfg, pos, num))
+    dp = np.zeros_like(pos)
+    dp[2, 1] = 1e-5
+    ep = float(efv(g, st, STATS, inputs(cfg, pos + dp, num))[0])
+    em = float(efv(g, st, STATS, inputs(cfg, pos - dp, num))[0])
+    assert float(f0[2, 1]) == pytest.approx(-(ep - em) / 2e-5, rel=1e-6, abs=1e-8)

@@ -1,0 +1,37 @@
+r"""Smooth far-field descriptor: per-channel potentials with the local part removed.
+
+.. math::
+
+    \phi_{i,c}^{\text{far}} = \sum_{j \ne i} q_{j,c}\, \frac{1 - f_c(r_{ij})}{r_{ij}},
+
+with :math:`f_c` the C² switch of :mod:`lrnn.descriptors.se_e2_a` (1 below ``r_on``, 0
+beyond ``r_off``), so the feature is smooth everywhere, ignores everything inside the
+local region and tends to the Coulomb potential of the channel far away.  Channels
+``species``: :math:`q_{j,c} = \delta_{t_j c}` (one potential per species).  This replaces
+the thesis's fixed-grid centre-of-mass descriptor, which jumps when an atom changes grid
+cell; the hierarchical (FMM) evaluation uses the pluggable near-field kernel of
+:mod:`lrnn.fmm.core` with exactly this kernel.  Units: 1/Å, scaled by ``r_off`` to O(1).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from lrnn.descriptors.se_e2_a import smooth_switch
+
+
+def far_field_kernel(r, r_on: float, r_off: float):
+    """(1 - f_c(r)) / r in 1/Å (zero inside r_on, 1/r beyond r_off)."""
+    return (1.0 - smooth_switch(r, r_on, r_off)) / r
+
+
+def far_field_potentials(positions, types, n_types: int, r_on: float, r_off: float):
+    """(N, n_types) far-field potentials of the species channels (direct O(N²) sum)."""
+    n = positions.shape[0]
+    mask = types >= 0
+    d = positions[:, None, :] - positions[None, :, :]
+    pair = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
+    r = jnp.sqrt(jnp.where(pair, jnp.sum(d * d, axis=-1), 1.0))
+    w = jnp.where(pair, far_field_kernel(r, r_on, r_off), 0.0)
+    onehot = (types[:, None] == jnp.arange(n_types)[None, :]).astype(positions.dtype)
+    return w @ onehot
