@@ -130,7 +130,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small data and nets (smoke test)")
     p.add_argument("--time-limit", type=float, default=1800.0)
     p.add_argument("--pure-time-limit", type=float, default=600.0)
-    p.add_argument("--hidden", default="30")
+    p.add_argument("--hidden", default="10,5")
+    p.add_argument("--product", type=int, default=1)
     p.add_argument("--features", default="angular")
     p.add_argument("--refit-every", type=int, default=10)
     p.add_argument("--paper-time-limit", type=float, default=600.0,
@@ -145,7 +146,8 @@ def main(argv=None):
     tr, va, te = splits(d)
     hidden = [int(h) for h in a.hidden.split(",")]
     cfg = model.make_config(model.DIATOM_DIATOM, tr, hidden=hidden, features=a.features,
-                            cm_scale=[0.05, 5.0, 300.0, 1.3e4], name="krb2 C_m network")
+                            cm_scale=[0.05, 5.0, 300.0, 1.3e4], name="krb2 C_m network",
+                            product=bool(a.product))
     params = model.init_params(cfg, jax.random.PRNGKey(0))
     t0 = time.time()
     params, hist = fit.levenberg_marquardt(params, cfg, tr, va, max_iter=100000,
@@ -156,8 +158,8 @@ def main(argv=None):
     cm = model.CmModel(cfg, params)
     res = dict(system="KRb + KRb", n_points=int(d["R"].size), n_train=int(tr["R"].size),
                n_val=int(va["R"].size), n_test=int(te["R"].size), paper=PAPER)
-    res["cm"] = dict(config={k: cfg[k] for k in ("hidden", "activation", "features",
-                                                 "powers", "symmetrize")},
+    res["cm"] = dict(config={k: cfg.get(k) for k in ("hidden", "activation", "features",
+                                                     "powers", "symmetrize", "product")},
                      n_params=cm.n_params(), lm_iterations=len(hist["it"]),
                      fit_seconds=round(t_fit, 1), test=D.metrics(te["u_cm"], cm(te)),
                      train=D.metrics(tr["u_cm"], cm(tr)), extrapolation=extrapolation(cm))
@@ -215,7 +217,7 @@ def main(argv=None):
 def write_md(res, path):
     rows = [("paper (5-400-4, LM)", PAPER["rmse_cm"], None, PAPER["frac_rel_lt_10pct"],
              PAPER["frac_rel_lt_1pct"], "correct to 1000 bohr")]
-    for key, lab in (("cm", "this work: C_m network, angular basis"),
+    for key, lab in (("cm", "this work: C_m network, angular basis × product radial net"),
                      ("paper_style", "paper-style C_m network (raw angles, time-limited LM)"),
                      ("pure", "pure network (no C_m form)")):
         if key in res:

@@ -15,12 +15,22 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from lrnn.cm.model import _act, _variants, energy, output_multipliers, raw_features
+from lrnn.cm.model import (
+    _act,
+    _variants,
+    energy,
+    output_multipliers,
+    product_features,
+    raw_features,
+)
 
 
 def hidden_features(params, config, data):
     """Last hidden layer (N, H), averaged over the symmetrisation variants."""
     mean, std = jnp.asarray(config["x_mean"]), jnp.asarray(config["x_std"])
+    if config.get("product"):
+        f = product_features(params, config, (raw_features(config, data) - mean) / std)
+        return f[:, :-1]  # the last product is the constant 1 (the bias takes it)
     act = _act(config["activation"])
     hs = []
     for v in _variants(config):
@@ -52,7 +62,10 @@ def refit_output_layer(params, config, data, weights=None, ridge=1e-14):
     sol = jnp.linalg.solve(AtA, A.T @ (u * w))
     n_out = params["W"][-1].shape[1]
     M = sol.reshape(-1, n_out)
-    new = {"W": list(params["W"][:-1]) + [M[:-1]], "b": list(params["b"][:-1]) + [M[-1]]}
+    W_last = M[:-1]
+    if config.get("product"):  # the constant product's weight is carried by the bias
+        W_last = jnp.concatenate([W_last, jnp.zeros((1, n_out), W_last.dtype)], 0)
+    new = {"W": list(params["W"][:-1]) + [W_last], "b": list(params["b"][:-1]) + [M[-1]]}
     return new
 
 

@@ -14,6 +14,10 @@ Parameters are a plain pytree ``{"W": [...], "b": [...]}``; the network is a pur
                   radial coefficients of each C_m in a basis of rotation-invariant angular
                   monomials c1^a c2^b (e1·e2)^k whose ranks and parities are those allowed
                   by the multipole expansion; see ``angular_basis``)
+    product       (features "angular" only) if true, one network maps each bond length r_i
+                  to K features g(r_i) (the last hidden layer, shared by both molecules) and
+                  the radial coefficients are linear in the products [g(r1), 1] ⊗ [g(r2), 1]
+                  (molecular properties multiply, e.g. C3 ∝ μ(r1) μ(r2))
     symmetrize    "none", "homonuclear" (C_m(theta) = C_m(π - theta), by averaging the
                   network over the two symmetric inputs) or "swap" (diatom–diatom: identical
                   molecules, (r1, theta1) <-> (r2, π - theta2))
@@ -162,6 +166,8 @@ def _act(name):
 def init_params(config, key):
     n_in = len(config["x_mean"])
     n_out = n_outputs(config)
+    if config.get("product"):
+        return _init_product(config, key, n_out)
     sizes = [n_in] + list(config["hidden"]) + [n_out]
     W, b = [], []
     for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -172,6 +178,34 @@ def init_params(config, key):
         W.append(scale * jax.random.normal(k, (m, n), dtype=jnp.float64))
         b.append(jnp.zeros((n,), dtype=jnp.float64))
     return {"W": W, "b": b}
+
+
+def _init_product(config, key, n_out):
+    sizes = [1] + list(config["hidden"])
+    W, b = [], []
+    for m, n in zip(sizes[:-1], sizes[1:]):
+        key, k = jax.random.split(key)
+        W.append(jax.random.normal(k, (m, n), dtype=jnp.float64) / np.sqrt(m))
+        b.append(0.5 * jax.random.normal(jax.random.fold_in(k, 1), (n,), dtype=jnp.float64))
+    K = sizes[-1] + 1
+    key, k = jax.random.split(key)
+    W.append(0.1 * jax.random.normal(k, (K * K, n_out), dtype=jnp.float64) / K)
+    b.append(jnp.zeros((n_out,), dtype=jnp.float64))
+    return {"W": W, "b": b}
+
+
+def product_features(params, config, x):
+    """[g(r1), 1] ⊗ [g(r2), 1] for normalised inputs x = (r1, r2), shape (N, (K+1)^2)."""
+    act = _act(config["activation"])
+
+    def g(r):
+        h = r[:, None]
+        for W, b in zip(params["W"][:-1], params["b"][:-1]):
+            h = act(h @ W + b)
+        return jnp.concatenate([h, jnp.ones((h.shape[0], 1), h.dtype)], 1)
+
+    g1, g2 = g(x[:, 0]), g(x[:, 1])
+    return (g1[:, :, None] * g2[:, None, :]).reshape(x.shape[0], -1)
 
 
 def mlp(params, x, activation):
@@ -185,6 +219,9 @@ def mlp(params, x, activation):
 def _net(params, config, data):
     mean = jnp.asarray(config["x_mean"])
     std = jnp.asarray(config["x_std"])
+    if config.get("product"):
+        x = (raw_features(config, data) - mean) / std
+        return product_features(params, config, x) @ params["W"][-1] + params["b"][-1]
     outs = [mlp(params, (raw_features(config, data, **v) - mean) / std, config["activation"])
             for v in _variants(config)]
     return sum(outs) / len(outs)
@@ -213,7 +250,7 @@ def energy(params, config, data):
 
 
 def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activation="sigmoid",
-                features="raw", symmetrize="none", cm_scale=None, name=""):
+                features="raw", symmetrize="none", cm_scale=None, name="", product=False):
     """A config with input normalisation (and scales) computed from ``data``."""
     if system not in COLUMNS:
         raise ValueError(f"unknown system {system!r}; use {sorted(COLUMNS)}")
@@ -224,6 +261,10 @@ def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activatio
     cfg = dict(format_version=FORMAT_VERSION, name=name, system=system, form=form,
                powers=[int(p) for p in powers], hidden=[int(h) for h in hidden],
                activation=activation, features=features, symmetrize=symmetrize)
+    if product:
+        if features != "angular" or symmetrize != "none":
+            raise ValueError("product=True needs features='angular' and symmetrize='none'")
+        cfg["product"] = True
     if features == "angular":
         cfg["angular_basis"] = {str(m): angular_basis(int(m)) for m in powers}
     cfg["x_mean"] = [0.0]
