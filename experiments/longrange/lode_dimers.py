@@ -26,13 +26,15 @@ RESULTS = HERE.parent / "results" / "longrange" / "lode"
 SHARED = HERE.parents[1].parent / "shared" / "data" / "lode_dimers"
 DIMERS = ["0_CC", "2_CA", "3_PA", "6_AA", "9_CP", "29_PP"]
 TOTAL_CHARGE = {"0_CC": 0.0, "2_CA": 1.0, "3_PA": 0.0, "6_AA": 0.0, "9_CP": 1.0, "29_PP": 0.0}
-TERMS = {
-    "local": [],
-    "latent_coulomb": [{"type": "latent_coulomb", "sigma": 0.5, "fit": [16]}],
-    "sog": [{"type": "sog", "n_gaussians": 6, "s_min": 1.0, "s_max": 15.0, "fit": [16]}],
-    "dispersion": [{"type": "dispersion", "r0": 3.0, "r_on": 16.0, "r_off": 20.0}],
-    "coulomb+dispersion": [{"type": "latent_coulomb", "sigma": 0.5, "fit": [16]},
-                           {"type": "dispersion", "r0": 3.0, "r_on": 16.0, "r_off": 20.0}],
+COULOMB = {"type": "latent_coulomb", "sigma": 0.5, "fit": [16]}
+DISPERSION = {"type": "dispersion", "r0": 3.0, "r_on": 16.0, "r_off": 20.0}
+MODELS = {  # extra model options on top of the local DeepPot-SE
+    "local": {},
+    "far_field": {"far_field": {"r_on": 3.0, "r_off": 4.5}},
+    "latent_coulomb": {"long_range": [COULOMB]},
+    "sog": {"long_range": [{"type": "sog", "n_gaussians": 6, "s_min": 1.0, "s_max": 15.0, "fit": [16]}]},
+    "dispersion": {"long_range": [DISPERSION]},
+    "coulomb+dispersion": {"long_range": [COULOMB, DISPERSION]},
 }
 
 
@@ -68,7 +70,7 @@ def run(dimer, model, seed, max_time, workdir):
     cfg = {"data": {"train": str(workdir / "train.npz"), "n_train": 9, "n_val": 1, "seed": seed,
                     "report_energy_unit": "eV", "total_charge": TOTAL_CHARGE[dimer]},
            "model": {"type": "deeppot_se", "rcut": 4.5, "rcut_smth": 2.0, "embed": [8, 16], "axis_neurons": 4,
-                     "fit": [32, 32], "long_range": TERMS[model]},
+                     "fit": [32, 32], **MODELS[model]},
            "train": {"seed": seed, "batch_size": 3, "schedule": "time", "max_time_s": max_time,
                      "max_steps": 10**8, "lr_start": 3e-3, "lr_stop": 1e-4, "pref_e_start": 1.0,
                      "pref_e_limit": 10.0, "pref_f_start": 100.0, "pref_f_limit": 1.0, "progress": False,

@@ -233,6 +233,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
     t_start = time.perf_counter() - elapsed0
     last_save = time.perf_counter()
     best_state = None
+    compile_s = None
     step, epoch = step0, epoch0
     stopped_by_time = False
     loss_acc = []
@@ -243,6 +244,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
             lr = lr_at(step, time.perf_counter() - t_start)
             state, opt_state, loss, _ = train_step(state, opt_state, np.asarray(lr, npdt), idx, tr_dev)
             step += 1
+            if compile_s is None:  # the time budget starts after the first (compiling) step
+                jax.block_until_ready(loss)
+                compile_s = time.perf_counter() - t_start - elapsed0
+                t_start = time.perf_counter() - elapsed0
             if b % 20 == 0 or b == n_batches - 1:
                 loss_acc.append(float(loss))
                 if not np.isfinite(loss_acc[-1]):
@@ -285,6 +290,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
              time.perf_counter() - t_start, False)
 
     summary = {"steps": step, "epochs": epoch + 1, "train_time_s": time.perf_counter() - t_start,
+               "compile_s": compile_s,
                "stopped_by_time": stopped_by_time, "n_train": n_tr, "n_val": len(val_ds),
                "n_parameters": count_parameters(state)}
     from lrnn.potential import load as load_potential
