@@ -129,14 +129,15 @@ def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
 
     phi = _tiled(l2p, CHUNK_BLOCK, xs, cc, lc) / h  # (n_chunks, C)
     # 6. P2P
-    slot_id = jnp.arange(n_chunks * C, dtype=jnp.int32).reshape(n_chunks, C)
     vmask = valid.reshape(n_chunks, C)
+    xs_t = jnp.swapaxes(xs, 1, 2)  # (n_chunks, 3, C): sources along the minor axis
+    eye = jnp.eye(C, dtype=bool)
 
     def p2p(t, s):
-        xt, xsrc = xs[t], xs[s]  # (B, C, 3)
-        d = xt[:, :, None, :] - xsrc[:, None, :, :]
-        r2 = jnp.sum(d * d, axis=-1)
-        mask = (slot_id[t][:, :, None] != slot_id[s][:, None, :]) & vmask[s][:, None, :]
+        xt, xsrc = xs[t], xs_t[s]  # (B, C, 3), (B, 3, C)
+        r2 = sum((xt[:, :, a, None] - xsrc[:, a, None, :]) ** 2 for a in range(3))
+        self_pair = eye[None] & (t == s)[:, None, None]
+        mask = ~self_pair & vmask[s][:, None, :]
         k = jnp.where(mask, kernel(jnp.where(mask, r2, 1.0)), 0.0)
         return jnp.einsum("bij,bj->bi", k, qs[s])
 

@@ -144,8 +144,8 @@ def _depth_cost(ijk_all, depth_max, order, leaf_size):
         ncn = np.where(nb >= 0, nc[np.maximum(nb, 0)], 0).sum(1)
         p2p = float((nc * ncn).sum()) * leaf_size * leaf_size
         m2l = sum(boxes[m] for m in range(2, lvl + 1)) * 189.0 * K * K
-        # weights calibrated on a 2-core CPU: a near-field pair costs ~60 GEMM multiply-adds
-        costs[lvl] = 60.0 * p2p + m2l + 60.0 * len(ijk_all) * K
+        # weights calibrated on a 2-core CPU: a near-field pair costs ~40 GEMM multiply-adds
+        costs[lvl] = 40.0 * p2p + m2l + 60.0 * len(ijk_all) * K
     return costs
 
 

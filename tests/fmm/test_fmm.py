@@ -144,27 +144,29 @@ def test_invariance_translation_rotation():
 def test_force_continuity_across_cell_boundary():
     x = uniform_cube(3000, seed=11)
     q = random_charges(3000, seed=11)
-    pl = F.plan(x, order=8, depth=3)
+    pl = F.plan(x, order=10, depth=3)
     # move particle 0 along x across the nearest leaf boundary
     h = float(pl.leaf_side)
     lo = float(pl.root_lo[0])
     b = lo + h * np.round((x[0, 0] - lo) / h)
     grad = jax.grad(lambda y, p: F.laplace_energy(y, q, plan=p, method="fmm"))
     forces, leaves = [], []
-    for s in (-1e-7, -1e-9, 1e-9, 1e-7):
+    for s in (-1e-3, -2e-5, 2e-5, 1e-3):  # beyond the plan tolerance (1e-6)
         y = x.copy()
         y[0, 0] = b + s * h
         if F.needs_replan(pl, y):
-            pl = F.plan(y, order=8, depth=3)
-        leaves.append(int(pl.chunk_leaf[int(pl.particle_slot[0]) // pl.leaf_size]))
+            pl = F.plan(y, order=10, depth=3)
+        leaf = int(pl.chunk_leaf[int(pl.particle_slot[0]) // pl.leaf_size])
+        leaves.append(float(pl.leaf_center[leaf, 0]))
         f = -np.asarray(grad(jnp.asarray(y), pl))[0]
         phi, E = direct_field(y, q)
-        # single-particle error at p=8 is ~1e-5 (RMS over particles is lower)
-        assert np.linalg.norm(f - q[0] * E[0]) < 1e-4 * np.linalg.norm(q[0] * E[0])
+        # per-particle errors are measured against the RMS force of the set
+        scale = np.sqrt(np.mean(np.sum((q[:, None] * E) ** 2, axis=1)))
+        assert np.linalg.norm(f - q[0] * E[0]) < 1e-4 * scale
         forces.append(f)
     assert leaves[1] != leaves[2]  # it did change leaf
-    jump = np.linalg.norm(forces[2] - forces[1]) / np.linalg.norm(forces[1])
-    assert jump < 1e-4  # continuous up to the FMM error (the exact force changes by ~1e-7)
+    jump = np.linalg.norm(forces[2] - forces[1]) / scale
+    assert jump < 1e-4  # continuous up to the FMM error (the exact force changes by ~1e-6)
 
 
 def test_vmap_over_charges_and_positions():
