@@ -103,12 +103,14 @@ def read_metrics(path) -> list[dict]:
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
-def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
+def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict | None = None) -> dict:
     """Train the model described by a run config (see :func:`lrnn.train.config.load_config`).
 
     Writes ``OUTPUT/checkpoint`` (best validation), ``OUTPUT/last`` (with optimiser state,
     for ``resume``), ``OUTPUT/metrics.csv`` and ``OUTPUT/learning_curve.png``; returns a
-    summary dict with the test metrics when the config has a test set."""
+    summary dict.  ``datasets`` ({"train", "val"[, "report_energy_unit"]}, each a
+    :class:`~lrnn.system.Dataset`) replaces the ``data`` section's files, for scripts that
+    split data themselves."""
     tc: TrainConfig = cfg["train"]
     out = Path(cfg["output"])
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False) -> dict:
     dtype = jnp.float64 if tc.dtype == "float64" else jnp.float32
     npdt = np.dtype(dtype)
 
-    data = load_data(cfg["data"], cfg.get("base", "."))
+    if datasets is not None:
+        data = {"report_energy_unit": "eV", **datasets}
+    else:
+        data = load_data(cfg["data"], cfg.get("base", "."))
     train_ds, val_ds = data["train"], data["val"]
     train_ds.validate(require_forces=tc.uses_forces)
     val_ds.validate(require_forces=tc.uses_forces)
