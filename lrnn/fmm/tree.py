@@ -48,7 +48,7 @@ def _bucket(n: int, quantum: int = 1) -> int:
     return -(-v // quantum) * quantum
 
 
-def _spread(v: np.ndarray) -> np.ndarray:
+def _spread_slow(v: np.ndarray) -> np.ndarray:
     v = v.astype(np.uint64) & np.uint64(0x1FFFFF)
     v = (v | (v << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
     v = (v | (v << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
@@ -58,10 +58,18 @@ def _spread(v: np.ndarray) -> np.ndarray:
     return v
 
 
+_SPREAD_LO = _spread_slow(np.arange(1 << 11)).astype(np.int64)
+
+
+def _spread(v: np.ndarray) -> np.ndarray:
+    """Interleave two zero bits after each of the low 21 bits of ``v`` (table lookup)."""
+    v = np.asarray(v, dtype=np.int64)
+    return _SPREAD_LO[v & 2047] | (_SPREAD_LO[(v >> 11) & 1023] << 33)
+
+
 def morton(ijk: np.ndarray) -> np.ndarray:
     """Morton key of integer box coordinates ``(..., 3)``: x in bit 0, y in bit 1, z in bit 2."""
-    return (_spread(ijk[..., 0]) | (_spread(ijk[..., 1]) << np.uint64(1))
-            | (_spread(ijk[..., 2]) << np.uint64(2))).astype(np.int64)
+    return _spread(ijk[..., 0]) | (_spread(ijk[..., 1]) << 1) | (_spread(ijk[..., 2]) << 2)
 
 
 def _lookup(keys_sorted: np.ndarray, coords: np.ndarray, side: int):
@@ -135,10 +143,11 @@ def _depth_cost(ijk_all, depth_max, order, leaf_size):
     boxes = {}
     for lvl in range(2, depth_max + 1):
         c = _level_coords(ijk_all, depth_max, lvl)
-        keys, counts = np.unique(morton(c), return_counts=True)
+        keys, first, counts = np.unique(morton(c), return_index=True, return_counts=True)
         boxes[lvl] = len(keys)
-        # near field: chunk pairs among the 27 neighbours
-        coords = c[np.unique(morton(c), return_index=True)[1]]
+        if counts.max() > 64 * leaf_size and lvl < depth_max:
+            continue  # far too coarse: not a candidate (and costly to assess)
+        coords = c[first]
         nc = -(-counts // leaf_size)
         nb = _lookup(keys, coords[:, None, :] + _NEIGHBOURS[None], 1 << lvl)
         ncn = np.where(nb >= 0, nc[np.maximum(nb, 0)], 0).sum(1)
@@ -146,6 +155,9 @@ def _depth_cost(ijk_all, depth_max, order, leaf_size):
         m2l = sum(boxes[m] for m in range(2, lvl + 1)) * 189.0 * K * K
         # weights calibrated on a 2-core CPU: a near-field pair costs ~40 GEMM multiply-adds
         costs[lvl] = 40.0 * p2p + m2l + 60.0 * len(ijk_all) * K
+        best = min(costs.values())
+        if costs[lvl] > 2 * best and counts.max() <= leaf_size:
+            break  # past the optimum and every leaf fits a chunk
     return costs
 
 
