@@ -1,0 +1,100 @@
+"""The `lrnn md` command (lrnn.md_cli.main): outputs, interrupt safety, error messages."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture()
+def structure(paracetamol, tmp_path):
+    import ase.io
+    from ase import Atoms
+
+    path = tmp_path / "paracetamol.xyz"
+    ase.io.write(path, Atoms(numbers=paracetamol.numbers[0], positions=paracetamol.positions[0]))
+    return path
+
+
+def test_md_command_writes_trajectory_log_and_plot(trained_checkpoint, structure, tmp_path, capsys):
+    import ase.io
+
+    from lrnn.md_cli import main
+
+    out = tmp_path / "run"
+    rc = main([str(trained_checkpoint), str(structure), "--steps", "60", "--dt", "0.5", "--temperature", "200",
+               "--log-every", "5", "--traj-every", "20", "--output", str(out), "--log", str(tmp_path / "e.csv"),
+               "--no-progress"])
+    assert rc == 0
+    lines = (tmp_path / "e.csv").read_text().splitlines()
+    assert lines[0] == "time_fs,epot_eV,ekin_eV,etot_eV,temperature_K"
+    data = np.genfromtxt(tmp_path / "e.csv", delimiter=",", names=True)
+    assert len(data) == 13 and data["time_fs"][-1] == pytest.approx(30.0)
+    np.testing.assert_allclose(data["etot_eV"], data["epot_eV"] + data["ekin_eV"], atol=1e-8)
+    assert data["temperature_K"][0] == pytest.approx(200.0, rel=1e-6)
+    frames = ase.io.read(out / "trajectory.extxyz", index=":")
+    assert len(frames) == 4 and frames[-1].info["time_fs"] == pytest.approx(30.0)
+    assert (out / "energy.png").stat().st_size > 1000
+    assert '"steps": 60' in capsys.readouterr().out
+
+
+def test_interrupt_keeps_files_readable(trained_checkpoint, structure, tmp_path):
+    import ase.io
+
+    from lrnn import md
+
+    calls = []
+
+    def interrupt(frames):
+        calls.append(frames[-1].step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    res = md.run_md(str(trained_checkpoint), structure, ensemble="nvt", thermostat="langevin", friction=0.05,
+                    steps=10_000, dt_fs=0.5, log_every=2, traj_every=10, traj=tmp_path / "t.extxyz",
+                    log_path=tmp_path / "t.csv", plot=tmp_path / "t.png", progress=False, callback=interrupt)
+    assert res.interrupted and res.steps == 80
+    data = np.genfromtxt(tmp_path / "t.csv", delimiter=",", names=True)
+    assert len(data) == 41 and np.all(np.isfinite(data["etot_eV"]))
+    assert len(ase.io.read(tmp_path / "t.extxyz", index=":")) == 9
+    assert (tmp_path / "t.png").exists()
+
+
+@pytest.mark.parametrize("case", ["unknown", "overlap", "pbc-no-cell", "missing", "steps"])
+def test_md_command_bad_input(trained_checkpoint, paracetamol, tmp_path, capsys, case):
+    import ase.io
+    from ase import Atoms
+
+    from lrnn.md_cli import main
+
+    num, pos = paracetamol.numbers[0].copy(), paracetamol.positions[0].copy()
+    extra = []
+    if case == "unknown":
+        num[2] = 79
+    elif case == "overlap":
+        pos[4] = pos[3] + 0.02
+    atoms = Atoms(numbers=num, positions=pos)
+    if case == "pbc-no-cell":
+        atoms.pbc = True
+    path = tmp_path / "s.extxyz"
+    ase.io.write(path, atoms)
+    if case == "missing":
+        path = tmp_path / "nope.xyz"
+    if case == "steps":
+        extra = ["--steps", "-5"]
+    rc = main([str(trained_checkpoint), str(path), "--output", str(tmp_path / "o"), "--no-progress"] + extra)
+    err = capsys.readouterr().err
+    assert rc == 2 and "lrnn md: error:" in err
+    expect = {"unknown": "not known", "overlap": "overlapping", "pbc-no-cell": "cell", "missing": "not found",
+              "steps": "--steps"}[case]
+    assert expect in err
+
+
+def test_md_help_mentions_options(capsys):
+    from lrnn.md_cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for opt in ("--ensemble", "--temperature", "--dt", "--steps", "--seed", "--log"):
+        assert opt in out
