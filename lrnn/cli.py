@@ -78,6 +78,10 @@ def main(argv=None) -> int:
         from lrnn.cm.cli import main as cm_main
 
         return cm_main(argv[1:])
+    if argv and argv[0] == "md":
+        from lrnn.md_cli import main as md_main
+
+        return md_main(argv[1:])
     p = argparse.ArgumentParser(prog="lrnn", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -100,6 +104,7 @@ def main(argv=None) -> int:
     d.add_argument("--max-time", type=float, help="training wall-clock budget in seconds")
     d.set_defaults(func=_demo)
     sub.add_parser("cm", help="neural C_m expansion tools (lrnn cm --help)")
+    sub.add_parser("md", help="molecular dynamics with a checkpoint (lrnn md --help)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
