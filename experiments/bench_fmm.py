@@ -69,9 +69,8 @@ def _reference(x, q, idx):
 def worker(task):
     import resource
 
-    import numpy as np
-
     import jax
+    import numpy as np
 
     jax.config.update("jax_enable_x64", True)
     x, q = _points(task["dist"], task["n"])

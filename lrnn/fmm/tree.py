@@ -145,8 +145,6 @@ def _depth_cost(ijk_all, depth_max, order, leaf_size):
         c = _level_coords(ijk_all, depth_max, lvl)
         keys, first, counts = np.unique(morton(c), return_index=True, return_counts=True)
         boxes[lvl] = len(keys)
-        if counts.max() > 64 * leaf_size and lvl < depth_max:
-            continue  # far too coarse: not a candidate (and costly to assess)
         coords = c[first]
         nc = -(-counts // leaf_size)
         nb = _lookup(keys, coords[:, None, :] + _NEIGHBOURS[None], 1 << lvl)
@@ -155,9 +153,9 @@ def _depth_cost(ijk_all, depth_max, order, leaf_size):
         m2l = sum(boxes[m] for m in range(2, lvl + 1)) * 189.0 * K * K
         # weights calibrated on a 2-core CPU: a near-field pair costs ~40 GEMM multiply-adds
         costs[lvl] = 40.0 * p2p + m2l + 60.0 * len(ijk_all) * K
-        best = min(costs.values())
-        if costs[lvl] > 2 * best and counts.max() <= leaf_size:
-            break  # past the optimum and every leaf fits a chunk
+        best = min(costs, key=costs.get)
+        if lvl >= best + 2 and costs[lvl] > 2 * costs[best]:
+            break  # well past the optimum (the cost only grows deeper down)
     return costs
 
 

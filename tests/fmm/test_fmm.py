@@ -1,10 +1,9 @@
 """FMM accuracy, gradients, invariances, cross-checks and bad input (float64: conftest)."""
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import lrnn.fmm as F
 from lrnn.fmm import harmonics as H
