@@ -51,14 +51,14 @@ def _design(params, config, data):
     return (h1[:, :, None] * fac[:, None, :]).reshape(h.shape[0], -1)
 
 
-def refit_output_layer(params, config, data, weights=None, ridge=1e-14):
+def refit_output_layer(params, config, data, weights=None, ridge=1e-14, l2=0.0):
     """Solve the (linear) output layer exactly by weighted least squares; returns params."""
     D = _design(params, config, {k: jnp.asarray(v) for k, v in data.items()})
     u = jnp.asarray(data["u_cm"])
     w = jnp.ones_like(u) if weights is None else jnp.asarray(weights)
     A = D * w[:, None]
     AtA = A.T @ A
-    AtA = AtA + ridge * jnp.trace(AtA) / AtA.shape[0] * jnp.eye(AtA.shape[0])
+    AtA = AtA + (ridge * jnp.trace(AtA) / AtA.shape[0] + l2) * jnp.eye(AtA.shape[0])
     sol = jnp.linalg.solve(AtA, A.T @ (u * w))
     n_out = params["W"][-1].shape[1]
     M = sol.reshape(-1, n_out)
@@ -83,11 +83,12 @@ def _as_jnp(d):
 def levenberg_marquardt(params, config, train, val=None, *, max_iter=500, relative=False,
                         rel_floor=None, lam0=1e-3, lam_up=4.0, lam_down=3.0, patience=50,
                         chunk=8192, time_limit=None, tol=1e-14, log_every=10, verbose=True,
-                        refit_every=0):
+                        refit_every=0, l2=0.0):
     """Hand-written LM on the residuals sqrt(w)(u_fit - u_ref), Marquardt's diagonal damping.
 
     J^T J and J^T r are accumulated over row chunks of ``chunk`` points (J by vmap(grad)),
     the step solves (J^T J + lam diag(J^T J) + lam 1e-12 I) d = -J^T r by Cholesky.
+    ``l2`` adds l2 * |params|^2 to the sum of squares (weight decay, for small data sets).
     With ``refit_every=k > 0`` the linear output layer is also solved exactly by least
     squares at the start and after every k-th accepted step (kept if it lowers the loss).
     Returns (best params by validation loss, history dict).
@@ -96,7 +97,7 @@ def levenberg_marquardt(params, config, train, val=None, *, max_iter=500, relati
     if rel_floor is None:
         rel_floor = 1e-3 * float(np.sqrt(np.mean(u_tr**2)))
     w_tr = np.sqrt(_weights(u_tr, relative, rel_floor))
-    refit = jax.jit(lambda p: refit_output_layer(p, config, train, w_tr))
+    refit = jax.jit(lambda p: refit_output_layer(p, config, train, w_tr, l2=l2))
     if refit_every:
         params = refit(params)
     flat0, unravel = ravel_pytree(params)
@@ -131,7 +132,7 @@ def levenberg_marquardt(params, config, train, val=None, *, max_iter=500, relati
         return -jax.scipy.linalg.cho_solve((L, True), g)
 
     def total_sse(flat):
-        return float(sum(sse(flat, d, w) for d, w in tr_chunks))
+        return float(sum(sse(flat, d, w) for d, w in tr_chunks)) + l2 * float(flat @ flat)
 
     if val is not None:
         u_va = np.asarray(val["u_cm"])
@@ -158,6 +159,10 @@ def levenberg_marquardt(params, config, train, val=None, *, max_iter=500, relati
         for d, w in tr_chunks:
             a_, g_, s_ = normal_eq(flat, d, w)
             A, g, cur = A + a_, g + g_, cur + float(s_)
+        if l2:
+            A = A + l2 * jnp.eye(flat.size)
+            g = g + l2 * flat
+            cur += l2 * float(flat @ flat)
         accepted = False
         for _ in range(30):
             step = solve(A, g, lam)

@@ -19,7 +19,8 @@ Parameters are a plain pytree ``{"W": [...], "b": [...]}``; the network is a pur
                   the radial coefficients are linear in the products [g(r1), 1] ⊗ [g(r2), 1]
                   (molecular properties multiply, e.g. C3 ∝ μ(r1) μ(r2))
     symmetrize    "none", "homonuclear" (C_m(theta) = C_m(π - theta), by averaging the
-                  network over the two symmetric inputs) or "swap" (diatom–diatom: identical
+                  network over the two symmetric inputs; with features "angular" by keeping
+                  only even powers of cos theta) or "swap" (diatom–diatom: identical
                   molecules, (r1, theta1) <-> (r2, π - theta2))
     x_mean/x_std  input normalisation (from the training data)
     cm_scale      per-power output scale (au): C_m = cm_scale[m] * network output
@@ -72,7 +73,7 @@ def raw_features(config, data, swap=False, mirror=False):
         th = jnp.asarray(data["theta_deg"]) * deg
         if mirror:
             th = jnp.pi - th
-        cols = [r, th if feats == "raw" else jnp.cos(th)]
+        cols = [r] if feats == "angular" else [r, th if feats == "raw" else jnp.cos(th)]
     else:
         r1, r2 = jnp.asarray(data["r1"]), jnp.asarray(data["r2"])
         t1, t2 = jnp.asarray(data["theta1_deg"]) * deg, jnp.asarray(data["theta2_deg"]) * deg
@@ -93,6 +94,8 @@ def raw_features(config, data, swap=False, mirror=False):
 
 def _variants(config):
     sym = config.get("symmetrize", "none")
+    if config["features"] == "angular":
+        return [dict()]  # symmetry is exact in the angular basis
     if sym == "homonuclear":
         return [dict(), dict(mirror=True)]
     if sym == "swap":
@@ -123,9 +126,23 @@ def angular_basis(m):
     return [list(t) for t in sorted(out)]
 
 
+def angular_basis_atom_diatom(m, homonuclear):
+    """Powers k of cos(theta) in C_m (atom–diatom, neutral atom): the diatom's tensors of
+    rank l <= m - 4 (C_m = Σ_L C_m^L P_L(cos θ), L <= m - 4); only even k if homonuclear."""
+    return [[k] for k in range(0, m - 3) if not (homonuclear and k % 2)]
+
+
 def _angular_values(config, data):
     """(N, K) basis values and the power index of each column."""
     deg = jnp.pi / 180
+    if config["system"] == ATOM_DIATOM:
+        c = jnp.cos(jnp.asarray(data["theta_deg"]) * deg)
+        cols, which = [], []
+        for i, m in enumerate(config["powers"]):
+            for (k,) in config["angular_basis"][str(m)]:
+                cols.append(c**k)
+                which.append(i)
+        return jnp.stack(cols, -1), which
     t1, t2 = jnp.asarray(data["theta1_deg"]) * deg, jnp.asarray(data["theta2_deg"]) * deg
     ph = jnp.asarray(data["phi_deg"]) * deg
     c1, c2 = jnp.cos(t1), jnp.cos(t2)
@@ -256,17 +273,21 @@ def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activatio
         raise ValueError(f"unknown system {system!r}; use {sorted(COLUMNS)}")
     if powers is None:
         powers = [6, 8, 10] if system == ATOM_DIATOM else [3, 4, 5, 6]
-    if features == "angular" and (system != DIATOM_DIATOM or form != "cm"):
-        raise ValueError("features='angular' is for diatom–diatom C_m models")
+    if features == "angular" and form != "cm":
+        raise ValueError("features='angular' is for C_m models (form='cm')")
     cfg = dict(format_version=FORMAT_VERSION, name=name, system=system, form=form,
                powers=[int(p) for p in powers], hidden=[int(h) for h in hidden],
                activation=activation, features=features, symmetrize=symmetrize)
     if product:
-        if features != "angular" or symmetrize != "none":
-            raise ValueError("product=True needs features='angular' and symmetrize='none'")
+        if features != "angular" or system != DIATOM_DIATOM:
+            raise ValueError("product=True needs a diatom–diatom model with features='angular'")
         cfg["product"] = True
-    if features == "angular":
+    if features == "angular" and system == DIATOM_DIATOM:
         cfg["angular_basis"] = {str(m): angular_basis(int(m)) for m in powers}
+    elif features == "angular":
+        cfg["angular_basis"] = {str(m): angular_basis_atom_diatom(int(m), symmetrize ==
+                                                                  "homonuclear")
+                                for m in powers}
     cfg["x_mean"] = [0.0]
     cfg["x_std"] = [1.0]
     X = np.concatenate([np.asarray(raw_features(cfg, data, **v)) for v in _variants(cfg)])
