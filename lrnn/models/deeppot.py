@@ -45,6 +45,7 @@ class DeepPotConfig:
     neighbor_mode: str = "auto"  # "all" pairs of free molecules, "cutoff" lists, or "auto"
     long_range: tuple = ()  # long-range terms (lrnn.models.terms), e.g. [{type: latent_coulomb}]
     far_field: tuple = ()  # (r_on, r_off) in Å: append the smooth far-field descriptor to D
+    grid: tuple = ()  # (spacing Å, cells per axis): the thesis's fixed-grid descriptor (baseline)
 
     def __post_init__(self):
         from lrnn.models.terms import term_config
@@ -56,6 +57,12 @@ class DeepPotConfig:
         object.__setattr__(self, "far_field", tuple(float(x) for x in ff))
         if self.far_field and not (len(self.far_field) == 2 and 0 < self.far_field[0] < self.far_field[1]):
             raise ValueError(f"far_field needs 0 < r_on < r_off (Å), got {self.far_field}")
+        g = self.grid
+        if isinstance(g, dict):
+            g = (g.get("spacing", 4.0), g.get("n_cells", 8))
+        object.__setattr__(self, "grid", tuple(g))
+        if self.grid and not (len(self.grid) == 2 and self.grid[0] > 0 and int(self.grid[1]) >= 1):
+            raise ValueError(f"grid needs spacing > 0 Å and n_cells >= 1, got {self.grid}")
         object.__setattr__(self, "type_map", tuple(int(z) for z in self.type_map))
         object.__setattr__(self, "embed", tuple(int(x) for x in self.embed))
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
@@ -87,6 +94,11 @@ class DeepPotSE(nnx.Module):
         self.embedding = StackedMLP(t * t, (1,) + config.embed, act=config.activation, linear_output=False,
                                     dtype=dtype, rngs=rngs)
         d_far = t if config.far_field else 0
+        if config.grid:
+            m1 = config.embed[-1]
+            self.grid_embedding = StackedMLP(1, (1 + t,) + config.embed, act=config.activation,
+                                             linear_output=False, dtype=dtype, rngs=rngs)
+            d_far += m1 * config.axis_neurons
         self.fitting = StackedMLP(t, (config.embed[-1] * config.axis_neurons + d_far,) + config.fit + (1,),
                                   act=config.activation, linear_output=True, bias_std=1.0, dtype=dtype,
                                   rngs=rngs)
@@ -107,12 +119,17 @@ class DeepPotSE(nnx.Module):
         cell = inputs["cell"].astype(pos.dtype)
         lay = inputs["layout"]
         out = []
-        far = None
+        extra = []  # per-atom far-field features (N, .) appended to D
         if cfg.far_field:
             from lrnn.longrange.farfield import far_field_potentials
 
-            far = far_field_potentials(pos, inputs["types"], t, *cfg.far_field) * cfg.far_field[1]
-            far = jnp.concatenate([far, jnp.zeros((1, t), far.dtype)], axis=0)
+            extra.append(far_field_potentials(pos, inputs["types"], t, *cfg.far_field) * cfg.far_field[1])
+        if cfg.grid:
+            extra.append(self._grid_descriptor(inputs, pos, n))
+        far = None
+        if extra:
+            far = jnp.concatenate(extra, axis=-1)
+            far = jnp.concatenate([far, jnp.zeros((1, far.shape[1]), far.dtype)], axis=0)
         for a in range(t):
             cidx = lay.centres[a]
             nb = lay.neighbors[a]  # (C_a, T, S)
@@ -132,6 +149,24 @@ class DeepPotSE(nnx.Module):
                 dflat = jnp.concatenate([dflat, far[cidx]], axis=-1)
             out.append((dflat, cidx < n))
         return out
+
+    def _grid_descriptor(self, inputs, pos, n):
+        """Thesis grid descriptor (N, M1*M2) of :mod:`lrnn.longrange.grid`."""
+        from lrnn.longrange.grid import grid_cells, grid_env
+
+        cfg = self.config
+        t = cfg.n_types
+        types = inputs["types"]
+        mask = types >= 0
+        numbers = jnp.asarray(cfg.type_map)[jnp.clip(types, 0, t - 1)]
+        centre, counts, occ = grid_cells(pos, numbers, mask, cfg.grid[0], int(cfg.grid[1]), t, types)
+        env, use = grid_env(pos, centre, occ, cfg.rcut)
+        x = jnp.concatenate([env[..., :1] * cfg.rcut, jnp.broadcast_to(counts[None] / 10.0,
+                                                                       env.shape[:2] + (t,))], -1)
+        g = self.grid_embedding(0, x) * use[..., None]
+        tmat = jnp.einsum("ckm,ckl->cml", g, env * cfg.rcut) / 10.0
+        dmat = jnp.einsum("cml,cnl->cmn", tmat, tmat[:, : cfg.axis_neurons, :])
+        return dmat.reshape(n, -1)
 
     def atomic_energies(self, inputs, stats, desc=None):
         """Per centre species: atomic energies (C_a,) in eV, zero for padding slots."""

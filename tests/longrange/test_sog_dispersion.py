@@ -162,3 +162,27 @@ def test_model_with_far_field_descriptor_forces():
     ep = float(efv(g, st, STATS, inputs(cfg, pos + dp, num))[0])
     em = float(efv(g, st, STATS, inputs(cfg, pos - dp, num))[0])
     assert float(f0[2, 1]) == pytest.approx(-(ep - em) / 2e-5, rel=1e-6, abs=1e-8)
+
+
+def test_thesis_grid_baseline_jumps_where_far_field_is_smooth():
+    """The thesis grid descriptor gives a force jump when an atom changes grid cell (the
+    defect the issue asks to measure); the far-field descriptor does not."""
+    rng = np.random.default_rng(7)
+    pos = rng.uniform(0, 14, (10, 3))
+    pos[0] = [0.0, 0.0, 0.0]  # fixes the grid origin
+    pos[6] = pos[5] + [-1.5, 0.3, 0.0]  # atom 6 shares atom 5's cell until atom 5 leaves it
+    num = [8, 1] * 5
+    jumps = {}
+    for name, extra in (("grid", {"grid": {"spacing": 4.0, "n_cells": 4}}),
+                        ("far_field", {"far_field": {"r_on": 3.0, "r_off": 4.0}})):
+        cfg = dict(BASE, **extra)
+        g, st = split(models.create(cfg, seed=0, dtype=jnp.float64))
+        efv = jax.jit(energy_forces_virial, static_argnums=0)
+        fs = []
+        for x in (8.0 - 1e-7, 8.0 + 1e-7):  # atom 5 crosses the cell boundary at x = 8 Å
+            p = pos.copy()
+            p[5, 0] = x - 1e-6  # the grid origin is min(x) - 1e-6
+            fs.append(np.asarray(efv(g, st, STATS, inputs(cfg, p, num))[1]))
+        jumps[name] = float(np.abs(fs[1] - fs[0]).max())
+    assert jumps["far_field"] < 1e-5
+    assert jumps["grid"] > 1e3 * max(jumps["far_field"], 1e-9)
