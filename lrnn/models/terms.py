@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lrnn.longrange.coulomb import coulomb_direct, equilibrate
+from lrnn.longrange.coulomb import coulomb_direct, coulomb_reciprocal, equilibrate
 from lrnn.longrange.dispersion import POWERS, dispersion_energy
 from lrnn.longrange.sog import sog_open, sog_periodic
 from lrnn.nn import StackedMLP
@@ -53,21 +53,29 @@ class LatentCoulombConfig:
     :math:`\tilde q_i`; the charges are equilibrated to the system's total charge Q
     (:func:`lrnn.longrange.coulomb.equilibrate`) and interact through
     :math:`k\,\mathrm{erf}(r/2\sigma)/r` (:mod:`lrnn.longrange.coulomb`).  ``sigma`` in Å;
-    ``method``: ``direct`` (exact O(N²) sum, free space)."""
+    ``method``: ``direct`` (exact O(N²) sum, free space) or ``reciprocal`` (periodic cells:
+    Ewald-type k-space sum with integer k-indices up to ``k_index_max``)."""
 
     type: str = "latent_coulomb"
     fit: tuple = (32, 32)
     sigma: float = 1.0
     method: str = "direct"
+    k_index_max: int = 8
 
     def __post_init__(self):
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
-        if self.sigma < 0:
-            raise ValueError(f"latent_coulomb: sigma must be >= 0 Å, got {self.sigma}")
-        if self.method not in ("direct",):
-            raise ValueError(f"latent_coulomb: unknown method {self.method!r}; available: direct")
+        if self.sigma < 0 or (self.method == "reciprocal" and self.sigma <= 0):
+            raise ValueError(f"latent_coulomb: sigma must be >= 0 Å (> 0 for reciprocal), got {self.sigma}")
+        if self.method not in ("direct", "reciprocal"):
+            raise ValueError(f"latent_coulomb: unknown method {self.method!r}; available: direct, reciprocal")
 
-    periodic_ok = False
+    @property
+    def periodic_ok(self):
+        return self.method == "reciprocal"
+
+    @property
+    def needs_cell(self):
+        return self.method == "reciprocal"
 
 
 class LatentCoulomb(nnx.Module):
@@ -82,7 +90,11 @@ class LatentCoulomb(nnx.Module):
 
     def energy(self, inputs, stats, desc):
         q = self.charges(inputs, desc)
-        return coulomb_direct(inputs["positions"], q, inputs["types"] >= 0, sigma=self.cfg.sigma)
+        mask = inputs["types"] >= 0
+        if self.cfg.method == "reciprocal":
+            return coulomb_reciprocal(inputs["positions"], q, mask, inputs["cell"], self.cfg.sigma,
+                                      self.cfg.k_index_max)
+        return coulomb_direct(inputs["positions"], q, mask, sigma=self.cfg.sigma)
 
 
 @dataclasses.dataclass(frozen=True)

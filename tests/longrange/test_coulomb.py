@@ -122,3 +122,24 @@ def test_configuration_errors():
                  cell=np.eye(3) * 10, pbc=[True] * 3)
     with pytest.raises(ValueError, match="open boundaries but the system is periodic"):
         make_inputs(ds, mcfg)
+
+
+def test_reciprocal_coulomb_nacl_madelung():
+    """Rock salt, conventional cell (a = 5.64 Å): E = -M k N_pairs / r0 with the Madelung
+    constant M = 1.747565 (narrow Gaussians: the smearing correction erfc(r0/2σ) ~ 1e-23)."""
+    from lrnn.longrange.coulomb import coulomb_reciprocal
+
+    a = 5.64
+    na = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]]) * a
+    pos = np.vstack([na, na + [a / 2, 0, 0]])
+    q = np.r_[np.ones(4), -np.ones(4)]
+    e = coulomb_reciprocal(jnp.asarray(pos), jnp.asarray(q), jnp.ones(8, bool), jnp.eye(3) * a, 0.2, 20)
+    expected = -4 * 1.747565 * COULOMB_K / (a / 2)
+    assert float(e) == pytest.approx(expected, rel=1e-6)
+    # a 2x1x1 supercell doubles it; translating all ions leaves it unchanged
+    pos2 = np.vstack([pos, pos + [a, 0, 0]])
+    e2 = coulomb_reciprocal(jnp.asarray(pos2), jnp.asarray(np.r_[q, q]), jnp.ones(16, bool),
+                            jnp.diag(jnp.array([2 * a, a, a])), 0.2, 40)
+    assert float(e2) == pytest.approx(2 * float(e), rel=1e-8)
+    e3 = coulomb_reciprocal(jnp.asarray(pos + 0.37), jnp.asarray(q), jnp.ones(8, bool), jnp.eye(3) * a, 0.2, 20)
+    assert float(e3) == pytest.approx(float(e), rel=1e-10)
