@@ -25,8 +25,8 @@ PUBLISHED = {"carbon_chain": (1.194, 78.0, 0.364, 5.80), "au2_mgo": (0.219, 66.0
 
 
 def models_for(periodic):
-    coul = ({"type": "sog", "method": "reciprocal", "n_gaussians": 6, "s_min": 1.0, "s_max": 8.0,
-             "k_index_max": 5, "fit": [16]} if periodic else {"type": "latent_coulomb", "sigma": 1.0, "fit": [16]})
+    coul = ({"type": "latent_coulomb", "method": "reciprocal", "sigma": 1.5, "k_index_max": 12, "fit": [16]}
+            if periodic else {"type": "latent_coulomb", "sigma": 1.0, "fit": [16]})
     return {"local": {}, "latent_charges": {"long_range": [coul]}}
 
 
