@@ -503,6 +503,7 @@ class Simulation:
         ekey = (sysm.key, "energy_jit", S)
         if ekey not in _FN_CACHE:
             _FN_CACHE[ekey] = jax.jit(energy_fn)
+            _FN_CACHE[(sysm.key, "value_and_grad", S)] = jax.jit(jax.value_and_grad(energy_fn))
         fns = (init_fn, apply_fn, jax.jit(chunk), _FN_CACHE[ekey])
         _FN_CACHE[key] = fns
         return fns
@@ -521,6 +522,8 @@ class Simulation:
     def init(self, positions=None, momenta=None, temperature_K: float | None = None) -> Frame:
         """Set the initial state.  ``momenta`` (amu·Å/ASE time unit) default to
         Maxwell–Boltzmann at ``temperature_K`` (default: the simulation temperature)."""
+        from jax_md import simulate
+
         sysm = self.system
         R = sysm.wrap(sysm.positions0 if positions is None else positions)
         if momenta is None:
@@ -528,12 +531,18 @@ class Simulation:
             momenta = initial_momenta(sysm.masses, t, self.seed)
         momenta = np.asarray(momenta, np.float64).reshape(sysm.n, 3)
         self.nbrs = sysm.allocate(R)
-        init_fn, _, _, efn = self._build(sysm.S)
+        init_fn, _, _, _ = self._build(sysm.S)
+        Rj, pj = jnp.asarray(R), jnp.asarray(momenta)
+        mass = jnp.asarray(sysm.masses)[:, None]
+        e, g = _FN_CACHE[(sysm.key, "value_and_grad", sysm.S)](Rj, neighbor=self.nbrs)
         key = jax.random.PRNGKey(self.seed)
-        kw = dict(mass=jnp.asarray(sysm.masses), momenta=jnp.asarray(momenta), neighbor=self.nbrs)
-        Rj = jnp.asarray(R)
-        self.state = init_fn(key, Rj, self.kT, **kw) if self.ensemble == "nve" else init_fn(key, Rj, **kw)
-        e = float(efn(self.state.position, neighbor=self.nbrs)) + sysm.energy_offset
+        if self.ensemble == "nve":  # the state jax-md's init_fn builds, from one cached evaluation
+            self.state = simulate.NVEState(Rj, pj, -g, mass)
+        elif self.thermostat == "langevin":
+            self.state = simulate.NVTLangevinState(Rj, pj, -g, mass, jax.random.split(key)[0])
+        else:
+            self.state = init_fn(key, Rj, mass=mass[:, 0], momenta=pj, neighbor=self.nbrs)
+        e = float(e) + sysm.energy_offset
         self.step = 0
         frame = self._frame(0, R, momenta, e, 0.5 * float(np.sum(momenta ** 2 / sysm.masses[:, None])))
         if not np.isfinite(e):
