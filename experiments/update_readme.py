@@ -1,0 +1,68 @@
+"""Regenerate the results table of README.md from experiments/results/ (between the
+``<!-- results:begin -->`` and ``<!-- results:end -->`` markers).
+
+Usage: python experiments/update_readme.py
+"""
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = ROOT / "experiments" / "results"
+
+
+def load(rel):
+    p = RES / rel
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def rows():
+    out = ["| model / data | energy MAE | force MAE | time | bar | command |", "|---|---|---|---|---|---|"]
+    d = load("demo/demo_results.json")
+    if d:
+        ok = d["energy_mae"] < 1.0 and d["force_mae"] < 3.0 and d.get("wall_time_s", 0) <= 600
+        out.append(f"| demo: DeepPot-SE, paracetamol, 950 train, {d['n_structures']} held-out test | "
+                   f"{d['energy_mae']:.3f} kcal/mol | {d['force_mae']:.3f} kcal/mol/Å | "
+                   f"{d.get('wall_time_s', d['total_time_s']):.0f} s (fresh clone, install included) | "
+                   f"E < 1.0, F < 3.0, ≤ 600 s: {'met' if ok else 'NOT met'} | `make demo` |")
+    a = load("aspirin/results.json")
+    if a:
+        out.append(f"| DeepPot-SE, rMD17 aspirin split 01, 1000 test | {a['energy_mae']:.3f} kcal/mol | "
+                   f"{a['force_mae']:.3f} kcal/mol/Å | {a['total_time_s'] / 60:.1f} min | E ≤ 0.5, F ≤ 1.5, ≤ 1 h: "
+                   f"{'met' if a['meets_bars'] else 'NOT met'} | `python experiments/train_aspirin.py` |")
+    r = load("longrange/random_charges/results.json")
+    if r:
+        x = r["results"]["latent_charges"]["N512"]
+        y = r["results"]["local_only"]["N512"]
+        out.append(f"| random ±1 charges, trained N ≤ 64, tested N = 512: latent charges (local only) | "
+                   f"{x['energy_mae_eV']:.3f} eV ({y['energy_mae_eV']:.3f} eV); "
+                   f"{100 * x['rel_error_vs_coulomb_mean']:.2f} % ({100 * y['rel_error_vs_coulomb_mean']:.1f} %) "
+                   f"of E_Coulomb | {x['force_mae_eV_per_A']:.3f} eV/Å ({y['force_mae_eV_per_A']:.3f}) | | "
+                   f"≤ 1 %: {'met' if r['met'] else 'NOT met'} | `python experiments/longrange/random_charges.py train` |")
+    lode = load("longrange/lode/results.json")
+    if lode:
+        for dimer, models in lode.items():
+            def mean(m):
+                v = [x["test_energy_mae_eV"] for x in models.get(m, {}).values()]
+                return sum(v) / len(v) if v else None
+            loc, best = mean("local"), min((mean(m), m) for m in models if m != "local" and mean(m) is not None)
+            if loc is not None:
+                out.append(f"| LODE dimer {dimer}: {best[1]} vs local (cutoff 4.5 Å), test E MAE | "
+                           f"{best[0]:.4f} eV vs {loc:.4f} eV ({loc / best[0]:.1f}x) | | | ≥ 5x | "
+                           "`python experiments/longrange/lode_dimers.py` |")
+    return out
+
+
+def main():
+    text = (ROOT / "README.md").read_text()
+    a, b = "<!-- results:begin -->", "<!-- results:end -->"
+    if a not in text or b not in text:
+        raise SystemExit("README.md lacks the results markers")
+    head, rest = text.split(a, 1)
+    _, tail = rest.split(b, 1)
+    (ROOT / "README.md").write_text(head + a + "\n" + "\n".join(rows()) + "\n" + b + tail)
+    print("\n".join(rows()))
+
+
+if __name__ == "__main__":
+    main()
