@@ -17,9 +17,9 @@ import os
 import shutil
 import time
 
+import krb2 as K  # noqa: E402  (sets float64)
 import numpy as np
 
-import krb2 as K  # noqa: E402  (sets float64)
 from lrnn.cm import data as D  # noqa: E402
 from lrnn.cm import fit, model  # noqa: E402
 

@@ -260,7 +260,6 @@ def cm_values(params, config, data):
 
 def energy(params, config, data):
     """u_LR in cm^-1, shape (N,)."""
-    R = jnp.asarray(data["R"])
     if config["form"] == "pure":
         return _net(params, config, data)[:, 0] * config["u_scale"]
     return jnp.sum(_net(params, config, data) * output_multipliers(config, data), axis=-1)

@@ -3,8 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from lrnn.cm import jacobi
-from lrnn.cm import krb
+from lrnn.cm import jacobi, krb
 
 
 def _rand_rot(seed):
