@@ -1,5 +1,6 @@
 """The user-facing potential: NumPy in/out, validation, consistency with training data."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -51,3 +52,20 @@ def test_changing_sizes_reuse_buckets(pot, paracetamol):
     pot.energy_forces(pos[:-1], num[:-1])  # 19 atoms: same padded size bucket
     pot.energy_forces(pos[:-2], num[:-2])
     assert batched_efv._cache_size() == n0
+
+
+def test_float64_on_request(trained_checkpoint, paracetamol, tmp_path):
+    """A checkpoint marked float64 runs the network in float64 and agrees with float32."""
+    import jax.numpy as jnp
+
+    from lrnn import checkpoint as ckpt
+
+    meta, leaves, _ = ckpt.load(trained_checkpoint)
+    ckpt.save(tmp_path / "f64", meta=dict(meta, dtype="float64"), params=leaves)
+    p64 = lrnn.load(tmp_path / "f64")
+    assert p64.dtype == jnp.float64 and jax.tree.leaves(p64.state)[0].dtype == jnp.float64
+    p32 = lrnn.load(trained_checkpoint)
+    e64, f64 = p64.energy_forces(paracetamol.positions[1], paracetamol.numbers[1])
+    e32, f32 = p32.energy_forces(paracetamol.positions[1], paracetamol.numbers[1])
+    assert e64 == pytest.approx(e32, abs=2e-3)
+    np.testing.assert_allclose(f64, f32, atol=2e-4)
