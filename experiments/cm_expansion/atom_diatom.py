@@ -155,7 +155,8 @@ def main(argv=None):
     p.add_argument("system", choices=sorted(SYS))
     p.add_argument("--time-limit", type=float, default=300.0)
     p.add_argument("--features", default="raw")
-    p.add_argument("--l2", type=float, default=0.0, help="LM weight decay (small data sets)")
+    p.add_argument("--l2", type=float, default=1e-7,
+                   help="LM weight decay (the data sets of the first session are small)")
     a = p.parse_args(argv)
     s = SYS[a.system]
     src = os.path.join(HERE, "data", s["jsonl"])
@@ -178,8 +179,8 @@ def main(argv=None):
                  dict(symmetrize="none", features=a.features, hidden=s["hidden"])),
                 ("cm_sym", "C_m network, C_m(θ)=C_m(π−θ) by symmetric inputs",
                  dict(symmetrize="homonuclear", features=a.features, hidden=s["hidden"])),
-                ("cm_ang", "C_m network, angular basis (even P_L, L ≤ m−4), radial net 1-10-9",
-                 dict(symmetrize="homonuclear", features="angular", hidden=[10])),
+                ("cm_ang", "C_m network, angular basis (even P_L, L ≤ m−4), radial net 1-8-9",
+                 dict(symmetrize="homonuclear", features="angular", hidden=[8])),
                 ("pure", "pure network (no C_m form)",
                  dict(form="pure", features=a.features, hidden=s["hidden"]))]
     for key, lab, kw in variants:
