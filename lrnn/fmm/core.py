@@ -13,7 +13,7 @@ Passes (box side :math:`h_l = \text{size}/2^l`; expansions in box units, see
 4. **L2L** from level 2 down to ``L``: :math:`L^{\rm child} \mathrel{+}= B_o L^{\rm parent}`.
 5. **L2P** at the leaves: :math:`\phi_i \mathrel{+}= h_L^{-1}\sum_k L_k \hat R_k(\tilde{\mathbf x}_i)`.
 6. **P2P**: the near field, for every pair of chunks of neighbouring leaves, as dense
-   ``leaf_size × leaf_size`` tiles: :math:`\phi_i \mathrel{+}= \sum_{j\ne i} q_j\,k(r_{ij}^2)`.
+   ``leaf_size × (8·leaf_size)`` tiles (a target chunk against 8 source chunks): :math:`\phi_i \mathrel{+}= \sum_{j\ne i} q_j\,k(r_{ij}^2)`.
 
 The near-field kernel ``k`` (a function of the squared distance; default ``1/r``) is
 pluggable: any ``k`` that equals :math:`1/r` for :math:`r \ge h_L` yields
@@ -130,16 +130,21 @@ def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
     phi = _tiled(l2p, CHUNK_BLOCK, xs, cc, lc) / h  # (n_chunks, C)
     # 6. P2P
     vmask = valid.reshape(n_chunks, C)
-    xs_t = jnp.swapaxes(xs, 1, 2)  # (n_chunks, 3, C): sources along the minor axis
-    eye = jnp.eye(C, dtype=bool)
+    xcoord = [xs[:, :, a] for a in range(3)]  # (n_chunks, C) each: contiguous source rows
+    lane = jnp.arange(C, dtype=plan.p2p_src.dtype)
+    G = plan.p2p_src.shape[1]
 
     def p2p(t, s):
-        xt, xsrc = xs[t], xs_t[s]  # (B, C, 3), (B, 3, C)
-        r2 = sum((xt[:, :, a, None] - xsrc[:, a, None, :]) ** 2 for a in range(3))
-        self_pair = eye[None] & (t == s)[:, None, None]
-        mask = ~self_pair & vmask[s][:, None, :]
+        # t (B,) target chunks, s (B, G) source chunks: dense C × (G·C) blocks
+        B = t.shape[0]
+        xt = xs[t]  # (B, C, 3)
+        r2 = sum((xt[:, :, a, None] - xcoord[a][s].reshape(B, 1, G * C)) ** 2
+                 for a in range(3))
+        sid_s = (s[:, :, None] * C + lane).reshape(B, 1, G * C)  # global slot ids
+        sid_t = (t[:, None] * C + lane)[:, :, None]
+        mask = (sid_t != sid_s) & vmask[s].reshape(B, 1, G * C)
         k = jnp.where(mask, kernel(jnp.where(mask, r2, 1.0)), 0.0)
-        return jnp.einsum("bij,bj->bi", k, qs[s])
+        return jnp.einsum("bij,bj->bi", k, qs[s].reshape(B, G * C))
 
     near = _tiled(p2p, P2P_BLOCK, plan.p2p_tgt, plan.p2p_src)
     phi = phi + jax.ops.segment_sum(near, plan.p2p_tgt, n_chunks)

@@ -34,7 +34,8 @@ MAX_ORDER = 14
 _NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)],
                        dtype=np.int64)
 
-P2P_BLOCK = 128   # chunk pairs per near-field tile
+P2P_GROUP = 8     # source chunks per near-field row
+P2P_BLOCK = 16    # near-field rows per tile
 CHUNK_BLOCK = 128  # chunks per P2M / L2P tile
 M2L_BLOCK = 32    # target boxes per M2L GEMM tile
 
@@ -91,7 +92,8 @@ class FMMPlan:
     Arrays (device arrays; ``S = n_chunks · leaf_size`` particle slots):
     ``slot_src`` (S,) original particle index of each slot, ``n`` for an empty slot;
     ``particle_slot`` (n,) slot of each particle; ``chunk_leaf`` (n_chunks,) leaf of each
-    chunk; ``leaf_center`` (n_leaves, 3); ``p2p_tgt``/``p2p_src`` (n_pairs,) chunk pairs;
+    chunk; ``leaf_center`` (n_leaves, 3); ``p2p_tgt`` (rows,) target chunk and ``p2p_src``
+    (rows, P2P_GROUP) source chunks of each near-field row;
     ``parent[l]`` and ``octant[l]`` per level (parent box index, child octant 0..7);
     ``m2l_tgt[l][o]`` (n, ) target boxes of octant ``o`` and ``m2l_src[l][o]`` (n, 189)
     their interaction lists (dummy index = last row, whose multipole is zero);
@@ -127,7 +129,7 @@ class FMMPlan:
 
     def summary(self) -> dict:
         return dict(n=self.n, order=self.order, depth=self.depth, leaf_size=self.leaf_size,
-                    n_chunks=int(self.chunk_leaf.shape[0]), n_pairs=int(self.p2p_tgt.shape[0]),
+                    n_chunks=int(self.chunk_leaf.shape[0]), n_p2p_rows=int(self.p2p_tgt.shape[0]),
                     n_boxes=self.n_boxes,
                     n_m2l=int(sum(s.shape[0] for lvl in self.m2l_src for s in lvl)))
 
@@ -249,11 +251,23 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, depth: int | N
     p_t = chunk_off[la][rep] + within // ncb
     p_s = chunk_off[lb][rep] + within % ncb
     srt = np.argsort(p_t, kind="stable")
-    n_pairs_pad = _bucket(len(p_t) + 1, P2P_BLOCK)
-    p2p_tgt = np.full(n_pairs_pad, n_chunks_pad - 1, dtype=np.int64)
-    p2p_src = np.full(n_pairs_pad, n_chunks_pad - 1, dtype=np.int64)
-    p2p_tgt[:len(p_t)] = p_t[srt]
-    p2p_src[:len(p_t)] = p_s[srt]
+    p_t, p_s = p_t[srt], p_s[srt]
+    # group the sources of each target chunk into rows of P2P_GROUP chunks (padded with the
+    # dummy chunk): one tile row is a dense leaf_size × (P2P_GROUP·leaf_size) block and the
+    # stacked tile outputs are P2P_GROUP times smaller than with one row per chunk pair
+    G = P2P_GROUP
+    deg = np.bincount(p_t, minlength=n_chunks)
+    rows_per = -(-deg // G)
+    row_off = np.concatenate([[0], np.cumsum(rows_per)])
+    first = np.concatenate([[0], np.cumsum(deg)])[:-1]
+    kk = np.arange(len(p_t)) - first[p_t]
+    n_rows = int(row_off[-1])
+    n_rows_pad = _bucket(n_rows + 1, P2P_BLOCK)
+    p2p_tgt = np.full(n_rows_pad, n_chunks_pad - 1, dtype=np.int64)
+    p2p_src = np.full((n_rows_pad, G), n_chunks_pad - 1, dtype=np.int64)
+    p2p_tgt[:n_rows] = np.repeat(np.arange(n_chunks), rows_per)
+    p2p_src[row_off[p_t] + kk // G, kk % G] = p_s
+    del p_t, p_s, kk, rep, within, ncb
 
     # --- levels ---------------------------------------------------------------------------
     lvl_keys = {depth: leaf_keys}
@@ -282,13 +296,13 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, depth: int | N
         tg, sr = [], []
         for o in range(8):
             t = np.flatnonzero(octk == o)
-            s = _lookup(k, cds[t][:, None, :] + oct_off[o][None], 1 << lvl)
-            s = np.where(s >= 0, s, dummy)
             npad = _bucket(len(t) + 1, M2L_BLOCK) if len(t) else 0
             tt = np.full(npad, dummy, dtype=np.int64)
-            ss = np.full((npad, 189), dummy, dtype=np.int64)
+            ss = np.full((npad, 189), dummy, dtype=np.int32)
             tt[:len(t)] = t
-            ss[:len(t)] = s
+            for c0 in range(0, len(t), 8192):  # chunks bound the planning memory
+                s = _lookup(k, cds[t[c0:c0 + 8192]][:, None, :] + oct_off[o][None], 1 << lvl)
+                ss[c0:c0 + len(s)] = np.where(s >= 0, s, dummy)
             tg.append(tt)
             sr.append(ss)
         m2l_tgt.append(tuple(tg))
