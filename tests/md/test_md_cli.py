@@ -98,3 +98,30 @@ def test_md_help_mentions_options(capsys):
     out = capsys.readouterr().out
     for opt in ("--ensemble", "--temperature", "--dt", "--steps", "--seed", "--log"):
         assert opt in out
+
+
+@pytest.mark.slow
+def test_sigint_stops_cleanly(trained_checkpoint, structure, tmp_path):
+    """A real Ctrl-C (SIGINT) to `python -m lrnn.md_cli`: exit 130, files complete and readable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ase.io
+
+    log = tmp_path / "o" / "log.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "lrnn.md_cli", str(trained_checkpoint), str(structure),
+                             "--steps", "1000000", "--dt", "0.25", "--temperature", "100", "--log-every", "5",
+                             "--traj-every", "50", "--output", str(tmp_path / "o"), "--no-progress"],
+                            cwd=Path(__file__).resolve().parents[2], env=dict(os.environ, JAX_ENABLE_X64="1"))
+    t0 = time.time()
+    while time.time() - t0 < 300 and (not log.exists() or len(log.read_text().splitlines()) < 50):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    data = np.genfromtxt(log, delimiter=",", names=True)
+    assert len(data) >= 49 and np.all(np.isfinite(data["etot_eV"]))
+    assert len(ase.io.read(tmp_path / "o" / "trajectory.extxyz", index=":")) >= 5
+    assert (tmp_path / "o" / "energy.png").exists()
