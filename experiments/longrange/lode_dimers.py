@@ -72,8 +72,8 @@ def run(dimer, model, seed, max_time, workdir):
            "model": {"type": "deeppot_se", "rcut": 4.5, "rcut_smth": 2.0, "embed": [8, 16], "axis_neurons": 4,
                      "fit": [32, 32], **MODELS[model]},
            "train": {"seed": seed, "batch_size": 3, "schedule": "time", "max_time_s": max_time,
-                     "max_steps": 10**8, "lr_start": 3e-3, "lr_stop": 1e-4, "pref_e_start": 1.0,
-                     "pref_e_limit": 10.0, "pref_f_start": 100.0, "pref_f_limit": 1.0, "progress": False,
+                     "max_steps": 10**8, "lr_start": 3e-3, "lr_stop": 1e-4, "pref_e_start": 100.0,
+                     "pref_e_limit": 100.0, "pref_f_start": 10.0, "pref_f_limit": 1.0, "progress": False,
                      "checkpoint_every_s": 600},
            "output": str(workdir / f"{model}_s{seed}")}
     t0 = time.perf_counter()
