@@ -54,7 +54,7 @@ def test_energy_and_forces_match_potential(pot, mol, nve_run):
     assert system.skin > 0 and system.S >= 1
 
 
-@pytest.mark.parametrize("triclinic", [False, True])
+@pytest.mark.parametrize("triclinic", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_periodic_energy_matches_potential(pot, mol, triclinic):
     pos, num = mol
     cell = np.diag([10.5, 11.0, 11.5])
@@ -98,19 +98,16 @@ def test_nve_energy_error_is_second_order_in_dt(pot, mol, nve_run):
     assert 3.5 < err / err_half < 4.5, (err, err_half)
 
 
-def test_nvt_thermostats(pot, mol):
+@pytest.mark.parametrize("thermostat", ["langevin", pytest.param("nose-hoover", marks=pytest.mark.slow)])
+def test_nvt_thermostats(pot, mol, thermostat):
     pos, num = mol
     system = md.MDSystem(pot, pos, num)
-    out = {}
-    for thermostat in ("langevin", "nose-hoover"):
-        sim = md.Simulation(system, ensemble="nvt", thermostat=thermostat, dt_fs=0.5, temperature_K=300.0,
-                            friction=0.05, tau_fs=20.0, seed=3, log_every=10, chunk_records=20)
-        sim.init(temperature_K=20.0)
-        temps = np.array([f.temperature for ch in sim.run(200) for f in ch])
-        assert np.all(np.isfinite(temps))
-        out[thermostat] = temps
-        # heated from 20 K towards 300 K
-        assert temps[-10:].mean() > 80.0, thermostat
+    sim = md.Simulation(system, ensemble="nvt", thermostat=thermostat, dt_fs=0.5, temperature_K=300.0,
+                        friction=0.05, tau_fs=20.0, seed=3, log_every=10, chunk_records=20)
+    sim.init(temperature_K=20.0)
+    temps = np.array([f.temperature for ch in sim.run(200) for f in ch])
+    assert np.all(np.isfinite(temps))
+    assert temps[-10:].mean() > 80.0  # heated from 20 K towards 300 K
 
 
 def test_overflow_is_detected_and_reallocated(pot, mol, nve_run, caplog):
