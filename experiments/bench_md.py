@@ -74,8 +74,8 @@ def time_md(pot, atoms, *, precision, dt_fs=0.5, steps=1000, log_every=100, repe
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for frames in sim.run(steps):
-            pass
+        for chunk in sim.run(steps):
+            frames = chunk
         times.append(time.perf_counter() - t0)
     c2 = sim.compilations()
     med = float(np.median(times))
@@ -121,9 +121,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     p.add_argument("--skip-box", action="store_true")
     args = p.parse_args(argv)
-    import lrnn
     from ase import Atoms
 
+    import lrnn
     from lrnn.data import read
 
     results = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "jax": jax.__version__,

@@ -565,7 +565,7 @@ class Simulation:
         while done < n_records:
             n_rec = min(self.chunk_records, n_records - done)
             state0, nbrs0 = self.state, self.nbrs
-            for attempt in range(20):
+            for _attempt in range(20):
                 _, _, chunk, _ = self._build(sysm.S)
                 state, nbrs, over, (ep, ek, pos, mom) = self._call_chunk(chunk, state0, nbrs0, n_rec)
                 if not bool(over):

@@ -74,9 +74,9 @@ def test_size_buckets_avoid_recompiles(calc, paracetamol):
 
 
 def test_optimiser_and_ase_md(calc, atoms):
+    from ase import units
     from ase.md.langevin import Langevin
     from ase.optimize import BFGS
-    from ase import units
 
     atoms.calc = calc
     e0 = atoms.get_potential_energy()
