@@ -215,7 +215,9 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     meta_base = {"model": model_cfg, "dtype": tc.dtype, "stats": stats, "energy_shift": shift,
                  "units": {"energy": "eV", "length": "Angstrom", "force": "eV/Angstrom"},
                  "report_energy_unit": data["report_energy_unit"], "capacity": [list(cap.centres), cap.neighbors],
-                 "data": {k: str(v) for k, v in cfg["data"].items()}, "n_parameters": count_parameters(state)}
+                 "data": {k: str(v) for k, v in cfg["data"].items()}, "n_parameters": count_parameters(state),
+                 "periodic": bool(train_ds.is_periodic),
+                 "requires_cell": any(getattr(t, "needs_cell", False) for t in mcfg.long_range)}
 
     def save(path, st, ost, step, epoch, bv, t, with_state):
         meta = dict(meta_base, train={"step": step, "epoch": epoch, "best_val": bv, "time_s": t,
