@@ -45,8 +45,33 @@ def latent_charges(net, inputs, desc):
     return equilibrate(q, inputs["types"] >= 0, inputs["total_charge"].astype(q.dtype))
 
 
+class _OpenOrReciprocal:
+    """Terms evaluated in free space (``direct``) or, for periodic cells, in reciprocal space."""
+
+    @property
+    def periodic_ok(self):
+        return self.method == "reciprocal"
+
+    @property
+    def needs_cell(self):
+        return self.method == "reciprocal"
+
+
+class _LatentChargeTerm(nnx.Module):
+    """A term over latent charges from a per-species net on the descriptors."""
+
+    def __init__(self, cfg, n_types: int, d_in: int, *, rngs: nnx.Rngs, dtype):
+        self.cfg = cfg
+        self.net = StackedMLP(n_types, (d_in,) + cfg.fit + (1,), act="tanh", linear_output=True, dtype=dtype,
+                              rngs=rngs)
+
+    def charges(self, inputs, desc):
+        """Equilibrated charges (N,) in e, zero on padding."""
+        return latent_charges(self.net, inputs, desc)
+
+
 @dataclasses.dataclass(frozen=True)
-class LatentCoulombConfig:
+class LatentCoulombConfig(_OpenOrReciprocal):
     r"""Latent charges with charge equilibration and a Gaussian-smeared Coulomb energy.
 
     A per-species net maps the local descriptor :math:`D_i` to a raw charge
@@ -69,25 +94,8 @@ class LatentCoulombConfig:
         if self.method not in ("direct", "reciprocal"):
             raise ValueError(f"latent_coulomb: unknown method {self.method!r}; available: direct, reciprocal")
 
-    @property
-    def periodic_ok(self):
-        return self.method == "reciprocal"
 
-    @property
-    def needs_cell(self):
-        return self.method == "reciprocal"
-
-
-class LatentCoulomb(nnx.Module):
-    def __init__(self, cfg: LatentCoulombConfig, n_types: int, d_in: int, *, rngs: nnx.Rngs, dtype):
-        self.cfg = cfg
-        self.net = StackedMLP(n_types, (d_in,) + cfg.fit + (1,), act="tanh", linear_output=True, dtype=dtype,
-                              rngs=rngs)
-
-    def charges(self, inputs, desc):
-        """Equilibrated charges (N,) in e, zero on padding."""
-        return latent_charges(self.net, inputs, desc)
-
+class LatentCoulomb(_LatentChargeTerm):
     def energy(self, inputs, stats, desc):
         q = self.charges(inputs, desc)
         mask = inputs["types"] >= 0
@@ -98,7 +106,7 @@ class LatentCoulomb(nnx.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class SOGConfig:
+class SOGConfig(_OpenOrReciprocal):
     """Sum-of-Gaussians kernel over latent charges (:mod:`lrnn.longrange.sog`).
 
     ``n_gaussians`` widths initialised log-spaced between ``s_min`` and ``s_max`` (Å) and
@@ -122,26 +130,13 @@ class SOGConfig:
         if self.method not in ("direct", "reciprocal"):
             raise ValueError(f"sog: unknown method {self.method!r}; available: direct, reciprocal")
 
-    @property
-    def periodic_ok(self):
-        return self.method == "reciprocal"
 
-    @property
-    def needs_cell(self):
-        return self.method == "reciprocal"
-
-
-class SOG(nnx.Module):
+class SOG(_LatentChargeTerm):
     def __init__(self, cfg: SOGConfig, n_types: int, d_in: int, *, rngs: nnx.Rngs, dtype):
-        self.cfg = cfg
-        self.net = StackedMLP(n_types, (d_in,) + cfg.fit + (1,), act="tanh", linear_output=True, dtype=dtype,
-                              rngs=rngs)
+        super().__init__(cfg, n_types, d_in, rngs=rngs, dtype=dtype)
         self.log_width = nnx.Param(jnp.linspace(jnp.log(cfg.s_min), jnp.log(cfg.s_max), cfg.n_gaussians,
                                                 dtype=dtype))
         self.weight = nnx.Param(jnp.full((cfg.n_gaussians,), 0.1, dtype))
-
-    def charges(self, inputs, desc):
-        return latent_charges(self.net, inputs, desc)
 
     def energy(self, inputs, stats, desc):
         q = self.charges(inputs, desc)
