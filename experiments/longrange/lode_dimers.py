@@ -131,12 +131,13 @@ def main():
                 res_path.write_text(json.dumps(allres, indent=1))
                 print(dimer, model, seed, f"test E MAE {r['test_energy_mae_eV']:.4f} eV", flush=True)
         plot(dimer, {m: allres[dimer][m][str(a.seeds[0])] for m in allres[dimer]}, RESULTS / f"binding_{dimer}.png")
+    names = [m for m in MODELS if any(m in allres[d] for d in allres)]  # every model run so far
     md = ["# LODE dimers: test energy MAE (eV) on the 3 held-out separations, local cutoff 4.5 Å", "",
           "Command: `python experiments/longrange/lode_dimers.py` (mean ± std over seeds)", "",
-          "| dimer | " + " | ".join(a.models) + " | best gain vs local |", "|---" * (len(a.models) + 2) + "|"]
+          "| dimer | " + " | ".join(names) + " | best gain vs local |", "|---" * (len(names) + 2) + "|"]
     for dimer in allres:
         cells, means = [], {}
-        for model in a.models:
+        for model in names:
             vals = [v["test_energy_mae_eV"] for v in allres[dimer].get(model, {}).values()]
             if vals:
                 means[model] = float(np.mean(vals))
