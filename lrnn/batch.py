@@ -12,6 +12,11 @@ def make_inputs(ds, model_cfg, capacity: Capacity | None = None, dtype=np.float3
     """Model inputs for every structure of ``ds``: positions (Å), cell (Å), species types,
     total charge (e) and the species-blocked neighbour layout.  Returns (inputs, capacity)."""
     if ds.is_periodic:
+        for name in ("far_field", "grid"):
+            if getattr(model_cfg, name, ()):
+                raise ValueError(f"the {name} descriptor is for open boundaries (a sum over the atoms of one "
+                                 "structure, not over periodic images) but the system is periodic; use a "
+                                 "periodic long-range term (latent_coulomb or sog with method: reciprocal)")
         for term in getattr(model_cfg, "long_range", ()):
             if not getattr(term, "periodic_ok", True):
                 raise ValueError(f"long-range term {term.type!r} with method {getattr(term, 'method', '?')!r} "

@@ -49,9 +49,17 @@ def energy_forces_virial(graphdef, state, stats, inputs):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def batched_efv(graphdef, state, stats, inputs):
-    """:func:`energy_forces_virial` vmapped over a leading structure axis."""
-    return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, x))(inputs)
+def batched_efv(graphdef, state, stats, inputs, fmm_plan=None):
+    """:func:`energy_forces_virial` vmapped over a leading structure axis.  ``fmm_plan``
+    (optional, shared by every structure, so use it with one structure) is handed to the
+    model's FMM parts as ``inputs["fmm_plan"]``."""
+    if fmm_plan is None:
+        return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, x))(inputs)
+    return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, dict(x, fmm_plan=fmm_plan)))(inputs)
+
+
+#: Relative slack of the FMM plans the Potential builds (see :func:`lrnn.fmm.plan`, ``tol``).
+FMM_SKIN = 0.1
 
 
 def _round_up(x: int, m: int) -> int:
@@ -79,6 +87,8 @@ class Potential:
         self.capacity: Capacity | None = None
         self.atom_bucket = 8
         self.capacity_bucket = 4
+        self.fmm_plan = None  # FMM plan of the last structure (models with FMM parts, large N)
+        self.fmm_replans = 0
 
     # ----------------------------------------------------------------------- construction
     @classmethod
@@ -135,8 +145,9 @@ class Potential:
         """Energy (eV), forces (eV/Å), virial (eV) and, with a cell, stress (eV/Å³)."""
         ds = self._dataset(positions, species, cell, pbc, total_charge)
         inputs = self._inputs(ds)
-        e, f, w = batched_efv(self.graphdef, self.state, self.stats, jax.tree.map(jnp.asarray, inputs))
         n = len(np.asarray(species))
+        plan = self._fmm_plan(np.asarray(positions, np.float64), cell)
+        e, f, w = batched_efv(self.graphdef, self.state, self.stats, jax.tree.map(jnp.asarray, inputs), plan)
         energy = float(np.asarray(e, np.float64)[0]) + float(shift_energy(ds.numbers, self.energy_shift,
                                                                           self.type_map)[0])
         forces = np.asarray(f[0], np.float64)[:n]
@@ -147,6 +158,28 @@ class Potential:
         if cell is not None and abs(np.linalg.det(np.asarray(cell, float))) > 1e-12:
             out["stress"] = -virial / abs(np.linalg.det(np.asarray(cell, float)))
         return out
+
+    def _fmm_plan(self, positions, cell):
+        """An FMM plan for the model's FMM parts (far-field or latent Coulomb with
+        ``method: fmm``), kept while the atoms stay in their leaves and rebuilt (an O(N)
+        check, then NumPy) when they leave; None (exact sums) for models without FMM parts,
+        periodic cells, fewer than ``fmm_min_atoms`` atoms, or systems too small for
+        leaves as wide as the near-field kernels need."""
+        side = self.config.fmm_leaf_side()
+        if side is None or cell is not None or len(positions) < self.config.fmm_min_atoms:
+            return None
+        from lrnn import fmm
+
+        p = self.fmm_plan
+        if p is None or p.n != len(positions) or fmm.needs_replan(p, positions):
+            # atoms may drift FMM_SKIN of a leaf side out of their leaves before a re-plan
+            # (MD steps); pairs in non-adjacent leaves stay >= (1 - FMM_SKIN) leaf sides apart
+            p = fmm.plan(positions, order=self.config.fmm_order, min_leaf_side=side / (1 - FMM_SKIN),
+                         tol=FMM_SKIN)
+            self.fmm_plan, self.fmm_replans = p, self.fmm_replans + 1
+        if float(p.leaf_side) * (1 - FMM_SKIN) < side:  # a depth-2 tree is still too fine: exact sums
+            return None
+        return p
 
     def energy_forces(self, positions, species, cell=None, total_charge: float = 0.0):
         """``(energy_eV, forces_eV_per_A)`` for one structure (NumPy in, NumPy out)."""

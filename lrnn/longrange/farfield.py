@@ -35,3 +35,25 @@ def far_field_potentials(positions, types, n_types: int, r_on: float, r_off: flo
     w = jnp.where(pair, far_field_kernel(r, r_on, r_off), 0.0)
     onehot = (types[:, None] == jnp.arange(n_types)[None, :]).astype(positions.dtype)
     return w @ onehot
+
+
+def far_field_potentials_fmm(plan, positions, types, n_types: int, r_on: float, r_off: float):
+    """(N, n_types) far-field potentials by the FMM: the same quantity as
+    :func:`far_field_potentials` in O(N).  The plan (for the first ``plan.n`` rows, the real
+    atoms) must have leaves at least ``r_off`` wide, so that the near field (P2P, with the
+    kernel (1 - f_c(r))/r) holds every pair where the kernel differs from 1/r and the
+    multipole far field is exact up to the FMM error.  One FMM pass per species channel,
+    sharing the plan."""
+    import jax
+
+    from lrnn.fmm.core import potential_with_plan
+
+    n = plan.n
+    onehot = (types[:n, None] == jnp.arange(n_types)[None, :]).astype(positions.dtype)
+
+    def kernel(r2):
+        return far_field_kernel(jnp.sqrt(r2), r_on, r_off)
+
+    phi = jax.vmap(lambda q: potential_with_plan(plan, positions[:n], q, near_kernel=kernel),
+                   in_axes=1, out_axes=1)(onehot)
+    return jnp.zeros((positions.shape[0], n_types), positions.dtype).at[:n].set(phi)

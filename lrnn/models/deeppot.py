@@ -46,6 +46,9 @@ class DeepPotConfig:
     long_range: tuple = ()  # long-range terms (lrnn.models.terms), e.g. [{type: latent_coulomb}]
     far_field: tuple = ()  # (r_on, r_off) in Å: append the smooth far-field descriptor to D
     grid: tuple = ()  # (spacing Å, cells per axis): the thesis's fixed-grid descriptor (baseline)
+    far_field_method: str = "direct"  # "direct" (exact O(N²)) or "fmm" (O(N) when a plan is given)
+    fmm_order: int = 10  # expansion order of the FMM plans built for "fmm" parts
+    fmm_min_atoms: int = 1000  # below this many atoms the exact sums are used
 
     def __post_init__(self):
         from lrnn.models.terms import term_config
@@ -53,10 +56,20 @@ class DeepPotConfig:
         object.__setattr__(self, "long_range", tuple(term_config(t) for t in self.long_range))
         ff = self.far_field
         if isinstance(ff, dict):
+            bad = set(ff) - {"r_on", "r_off", "method"}
+            if bad:
+                raise ValueError(f"far_field: unknown option(s) {sorted(bad)}; known: method, r_off, r_on")
+            object.__setattr__(self, "far_field_method", ff.get("method", self.far_field_method))
             ff = (ff.get("r_on", self.rcut_smth), ff.get("r_off", self.rcut))
         object.__setattr__(self, "far_field", tuple(float(x) for x in ff))
         if self.far_field and not (len(self.far_field) == 2 and 0 < self.far_field[0] < self.far_field[1]):
             raise ValueError(f"far_field needs 0 < r_on < r_off (Å), got {self.far_field}")
+        if self.far_field_method not in ("direct", "fmm"):
+            raise ValueError(f"far_field method must be 'direct' or 'fmm', got {self.far_field_method!r}")
+        from lrnn.fmm import MAX_ORDER, MIN_ORDER
+
+        if not MIN_ORDER <= int(self.fmm_order) <= MAX_ORDER:
+            raise ValueError(f"fmm_order must be in [{MIN_ORDER}, {MAX_ORDER}], got {self.fmm_order}")
         g = self.grid
         if isinstance(g, dict):
             g = (g.get("spacing", 4.0), g.get("n_cells", 8))
@@ -83,6 +96,13 @@ class DeepPotConfig:
     @property
     def n_types(self) -> int:
         return len(self.type_map)
+
+    def fmm_leaf_side(self) -> float | None:
+        """Smallest FMM leaf side (Å) the model's FMM parts need, or None if it has none:
+        ``r_off`` for the far-field descriptor, 8σ for latent Coulomb (see their modules)."""
+        need = [self.far_field[1]] if self.far_field and self.far_field_method == "fmm" else []
+        need += [t.fmm_leaf_side for t in self.long_range if getattr(t, "method", "") == "fmm"]
+        return max(need) if need else None
 
 
 class DeepPotSE(nnx.Module):
@@ -121,9 +141,14 @@ class DeepPotSE(nnx.Module):
         out = []
         extra = []  # per-atom far-field features (N, .) appended to D
         if cfg.far_field:
-            from lrnn.longrange.farfield import far_field_potentials
+            from lrnn.longrange.farfield import far_field_potentials, far_field_potentials_fmm
 
-            extra.append(far_field_potentials(pos, inputs["types"], t, *cfg.far_field) * cfg.far_field[1])
+            plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
+            if plan is not None:
+                ff = far_field_potentials_fmm(plan, pos, inputs["types"], t, *cfg.far_field)
+            else:
+                ff = far_field_potentials(pos, inputs["types"], t, *cfg.far_field)
+            extra.append(ff * cfg.far_field[1])
         if cfg.grid:
             extra.append(self._grid_descriptor(inputs, pos, n))
         far = None

@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lrnn.longrange.coulomb import coulomb_direct, coulomb_reciprocal, equilibrate
+from lrnn.longrange.coulomb import (
+    FMM_LEAF_SIGMAS,
+    coulomb_direct,
+    coulomb_fmm,
+    coulomb_reciprocal,
+    equilibrate,
+)
 from lrnn.longrange.dispersion import POWERS, dispersion_energy
 from lrnn.longrange.sog import sog_open, sog_periodic
 from lrnn.nn import StackedMLP
@@ -78,8 +84,11 @@ class LatentCoulombConfig(_OpenOrReciprocal):
     :math:`\tilde q_i`; the charges are equilibrated to the system's total charge Q
     (:func:`lrnn.longrange.coulomb.equilibrate`) and interact through
     :math:`k\,\mathrm{erf}(r/2\sigma)/r` (:mod:`lrnn.longrange.coulomb`).  ``sigma`` in Å;
-    ``method``: ``direct`` (exact O(N²) sum, free space) or ``reciprocal`` (periodic cells:
-    Ewald-type k-space sum with integer k-indices up to ``k_index_max``)."""
+    ``method``: ``direct`` (exact O(N²) sum, free space), ``fmm`` (free space, O(N) by
+    :func:`lrnn.longrange.coulomb.coulomb_fmm` when the caller passes an FMM plan, as
+    :class:`lrnn.potential.Potential` does from ``fmm_min_atoms`` atoms on; the exact sum
+    otherwise, e.g. in training batches) or ``reciprocal`` (periodic cells: Ewald-type
+    k-space sum with integer k-indices up to ``k_index_max``)."""
 
     type: str = "latent_coulomb"
     fit: tuple = (32, 32)
@@ -91,8 +100,14 @@ class LatentCoulombConfig(_OpenOrReciprocal):
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
         if self.sigma < 0 or (self.method == "reciprocal" and self.sigma <= 0):
             raise ValueError(f"latent_coulomb: sigma must be >= 0 Å (> 0 for reciprocal), got {self.sigma}")
-        if self.method not in ("direct", "reciprocal"):
-            raise ValueError(f"latent_coulomb: unknown method {self.method!r}; available: direct, reciprocal")
+        if self.method not in ("direct", "fmm", "reciprocal"):
+            raise ValueError(f"latent_coulomb: unknown method {self.method!r}; available: direct, fmm, reciprocal")
+        if self.method == "fmm" and self.sigma <= 0:
+            raise ValueError("latent_coulomb: method fmm needs sigma > 0 Å (the near-field kernel)")
+
+    @property
+    def fmm_leaf_side(self) -> float:
+        return FMM_LEAF_SIGMAS * self.sigma
 
 
 class LatentCoulomb(_LatentChargeTerm):
@@ -102,6 +117,8 @@ class LatentCoulomb(_LatentChargeTerm):
         if self.cfg.method == "reciprocal":
             return coulomb_reciprocal(inputs["positions"], q, mask, inputs["cell"], self.cfg.sigma,
                                       self.cfg.k_index_max)
+        if self.cfg.method == "fmm" and inputs.get("fmm_plan") is not None:
+            return coulomb_fmm(inputs["fmm_plan"], inputs["positions"], q, mask, sigma=self.cfg.sigma)
         return coulomb_direct(inputs["positions"], q, mask, sigma=self.cfg.sigma)
 
 
