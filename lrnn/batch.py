@@ -43,4 +43,6 @@ def make_labels(ds, energy_shift, type_map, dtype=np.float32):
     virial = ds.virial if ds.virial is not None else np.zeros((m, 3, 3))
     return {"energy": resid.astype(dtype), "forces": forces.astype(dtype), "virial": virial.astype(dtype),
             "has_forces": np.full(m, ds.forces is not None), "has_virial": np.full(m, ds.virial is not None),
-            "n_atoms": ds.n_atoms.astype(dtype), "mask": ds.mask}
+            "n_atoms": ds.n_atoms.astype(dtype), "mask": ds.mask,
+            "charges": (ds.charges if ds.charges is not None else np.zeros((m, n))).astype(dtype),
+            "has_charges": np.full(m, ds.charges is not None)}

@@ -1,9 +1,12 @@
-"""Cost of each long-range term at N ≈ 3,000 atoms: energy+forces time of the local
-DeepPot-SE model alone and with each term added, median of repeats after compile.
+"""Cost of each long-range term at N ≈ 3,000 atoms (and larger N): energy+forces time of
+the local DeepPot-SE model alone and with each term added, median of repeats after compile.
 
-System: a 3,000-atom free cluster of water-like O/H at liquid density (random positions,
-O–H pairs 0.97 Å apart, no atoms closer than 0.9 Å); parameters random (timing only).
-Usage: python experiments/longrange/bench_terms.py [--n 3000] [--repeats 5]
+System: a free cluster of water-like O/H at liquid density (random positions, O–H pairs
+0.97 Å apart, no atoms closer than 0.9 Å); parameters random (timing only).  Terms with
+``method: fmm`` get the FMM plan the :class:`lrnn.potential.Potential` would build (order
+``fmm_order``, leaves wide enough for the near-field kernel, 10 % skin); the plan build
+(NumPy, once per re-plan) and the O(N) leaf check (every call) are timed separately.
+Usage: python experiments/longrange/bench_terms.py [--n 3000 12000] [--repeats 5]
 Writes experiments/results/longrange/bench_terms.{md,json}.
 """
 
@@ -27,7 +30,9 @@ OUT = HERE.parent / "results" / "longrange"
 VARIANTS = {
     "local": {},
     "far_field": {"far_field": {"r_on": 4.0, "r_off": 5.0}},
-    "latent_coulomb": {"long_range": [{"type": "latent_coulomb", "sigma": 1.0, "fit": [16]}]},
+    "far_field (fmm)": {"far_field": {"r_on": 4.0, "r_off": 5.0, "method": "fmm"}},
+    "latent_coulomb": {"long_range": [{"type": "latent_coulomb", "sigma": 0.5, "fit": [16]}]},
+    "latent_coulomb (fmm)": {"long_range": [{"type": "latent_coulomb", "sigma": 0.5, "fit": [16], "method": "fmm"}]},
     "sog": {"long_range": [{"type": "sog", "n_gaussians": 8, "fit": [16]}]},
     "dispersion": {"long_range": [{"type": "dispersion", "r_on": 12.0, "r_off": 15.0}]},
 }
@@ -53,12 +58,11 @@ def water_cluster(n_atoms, seed=0):
     return np.array(pos), np.array([8, 1, 1] * n_mol)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=3000)
-    ap.add_argument("--repeats", type=int, default=5)
-    a = ap.parse_args()
-    pos, num = water_cluster(a.n)
+def bench_n(n, repeats):
+    from lrnn import fmm
+    from lrnn.potential import FMM_SKIN
+
+    pos, num = water_cluster(n)
     base = {"type": "deeppot_se", "type_map": [1, 8], "rcut": 5.0, "rcut_smth": 0.5, "embed": [16, 32, 64],
             "axis_neurons": 8, "fit": [128, 128, 128], "neighbor_mode": "cutoff"}
     stats = {"s_avg": jnp.full(2, 0.2), "s_std": jnp.full(2, 0.3), "dir_std": jnp.full(2, 0.2), "n_norm": 40.0}
@@ -69,29 +73,63 @@ def main():
         _, mcfg = models.model_config(cfg)
         inp, _ = make_inputs(Dataset(pos[None], num[None], [0.0]), mcfg)
         inp = jax.tree.map(lambda x: jnp.asarray(x[0]), inp)
+        row = {}
+        side = mcfg.fmm_leaf_side()
+        if side is not None:
+            t0 = time.perf_counter()
+            plan = fmm.plan(pos, order=mcfg.fmm_order, min_leaf_side=side / (1 - FMM_SKIN), tol=FMM_SKIN)
+            row["plan_s"] = time.perf_counter() - t0
+            row["plan"] = {k: v for k, v in plan.summary().items() if k != "n_boxes"}
+            row["leaf_side_A"] = float(plan.leaf_side)
+            fmm.needs_replan(plan, pos)
+            t0 = time.perf_counter()
+            fmm.needs_replan(plan, pos)
+            row["check_s"] = time.perf_counter() - t0
+            inp = dict(inp, fmm_plan=plan)
         fn = jax.jit(energy_forces_virial, static_argnums=0)
         t0 = time.perf_counter()
         jax.block_until_ready(fn(g, st, stats, inp))
-        compile_s = time.perf_counter() - t0
+        row["compile_s"] = time.perf_counter() - t0
         ts = []
-        for _ in range(a.repeats):
+        for _ in range(repeats):
             t0 = time.perf_counter()
             jax.block_until_ready(fn(g, st, stats, inp))
             ts.append(time.perf_counter() - t0)
-        rows[name] = {"median_s": float(np.median(ts)), "compile_s": compile_s}
-        print(name, rows[name], flush=True)
+        row["median_s"] = float(np.median(ts))
+        rows[name] = row
+        print(n, name, row, flush=True)
     for r in rows.values():
         r["relative_to_local"] = r["median_s"] / rows["local"]["median_s"]
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, nargs="+", default=[3000, 12000])
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    res = {str(n): bench_n(n, a.repeats) for n in a.n}
     OUT.mkdir(parents=True, exist_ok=True)
-    info = {"n_atoms": int(len(num)), "device": str(jax.devices()[0]), "dtype": "float32", "results": rows,
-            "note": "long-range terms evaluated by exact O(N^2) sums (FMM evaluation inside the model not yet wired)"}
+    info = {"device": str(jax.devices()[0]), "dtype": "float32", "by_n_atoms": res,
+            "results": res[str(a.n[0])], "n_atoms": a.n[0]}
     (OUT / "bench_terms.json").write_text(json.dumps(info, indent=1))
-    md = [f"# Energy+forces cost of each term, N = {len(num)} atoms (free water-like cluster)", "",
-          f"Command: `python experiments/longrange/bench_terms.py`; {info['device']}, float32, median of "
-          f"{a.repeats}.", "", "| model | time (s) | relative to local |", "|---|---|---|"]
-    for k, r in rows.items():
-        md.append(f"| {k} | {r['median_s']:.3f} | {r['relative_to_local']:.2f}x |")
-    md += ["", info["note"] + "."]
+    md = ["# Energy+forces cost of each term (free water-like cluster)", "",
+          f"Command: `python experiments/longrange/bench_terms.py --n {' '.join(map(str, a.n))}`; "
+          f"{info['device']}, float32, median of {a.repeats} after compile.", "",
+          "| model | " + " | ".join(f"N = {n}: time (s) | relative to local" for n in a.n) + " |",
+          "|---" * (1 + 2 * len(a.n)) + "|"]
+    for k in VARIANTS:
+        md.append(f"| {k} | " + " | ".join(f"{res[str(n)][k]['median_s']:.3f} | "
+                                           f"{res[str(n)][k]['relative_to_local']:.2f}x" for n in a.n) + " |")
+    md += ["", "FMM plans (built once per re-plan in NumPy; checked every call in O(N)):", ""]
+    for n in a.n:
+        for k, r in res[str(n)].items():
+            if "plan" in r:
+                md.append(f"- N = {n}, {k}: depth {r['plan']['depth']}, leaf side {r['leaf_side_A']:.1f} Å, "
+                          f"order {r['plan']['order']}; plan {r['plan_s'] * 1e3:.0f} ms, "
+                          f"leaf check {r['check_s'] * 1e3:.1f} ms")
+    md += ["", "Rows without (fmm) use exact O(N²) sums; the dispersion term is a cut-off pair sum "
+           "(r_off 15 Å) evaluated over all pairs."]
     (OUT / "bench_terms.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -47,7 +47,7 @@ def smeared_pair(r, sigma):
 
 
 def coulomb_direct(positions, charges, mask=None, sigma: float = 0.0, k: float = COULOMB_K,
-                   block: int = 1024):
+                   block: int = 128):
     """Coulomb energy (eV) by the exact O(N²) sum, in row blocks of ``block`` atoms.
 
     ``positions`` (N, 3) Å, ``charges`` (N,) e, ``mask`` (N,) marks real atoms, ``sigma``
@@ -58,7 +58,8 @@ def coulomb_direct(positions, charges, mask=None, sigma: float = 0.0, k: float =
 
     def rows(start_pos, start_q, idx):
         d = positions[None, :, :] - start_pos[:, None, :]
-        pm = (idx[:, None] != jnp.arange(n)[None, :]) & mask[None, :]
+        row_real = mask[jnp.clip(idx, 0, n - 1)] & (idx < n)
+        pm = (idx[:, None] != jnp.arange(n)[None, :]) & mask[None, :] & row_real[:, None]
         r = _safe_r(d, pm)
         v = smeared_pair(r, sigma) if sigma > 0 else 1.0 / r
         return jnp.sum(jnp.where(pm, start_q[:, None] * q[None, :] * v, 0.0))

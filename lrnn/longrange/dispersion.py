@@ -17,20 +17,26 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from lrnn.descriptors.se_e2_a import smooth_switch
+from lrnn.longrange.tiles import ROW_BLOCK, map_rows
 
 POWERS = (6, 8, 10)
 
 
-def dispersion_energy(positions, coeffs, mask, r0: float, r_on: float, r_off: float, powers=POWERS):
-    """Dispersion energy (eV).  ``coeffs`` (N, len(powers)) atomic C_m in eV·Å^m."""
+def dispersion_energy(positions, coeffs, mask, r0: float, r_on: float, r_off: float, powers=POWERS,
+                      block: int = ROW_BLOCK):
+    """Dispersion energy (eV).  ``coeffs`` (N, len(powers)) atomic C_m in eV·Å^m; the pair
+    sum runs in row tiles of ``block`` (:mod:`lrnn.longrange.tiles`)."""
     n = positions.shape[0]
-    d = positions[:, None, :] - positions[None, :, :]
-    pair = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
-    r2 = jnp.where(pair, jnp.sum(d * d, axis=-1), 1.0)
-    r = jnp.sqrt(r2)
-    fc = smooth_switch(r, r_on, r_off)
-    e = 0.0
-    for k, m in enumerate(powers):
-        c = jnp.sqrt(jnp.maximum(coeffs[:, k, None] * coeffs[None, :, k], 1e-30))
-        e = e + c / (r ** m + r0 ** m)
-    return -0.5 * jnp.sum(jnp.where(pair, fc * e, 0.0))
+
+    def rows(idx, x, m, ci):
+        d = x[:, None, :] - positions[None, :, :]
+        pair = m[:, None] & mask[None, :] & (idx[:, None] != jnp.arange(n)[None, :])
+        r = jnp.sqrt(jnp.where(pair, jnp.sum(d * d, axis=-1), 1.0))
+        fc = smooth_switch(r, r_on, r_off)
+        e = 0.0
+        for k, p in enumerate(powers):
+            c = jnp.sqrt(jnp.maximum(ci[:, k, None] * coeffs[None, :, k], 1e-30))
+            e = e + c / (r**p + r0**p)
+        return jnp.sum(jnp.where(pair, fc * e, 0.0), axis=1)
+
+    return -0.5 * jnp.sum(map_rows(rows, positions, mask, coeffs, block=block))

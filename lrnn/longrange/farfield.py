@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from lrnn.descriptors.se_e2_a import smooth_switch
+from lrnn.longrange.tiles import ROW_BLOCK, map_rows
 
 
 def far_field_kernel(r, r_on: float, r_off: float):
@@ -25,16 +26,20 @@ def far_field_kernel(r, r_on: float, r_off: float):
     return (1.0 - smooth_switch(r, r_on, r_off)) / r
 
 
-def far_field_potentials(positions, types, n_types: int, r_on: float, r_off: float):
-    """(N, n_types) far-field potentials of the species channels (direct O(N²) sum)."""
+def far_field_potentials(positions, types, n_types: int, r_on: float, r_off: float, block: int = ROW_BLOCK):
+    """(N, n_types) far-field potentials of the species channels (exact O(N²) sum in row
+    tiles, :mod:`lrnn.longrange.tiles`)."""
     n = positions.shape[0]
     mask = types >= 0
-    d = positions[:, None, :] - positions[None, :, :]
-    pair = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
-    r = jnp.sqrt(jnp.where(pair, jnp.sum(d * d, axis=-1), 1.0))
-    w = jnp.where(pair, far_field_kernel(r, r_on, r_off), 0.0)
     onehot = (types[:, None] == jnp.arange(n_types)[None, :]).astype(positions.dtype)
-    return w @ onehot
+
+    def rows(idx, x, m):
+        d = x[:, None, :] - positions[None, :, :]
+        pair = m[:, None] & mask[None, :] & (idx[:, None] != jnp.arange(n)[None, :])
+        r = jnp.sqrt(jnp.where(pair, jnp.sum(d * d, axis=-1), 1.0))
+        return jnp.where(pair, far_field_kernel(r, r_on, r_off), 0.0) @ onehot
+
+    return map_rows(rows, positions, mask, block=block)
 
 
 def far_field_potentials_fmm(plan, positions, types, n_types: int, r_on: float, r_off: float):

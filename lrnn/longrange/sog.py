@@ -20,8 +20,9 @@ summing :math:`\mathbf k = 2\pi\, \mathbf n\, h^{-\top}` over integer :math:`|n_
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
+
+from lrnn.longrange.tiles import ROW_BLOCK, map_rows
 
 
 def sog_kernel(r2, weights, widths):
@@ -29,24 +30,18 @@ def sog_kernel(r2, weights, widths):
     return jnp.sum(weights * jnp.exp(-r2[..., None] / widths**2), axis=-1)
 
 
-def sog_open(positions, charges, mask, weights, widths):
-    """Open-boundary SOG energy (eV) by the exact pair sum (row-blocked by ``lax.map``)."""
+def sog_open(positions, charges, mask, weights, widths, block: int = ROW_BLOCK):
+    """Open-boundary SOG energy (eV) by the exact pair sum (row tiles of ``block``)."""
     q = jnp.where(mask, charges, 0.0)
     n = positions.shape[0]
 
-    def row(args):
-        ri, qi, i = args
-        d = positions - ri
-        r2 = jnp.sum(d * d, axis=-1)
-        v = sog_kernel(r2, weights, widths)
-        return qi * jnp.sum(jnp.where(jnp.arange(n) != i, q * v, 0.0))
-
-    if n <= 512:
-        d = positions[:, None, :] - positions[None, :, :]
+    def rows(idx, x, qi):
+        d = x[:, None, :] - positions[None, :, :]
         v = sog_kernel(jnp.sum(d * d, axis=-1), weights, widths)
-        v = jnp.where(jnp.eye(n, dtype=bool), 0.0, v)
-        return 0.5 * q @ v @ q
-    return 0.5 * jnp.sum(jax.lax.map(row, (positions, q, jnp.arange(n))))
+        v = jnp.where(idx[:, None] != jnp.arange(n)[None, :], v, 0.0)
+        return qi * (v @ q)
+
+    return 0.5 * jnp.sum(map_rows(rows, positions, q, block=block))
 
 
 def sog_periodic(positions, charges, mask, cell, weights, widths, k_index_max: int):

@@ -219,6 +219,14 @@ class DeepPotSE(nnx.Module):
             e = e + term.energy(inputs, stats, desc)
         return e
 
+    def charges(self, inputs, stats):
+        """Latent atomic charges (N,) in e of the first latent-charge term (latent_coulomb or
+        sog): the quantity a reference-charge loss compares with (``train.pref_q``)."""
+        for term in self.terms:
+            if hasattr(term, "charges"):
+                return term.charges(inputs, self.descriptors(inputs, stats))
+        raise ValueError("the model has no latent-charge term (latent_coulomb or sog): it predicts no charges")
+
     def energy_terms(self, inputs, stats):
         """Dict of energy contributions (eV): ``short`` and one entry per long-range term."""
         desc = self.descriptors(inputs, stats)

@@ -16,7 +16,9 @@ class TrainConfig:
     ``max_steps`` in stages of ``decay_steps`` (DeePMD style), or continuously over the
     wall-clock budget ``max_time_s`` with ``schedule: time`` (for runs sized by time, e.g.
     the demo; resume is then exact only up to timing); each loss prefactor follows
-    ``p(t) = p_limit + (p_start - p_limit) * lr(t) / lr_start``."""
+    ``p(t) = p_limit + (p_start - p_limit) * lr(t) / lr_start``.  ``pref_q`` (constant)
+    weighs the mean-square error of the latent charges against reference atomic charges
+    (e²), where the dataset has them and the model has a latent-charge term."""
 
     seed: int = 0
     batch_size: int = 8
@@ -33,6 +35,7 @@ class TrainConfig:
     pref_f_limit: float = 1.0
     pref_v_start: float = 0.0
     pref_v_limit: float = 0.0
+    pref_q: float = 0.0  # weight of the reference-charge loss (e²), for datasets with atomic charges
     dtype: str = "float32"
     val_every_steps: int = 0  # 0 = once per epoch
     checkpoint_every_s: float = 30.0
@@ -45,7 +48,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not (0 < self.lr_stop <= self.lr_start):
             raise ValueError(f"need 0 < lr_stop <= lr_start, got {self.lr_stop}, {self.lr_start}")
-        for k in ("pref_e_start", "pref_e_limit", "pref_f_start", "pref_f_limit", "pref_v_start", "pref_v_limit"):
+        for k in ("pref_e_start", "pref_e_limit", "pref_f_start", "pref_f_limit", "pref_v_start", "pref_v_limit",
+                  "pref_q"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k} must be >= 0")
         if self.schedule not in ("steps", "time"):

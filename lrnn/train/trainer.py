@@ -55,6 +55,16 @@ def loss_terms(pred, labels):
     return le, lf, lv
 
 
+def charge_loss(graphdef, state, stats, inputs, labels):
+    """Mean-square error (e²) of the latent charges against reference charges, over the
+    atoms of structures that carry them."""
+    from lrnn.nn import merge
+
+    q = jax.vmap(lambda x: merge(graphdef, state).charges(x, stats))(inputs)
+    m = labels["mask"] & labels["has_charges"][:, None]
+    return jnp.sum(jnp.where(m, (q - labels["charges"]) ** 2, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)
+
+
 def _error_metrics(e_pred, e_ref, n_atoms, f_pred=None, f_ref=None, mask=None):
     de = e_pred - e_ref
     out = {"energy_mae": float(np.mean(np.abs(de))), "energy_rmse": float(np.sqrt(np.mean(de**2))),
@@ -134,6 +144,11 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     model_cfg.setdefault("type_map", sorted(set(train_ds.elements) | set(val_ds.elements)))
     kind, mcfg = models.model_config(model_cfg)
     model_cfg["type_map"] = list(mcfg.type_map)
+    if tc.pref_q > 0:
+        if train_ds.charges is None:
+            raise ValueError("pref_q > 0 but the training data have no reference atomic charges")
+        if not any(t.type in ("latent_coulomb", "sog") for t in getattr(mcfg, "long_range", ())):
+            raise ValueError("pref_q > 0 needs a latent-charge term (latent_coulomb or sog) in model.long_range")
 
     last_path, best_path = out / "last", out / "checkpoint"
     resumed = None
@@ -187,7 +202,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     def loss_fn(st, inputs, labels, pref):
         pred = jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats_j, x))(inputs)
         le, lf, lv = loss_terms(pred, labels)
-        return pref[0] * le + pref[1] * lf + pref[2] * lv, (le, lf, lv)
+        loss = pref[0] * le + pref[1] * lf + pref[2] * lv
+        if tc.pref_q > 0:
+            loss = loss + tc.pref_q * charge_loss(graphdef, st, stats_j, inputs, labels)
+        return loss, (le, lf, lv)
 
     @jax.jit
     def train_step(st, ost, lr, idx, dev):

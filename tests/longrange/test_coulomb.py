@@ -143,3 +143,16 @@ def test_reciprocal_coulomb_nacl_madelung():
     assert float(e2) == pytest.approx(2 * float(e), rel=1e-8)
     e3 = coulomb_reciprocal(jnp.asarray(pos + 0.37), jnp.asarray(q), jnp.ones(8, bool), jnp.eye(3) * a, 0.2, 20)
     assert float(e3) == pytest.approx(float(e), rel=1e-10)
+
+
+def test_padding_on_top_of_a_real_atom_gives_finite_forces():
+    """Padding rows sit at the origin; a real atom there must not make NaN gradients."""
+    pos = jnp.asarray([[0.0, 0.0, 0.0], [1.5, 0.2, 0.0], [0.0, 1.7, 0.4], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    q = jnp.asarray([0.5, -0.3, -0.2, 0.0, 0.0])
+    mask = jnp.asarray([True, True, True, False, False])
+    for block in (2, 128):
+        for sigma in (0.0, 0.5):
+            g = jax.grad(lambda p, s=sigma, b=block: coulomb_direct(p, q, mask, sigma=s, block=b))(pos)
+            assert np.all(np.isfinite(np.asarray(g)))
+            ref = jax.grad(lambda p, s=sigma: coulomb_direct(p[:3], q[:3], sigma=s))(pos)
+            np.testing.assert_allclose(np.asarray(g)[:3], np.asarray(ref)[:3], rtol=1e-12)
