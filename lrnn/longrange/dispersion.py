@@ -28,15 +28,15 @@ def dispersion_energy(positions, coeffs, mask, r0: float, r_on: float, r_off: fl
     sum runs in row tiles of ``block`` (:mod:`lrnn.longrange.tiles`)."""
     n = positions.shape[0]
 
-    def rows(idx, x, m, ci):
-        d = x[:, None, :] - positions[None, :, :]
-        pair = m[:, None] & mask[None, :] & (idx[:, None] != jnp.arange(n)[None, :])
+    def rows(idx, x, m, ci, pos, mask_all, c_all):
+        d = x[:, None, :] - pos[None, :, :]
+        pair = m[:, None] & mask_all[None, :] & (idx[:, None] != jnp.arange(n)[None, :])
         r = jnp.sqrt(jnp.where(pair, jnp.sum(d * d, axis=-1), 1.0))
         fc = smooth_switch(r, r_on, r_off)
         e = 0.0
         for k, p in enumerate(powers):
-            c = jnp.sqrt(jnp.maximum(ci[:, k, None] * coeffs[None, :, k], 1e-30))
+            c = jnp.sqrt(jnp.maximum(ci[:, k, None] * c_all[None, :, k], 1e-30))
             e = e + c / (r**p + r0**p)
         return jnp.sum(jnp.where(pair, fc * e, 0.0), axis=1)
 
-    return -0.5 * jnp.sum(map_rows(rows, positions, mask, coeffs, block=block))
+    return -0.5 * jnp.sum(map_rows(rows, positions, mask, coeffs, block=block, consts=(positions, mask, coeffs)))

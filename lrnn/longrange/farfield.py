@@ -33,13 +33,13 @@ def far_field_potentials(positions, types, n_types: int, r_on: float, r_off: flo
     mask = types >= 0
     onehot = (types[:, None] == jnp.arange(n_types)[None, :]).astype(positions.dtype)
 
-    def rows(idx, x, m):
-        d = x[:, None, :] - positions[None, :, :]
-        pair = m[:, None] & mask[None, :] & (idx[:, None] != jnp.arange(n)[None, :])
+    def rows(idx, x, m, pos, mask_all, oh):
+        d = x[:, None, :] - pos[None, :, :]
+        pair = m[:, None] & mask_all[None, :] & (idx[:, None] != jnp.arange(n)[None, :])
         r = jnp.sqrt(jnp.where(pair, jnp.sum(d * d, axis=-1), 1.0))
-        return jnp.where(pair, far_field_kernel(r, r_on, r_off), 0.0) @ onehot
+        return jnp.where(pair, far_field_kernel(r, r_on, r_off), 0.0) @ oh
 
-    return map_rows(rows, positions, mask, block=block)
+    return map_rows(rows, positions, mask, block=block, consts=(positions, mask, onehot))
 
 
 def far_field_potentials_fmm(plan, positions, types, n_types: int, r_on: float, r_off: float):

@@ -35,13 +35,13 @@ def sog_open(positions, charges, mask, weights, widths, block: int = ROW_BLOCK):
     q = jnp.where(mask, charges, 0.0)
     n = positions.shape[0]
 
-    def rows(idx, x, qi):
-        d = x[:, None, :] - positions[None, :, :]
-        v = sog_kernel(jnp.sum(d * d, axis=-1), weights, widths)
+    def rows(idx, x, qi, pos, q_all, w, s):
+        d = x[:, None, :] - pos[None, :, :]
+        v = sog_kernel(jnp.sum(d * d, axis=-1), w, s)
         v = jnp.where(idx[:, None] != jnp.arange(n)[None, :], v, 0.0)
-        return qi * (v @ q)
+        return qi * (v @ q_all)
 
-    return 0.5 * jnp.sum(map_rows(rows, positions, q, block=block))
+    return 0.5 * jnp.sum(map_rows(rows, positions, q, block=block, consts=(positions, q, weights, widths)))
 
 
 def sog_periodic(positions, charges, mask, cell, weights, widths, k_index_max: int):

@@ -186,3 +186,17 @@ def test_thesis_grid_baseline_jumps_where_far_field_is_smooth():
         jumps[name] = float(np.abs(fs[1] - fs[0]).max())
     assert jumps["far_field"] < 1e-5
     assert jumps["grid"] > 1e3 * max(jumps["far_field"], 1e-9)
+
+
+def test_tiled_pair_sums_differentiate_under_jit_with_constant_inputs():
+    """Regression: jit(grad) of a tiled SOG sum over constant charges/weights crashed
+    (segfault in jax 0.10 with the default checkpoint inside lax.map)."""
+    rng = np.random.default_rng(12)
+    n = 45
+    pos = jnp.asarray(rng.uniform(0, 12, (n, 3)))
+    q, mask = jnp.asarray(rng.normal(size=n)), jnp.ones(n, bool)
+    w, s = jnp.full(3, 0.1), jnp.array([1.0, 3.0, 9.0])
+    e, g = jax.jit(jax.value_and_grad(lambda p: sog_open(p, q, mask, w, s, block=16)))(pos)
+    e_ref, g_ref = jax.value_and_grad(lambda p: sog_open(p, q, mask, w, s, block=1000))(pos)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-10, atol=1e-12)
+    assert float(e) == pytest.approx(float(e_ref), rel=1e-12)
