@@ -48,7 +48,7 @@ class DeepPotConfig:
     grid: tuple = ()  # (spacing Å, cells per axis): the thesis's fixed-grid descriptor (baseline)
     far_field_method: str = "direct"  # "direct" (exact O(N²)) or "fmm" (O(N) when a plan is given)
     fmm_order: int = 10  # expansion order of the FMM plans built for "fmm" parts
-    fmm_min_atoms: int = 1000  # below this many atoms the exact sums are used
+    fmm_min_atoms: int = 5000  # below this many atoms the exact sums are used (crossover: bench_terms.md)
 
     def __post_init__(self):
         from lrnn.models.terms import term_config
