@@ -56,6 +56,28 @@ def rows():
                 out.append(f"| LODE dimer {dimer}: {best[1]} vs local (cutoff 4.5 Å), test E MAE | "
                            f"{best[0]:.4f} eV vs {loc:.4f} eV ({loc / best[0]:.1f}x) | | | ≥ 5x | "
                            "`python experiments/longrange/lode_dimers.py` |")
+    ab = load("longrange/ablation/results.json")
+    for row in ("lode_0_CC", "lode_9_CP"):
+        cols = (ab or {}).get(row, {})
+        if "local" in cols and len(cols) > 1:
+            loc = cols["local"]
+            k, best = min(((k, v) for k, v in cols.items() if k != "local"), key=lambda kv: kv[1]["energy_mae_mean"])
+            gain = loc["energy_mae_mean"] / best["energy_mae_mean"]
+            out.append(f"| ablation, LODE {row[5:]}: {k} vs local (cutoff 4.5 Å, fixed steps), test E / F MAE, "
+                       f"{best['n_seeds']} / {loc['n_seeds']} seeds | {best['energy_mae_mean']:.1f} ± "
+                       f"{best['energy_mae_std']:.1f} meV vs {loc['energy_mae_mean']:.1f} ± {loc['energy_mae_std']:.1f} meV "
+                       f"({gain:.1f}x) | {best['force_mae_mean']:.1f} vs {loc['force_mae_mean']:.1f} meV/Å | | "
+                       f"≥ 5x: {'met' if gain >= 5 else 'NOT met'} | `python experiments/longrange/ablation.py run` |")
+    b = load("longrange/bench_terms.json")
+    if b and "by_n_atoms" in b and {"3000", "10000"} <= set(b["by_n_atoms"]):
+        x, y = b["by_n_atoms"]["3000"], b["by_n_atoms"]["10000"]
+        worst = max(x["far_field"]["relative_to_local"], x["latent_coulomb"]["relative_to_local"])
+        out.append(f"| cost of the FMM-based terms (far-field, latent Coulomb) relative to local, energy+forces | "
+                   f"N = 3000: {x['far_field']['relative_to_local']:.2f}x / {x['latent_coulomb']['relative_to_local']:.2f}x "
+                   f"(exact sums below fmm_min_atoms); N = 10000 with FMM: "
+                   f"{y['far_field (fmm)']['relative_to_local']:.2f}x / {y['latent_coulomb (fmm)']['relative_to_local']:.2f}x "
+                   f"| | {x['local']['median_s']:.3f} s local at 3000 | ≤ 2x: {'met' if worst <= 2 else 'NOT met'} | "
+                   "`python experiments/longrange/bench_terms.py` |")
     return out
 
 

@@ -92,6 +92,12 @@ def test_potential_uses_fmm_plan_and_matches_exact_model():
     e_far = fast.calculate(far, species)["energy"]
     assert fast.fmm_replans == 2 and np.isfinite(e_far)
     assert e_far == pytest.approx(exact.calculate(far, species)["energy"], rel=2e-5)
+    # rotated and translated: the FMM model (new plan) keeps the energy to the FMM error
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
+    e_rot = fast.calculate(pos @ rot.T + [3.0, -7.0, 11.0], species)["energy"]
+    assert e_rot == pytest.approx(r0["energy"], rel=2e-5)
     # below fmm_min_atoms (or with no room for wide enough leaves) the exact sums are used
     small = untrained_potential([1, 8], _fmm_model(), seed=3, dtype="float64", output_scale=0.1)
     small.calculate(pos[:100], species[:100])
