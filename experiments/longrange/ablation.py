@@ -18,7 +18,7 @@ cores, so their step times are not costs).
 Usage:
   python experiments/longrange/ablation.py run [--rows ...] [--cols ...] [--seeds 0 1 2]
                                                [--worker I --n-workers K]
-  python experiments/longrange/ablation.py table
+  python experiments/longrange/ablation.py table [--plots]
 Runs are resumable: each writes experiments/results/longrange/ablation/runs/<row>__<col>__s<seed>.json
 and is skipped when that file exists.  ``table`` writes results.md / results.json there.
 """
@@ -209,7 +209,6 @@ def plot_binding_curves():
             ax.plot(R[order], e[order] - e0, ".--", label=COL_TITLES[c])
         nt = len(trn) + len(val)
         ax.plot(R[nt:], full.energy[nt:] - e0, "rs", mfc="none", ms=9, label="test points")
-        ax.axvline(4.5, color="grey", lw=0.5)
         ax.set(xlabel="centre-of-mass distance (Å)", ylabel="E − E_ref(largest R) (eV)",
                title=f"{row}: binding curve (seed 0)")
         ax.legend(fontsize=6)
@@ -218,7 +217,7 @@ def plot_binding_curves():
         plt.close(fig)
 
 
-def cmd_table(_):
+def cmd_table(a):
     runs = [json.loads(p.read_text()) for p in sorted((OUT / "runs").glob("*.json"))]
     cell = {}
     for r in runs:
@@ -274,7 +273,8 @@ def cmd_table(_):
     lines += ["", "Binding curves of the LODE rows (every column, seed 0): `binding_lode_<dimer>.png`."]
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
     (OUT / "results.json").write_text(json.dumps(summary, indent=1))
-    plot_binding_curves()
+    if a.plots:
+        plot_binding_curves()
     print("\n".join(lines))
 
 
@@ -286,6 +286,7 @@ def main():
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--worker", type=int, default=0)
     ap.add_argument("--n-workers", type=int, default=1)
+    ap.add_argument("--plots", action="store_true", help="table: also plot the LODE binding curves (seed 0)")
     a = ap.parse_args()
     cmd_run(a) if a.what == "run" else cmd_table(a)
 
