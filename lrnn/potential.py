@@ -36,16 +36,21 @@ def energy_fn(graphdef, state, stats, inputs):
     return merge(graphdef, state).energy(inputs, stats)
 
 
-def energy_forces_virial(graphdef, state, stats, inputs):
-    """(E eV, F (N,3) eV/Å, W (3,3) eV) of one structure from a single backward pass."""
+def energy_forces_virial(graphdef, state, stats, inputs, with_charges: bool = False):
+    """(E eV, F (N,3) eV/Å, W (3,3) eV) of one structure from a single backward pass;
+    with ``with_charges`` also the latent charges (N,) e from the same descriptors."""
     pos, cell = inputs["positions"], inputs["cell"]
 
     def e_of(p, eps):
         f = jnp.eye(3, dtype=p.dtype) + eps
-        return energy_fn(graphdef, state, stats, dict(inputs, positions=p @ f.T, cell=cell @ f.T))
+        x = dict(inputs, positions=p @ f.T, cell=cell @ f.T)
+        if with_charges:
+            return merge(graphdef, state).energy_and_charges(x, stats)
+        return energy_fn(graphdef, state, stats, x), None
 
-    e, (g_pos, g_eps) = jax.value_and_grad(e_of, argnums=(0, 1))(pos, jnp.zeros((3, 3), pos.dtype))
-    return e, -g_pos, -g_eps
+    (e, q), (g_pos, g_eps) = jax.value_and_grad(e_of, argnums=(0, 1), has_aux=True)(
+        pos, jnp.zeros((3, 3), pos.dtype))
+    return (e, -g_pos, -g_eps, q) if with_charges else (e, -g_pos, -g_eps)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -146,7 +151,7 @@ class Potential:
         ds = self._dataset(positions, species, cell, pbc, total_charge)
         inputs = self._inputs(ds)
         n = len(np.asarray(species))
-        plan = self._fmm_plan(np.asarray(positions, np.float64), cell)
+        plan = self.fmm_plan_for(np.asarray(positions, np.float64), cell)
         e, f, w = batched_efv(self.graphdef, self.state, self.stats, jax.tree.map(jnp.asarray, inputs), plan)
         energy = float(np.asarray(e, np.float64)[0]) + float(shift_energy(ds.numbers, self.energy_shift,
                                                                           self.type_map)[0])
@@ -159,7 +164,7 @@ class Potential:
             out["stress"] = -virial / abs(np.linalg.det(np.asarray(cell, float)))
         return out
 
-    def _fmm_plan(self, positions, cell):
+    def fmm_plan_for(self, positions, cell):
         """An FMM plan for the model's FMM parts (far-field or latent Coulomb with
         ``method: fmm``), kept while the atoms stay in their leaves and rebuilt (an O(N)
         check, then NumPy) when they leave; None (exact sums) for models without FMM parts,

@@ -189,6 +189,7 @@ def plot_binding_curves():
     from lode_dimers import com_distance
 
     from lrnn.potential import load
+    from lrnn.system import concatenate
 
     for row in [r for r in ROWS if r.startswith("lode_")]:
         cps = {c: WORK / row / f"{c}_s0" / "checkpoint" for c in COLS}
@@ -196,8 +197,6 @@ def plot_binding_curves():
         if not cps:
             continue
         trn, val, test, *_ = row_setup(row)
-        from lrnn.system import concatenate
-
         full = concatenate([trn, val, test])
         R = com_distance(full)
         order = np.argsort(R)

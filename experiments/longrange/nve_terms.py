@@ -10,8 +10,8 @@ Writes experiments/results/longrange/nve_terms.{md,json} and nve_<term>.{csv,png
 
 import argparse
 import csv
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,8 @@ def main():
     ap.add_argument("--train-time", type=float, default=240.0)
     ap.add_argument("--ps", type=float, default=1.0)
     a = ap.parse_args()
-    spec = importlib.util.spec_from_file_location("rc", HERE / "random_charges.py")
-    rc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rc)
+    sys.path.insert(0, str(HERE))
+    import random_charges as rc
     from ase import Atoms
     from ase.io import write
 

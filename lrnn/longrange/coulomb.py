@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lrnn.longrange.tiles import ROW_BLOCK, map_rows
 from lrnn.units import COULOMB_K
 
 
@@ -47,8 +48,9 @@ def smeared_pair(r, sigma):
 
 
 def coulomb_direct(positions, charges, mask=None, sigma: float = 0.0, k: float = COULOMB_K,
-                   block: int = 128):
-    """Coulomb energy (eV) by the exact O(N²) sum, in row blocks of ``block`` atoms.
+                   block: int = ROW_BLOCK):
+    """Coulomb energy (eV) by the exact O(N²) sum, in row tiles of ``block`` atoms
+    (:mod:`lrnn.longrange.tiles`).
 
     ``positions`` (N, 3) Å, ``charges`` (N,) e, ``mask`` (N,) marks real atoms, ``sigma``
     the Gaussian width (Å; 0 for point charges)."""
@@ -56,23 +58,14 @@ def coulomb_direct(positions, charges, mask=None, sigma: float = 0.0, k: float =
     mask = jnp.ones(n, bool) if mask is None else mask
     q = jnp.where(mask, charges, 0.0)
 
-    def rows(start_pos, start_q, idx):
-        d = positions[None, :, :] - start_pos[:, None, :]
-        row_real = mask[jnp.clip(idx, 0, n - 1)] & (idx < n)
-        pm = (idx[:, None] != jnp.arange(n)[None, :]) & mask[None, :] & row_real[:, None]
+    def rows(idx, x, qi, m, pos, q_all, mask_all):
+        d = pos[None, :, :] - x[:, None, :]
+        pm = (idx[:, None] != jnp.arange(n)[None, :]) & mask_all[None, :] & m[:, None]
         r = _safe_r(d, pm)
         v = smeared_pair(r, sigma) if sigma > 0 else 1.0 / r
-        return jnp.sum(jnp.where(pm, start_q[:, None] * q[None, :] * v, 0.0))
+        return jnp.sum(jnp.where(pm, qi[:, None] * q_all[None, :] * v, 0.0), axis=1)
 
-    if n <= block:
-        return 0.5 * k * rows(positions, q, jnp.arange(n))
-    nb = -(-n // block)
-    pad = nb * block - n
-    pos_p = jnp.concatenate([positions, jnp.zeros((pad, 3), positions.dtype)]).reshape(nb, block, 3)
-    q_p = jnp.concatenate([q, jnp.zeros(pad, q.dtype)]).reshape(nb, block)
-    idx = jnp.arange(nb * block).reshape(nb, block)
-    parts = jax.lax.map(lambda a: jax.checkpoint(rows)(*a), (pos_p, q_p, idx))
-    return 0.5 * k * jnp.sum(parts)
+    return 0.5 * k * jnp.sum(map_rows(rows, positions, q, mask, block=block, consts=(positions, q, mask)))
 
 
 def equilibrate(raw, mask, total_charge):

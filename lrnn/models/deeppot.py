@@ -214,6 +214,9 @@ class DeepPotSE(nnx.Module):
         """Total energy (eV) without the per-element shifts: short range plus the
         long-range terms of the config."""
         desc = self.descriptors(inputs, stats)
+        return self._energy(inputs, stats, desc)
+
+    def _energy(self, inputs, stats, desc):
         e = sum(jnp.sum(x) for x in self.atomic_energies(inputs, stats, desc) if x is not None)
         for term in self.terms:
             e = e + term.energy(inputs, stats, desc)
@@ -222,10 +225,18 @@ class DeepPotSE(nnx.Module):
     def charges(self, inputs, stats):
         """Latent atomic charges (N,) in e of the first latent-charge term (latent_coulomb or
         sog): the quantity a reference-charge loss compares with (``train.pref_q``)."""
+        return self._charges(inputs, self.descriptors(inputs, stats))
+
+    def _charges(self, inputs, desc):
         for term in self.terms:
             if hasattr(term, "charges"):
-                return term.charges(inputs, self.descriptors(inputs, stats))
+                return term.charges(inputs, desc)
         raise ValueError("the model has no latent-charge term (latent_coulomb or sog): it predicts no charges")
+
+    def energy_and_charges(self, inputs, stats):
+        """(energy eV, latent charges (N,) e) from one descriptor evaluation."""
+        desc = self.descriptors(inputs, stats)
+        return self._energy(inputs, stats, desc), self._charges(inputs, desc)
 
     def energy_terms(self, inputs, stats):
         """Dict of energy contributions (eV): ``short`` and one entry per long-range term."""

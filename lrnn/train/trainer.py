@@ -61,6 +61,11 @@ def charge_loss(graphdef, state, stats, inputs, labels):
     from lrnn.nn import merge
 
     q = jax.vmap(lambda x: merge(graphdef, state).charges(x, stats))(inputs)
+    return charge_mse(q, labels)
+
+
+def charge_mse(q, labels):
+    """Masked mean-square error (e²) of predicted charges ``q`` (M, N) against the labels."""
     m = labels["mask"] & labels["has_charges"][:, None]
     return jnp.sum(jnp.where(m, (q - labels["charges"]) ** 2, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)
 
@@ -200,11 +205,12 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     n_batches = n_tr // bs
 
     def loss_fn(st, inputs, labels, pref):
-        pred = jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats_j, x))(inputs)
-        le, lf, lv = loss_terms(pred, labels)
+        with_q = tc.pref_q > 0  # charges from the same descriptor pass as the energy
+        pred = jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats_j, x, with_charges=with_q))(inputs)
+        le, lf, lv = loss_terms(pred[:3], labels)
         loss = pref[0] * le + pref[1] * lf + pref[2] * lv
-        if tc.pref_q > 0:
-            loss = loss + tc.pref_q * charge_loss(graphdef, st, stats_j, inputs, labels)
+        if with_q:
+            loss = loss + tc.pref_q * charge_mse(pred[3], labels)
         return loss, (le, lf, lv)
 
     @jax.jit
