@@ -181,8 +181,10 @@ def make_table(results, meta):
                 lines.append(f"- {dist}, p={order}: {max(tp) / min(tp):.2f} "
                              f"({min(tp):.3g}–{max(tp):.3g} µs/particle, {len(tp)} sizes)")
     head = [f"# lrnn.fmm benchmark ({meta['date']})", "",
-            f"Machine: {meta['machine']}; {meta['cpus']} CPU cores, shared with other jobs "
-            "(timings noisy). float64. Medians of "
+            f"Machine: {meta['machine']}; {meta['cpus']} CPU cores"
+            + (f", 1-min load average {meta['loadavg_start']:.2f} at the start"
+               if meta.get("loadavg_start") is not None else ", shared with other jobs (timings noisy)")
+            + ". float64. Medians of "
             f"{meta['repeats']} runs after compilation; each row in its own process "
             "(peak RSS = that process). fmm3dpy computes potentials only (pg=1). "
             "Errors: relative RMS of φ on 2000 random particles against the exact direct sum.",
@@ -226,14 +228,20 @@ def main():
     ap.add_argument("--quick", action="store_true", help="N ≤ 1e5, orders 5 and 12")
     ap.add_argument("--sizes", type=str, default=None)
     ap.add_argument("--orders", type=str, default=None)
-    ap.add_argument("--big-orders", type=str, default="5,12",
-                    help="orders at N >= 1e6 (each costs minutes)")
+    ap.add_argument("--big-orders", type=str, default="5,8,12,14",
+                    help="orders of our FMM at N >= 1e6")
+    ap.add_argument("--big-eps-orders", type=str, default="5,12",
+                    help="orders whose matching fmm3dpy eps is run at N >= 1e6 (minutes each)")
     ap.add_argument("--report", action="store_true", help="only rebuild table/plot from json")
     ap.add_argument("--dists", type=str, default="uniform,plummer")
     ap.add_argument("--direct-max", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--tag", type=str, default="bench")
+    ap.add_argument("--kinds", type=str, default="fmm,fmm3d,direct",
+                    help="which methods to run (e.g. only 'fmm' after a change to lrnn.fmm)")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace the matching rows of an existing <tag>.json instead of starting anew")
     args = ap.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
@@ -243,6 +251,8 @@ def main():
     orders = ([int(o) for o in args.orders.split(",")] if args.orders else
               [5, 12] if args.quick else [5, 8, 12, 14])
     big_orders = [int(o) for o in args.big_orders.split(",")]
+    big_eps_orders = [int(o) for o in args.big_eps_orders.split(",")]
+    load0 = os.getloadavg()[0]
     OUT.mkdir(parents=True, exist_ok=True)
     if args.report:
         data = json.loads((OUT / f"{args.tag}.json").read_text())
@@ -251,7 +261,19 @@ def main():
         plot(data["results"], OUT / f"{args.tag}.png")
         print(table)
         return
+    old = []
+    if args.merge and (OUT / f"{args.tag}.json").exists():
+        old = json.loads((OUT / f"{args.tag}.json").read_text())["results"]
+
+    def key(r):
+        return (r["kind"], r["dist"], r["n"], r.get("order"), r.get("eps"))
+
     results = []
+
+    def merged():
+        new = {key(r) for r in results}
+        return [r for r in old if key(r) not in new] + results
+
     with open(OUT / f"{args.tag}.log", "a") as log:
         log.write(f"\n=== {time.ctime()} sizes={sizes} orders={orders}\n")
         for n in sizes:
@@ -259,10 +281,12 @@ def main():
                 ords = big_orders if n >= 1_000_000 else orders
                 tasks = [dict(kind="fmm", dist=dist, n=n, order=o, repeats=args.repeats)
                          for o in ords]
+                eps_ords = big_eps_orders if n >= 1_000_000 else ords
                 tasks += [dict(kind="fmm3d", dist=dist, n=n, eps=EPS_FOR_ORDER[o],
-                               repeats=args.repeats) for o in ords if o in EPS_FOR_ORDER]
+                               repeats=args.repeats) for o in eps_ords if o in EPS_FOR_ORDER]
                 if n <= args.direct_max:
                     tasks.append(dict(kind="direct", dist=dist, n=n, repeats=args.repeats))
+                tasks = [t for t in tasks if t["kind"] in args.kinds.split(",")]
                 run_task(dict(kind="ref", dist=dist, n=n), log, args.timeout)
                 for t in tasks:
                     r = run_task(t, log, args.timeout)
@@ -270,15 +294,16 @@ def main():
                           flush=True)
                     results.append(r)
                     (OUT / f"{args.tag}.json").write_text(json.dumps(
-                        {"meta": meta(args), "results": results}, indent=1))
-    table, _ = make_table(results, meta(args))
+                        {"meta": meta(args, load0), "results": merged()}, indent=1))
+    results = merged()
+    table, _ = make_table(results, meta(args, load0))
     (OUT / f"{args.tag}.md").write_text(table)
     plot(results, OUT / f"{args.tag}.png")
     print(table)
 
 
-def meta(args):
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+def meta(args, load0=None):
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg_start": load0,
             "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "repeats": args.repeats,
             "python": sys.version.split()[0]}

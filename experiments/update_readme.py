@@ -78,6 +78,45 @@ def rows():
                    f"{y['far_field (fmm)']['relative_to_local']:.2f}x / {y['latent_coulomb (fmm)']['relative_to_local']:.2f}x "
                    f"| | {x['local']['median_s']:.3f} s local at 3000 | ≤ 2x: {'met' if worst <= 2 else 'NOT met'} | "
                    "`python experiments/longrange/bench_terms.py` |")
+    out += fmm_rows()
+    return out
+
+
+def fmm_rows():
+    """Scaling, speed against fmm3dpy and memory of lrnn.fmm (experiments/bench_fmm.py)."""
+    f = load("fmm/bench.json")
+    if not f:
+        return []
+    res = [r for r in f["results"] if "error" not in r]
+    fm = {(r["dist"], r["n"], r["order"]): r for r in res if r["kind"] == "fmm"}
+    f3 = {(r["dist"], r["n"], r["eps"]): r for r in res if r["kind"] == "fmm3d"}
+    out = []
+    orders = sorted({k[2] for k in fm})
+    for dist in ("uniform", "plummer"):
+        ratios = []
+        for o in orders:
+            tp = [fm[(dist, n, o)]["time_per_particle_us"] for n in (10**4, 10**5, 10**6)
+                  if (dist, n, o) in fm]
+            if len(tp) == 3:
+                ratios.append((max(tp) / min(tp), o))
+        if ratios:
+            worst = max(ratios)
+            out.append(f"| lrnn.fmm {dist}: time per particle, max/min over N = 1e4, 1e5, 1e6 | "
+                       + ", ".join(f"p={o}: {r:.2f}" for r, o in ratios)
+                       + f" | | | ≤ 2: {'met' if worst[0] <= 2 else 'NOT met'} | `python experiments/bench_fmm.py` |")
+        a, b = fm.get((dist, 10**5, 12)), f3.get((dist, 10**5, 1e-6))
+        if a and b:
+            ok = a["rel_err"] <= 1e-6 and a["time_s"] <= 3 * b["time_s"]
+            out.append(f"| lrnn.fmm {dist}, N = 1e5, p = 12 (rel. err. {a['rel_err']:.1e}) vs fmm3dpy eps 1e-6 | "
+                       f"{a['time_s']:.2f} s vs {b['time_s']:.2f} s ({a['time_s'] / b['time_s']:.2f}x) | | | "
+                       f"≤ 3x at ≤ 1e-6: {'met' if ok else 'NOT met'} | `python experiments/bench_fmm.py` |")
+        big = [r for k, r in fm.items() if k[0] == dist and k[1] == 10**6]
+        if big:
+            peak = max(r["peak_rss_gib"] for r in big)
+            out.append(f"| lrnn.fmm {dist}, N = 1e6: peak memory (whole process), orders "
+                       f"{', '.join(str(r['order']) for r in sorted(big, key=lambda r: r['order']))} | "
+                       f"{peak:.2f} GiB (max) | | | ≤ 4 GiB: {'met' if peak <= 4 else 'NOT met'} | "
+                       "`python experiments/bench_fmm.py` |")
     return out
 
 

@@ -72,8 +72,8 @@ def fmm_replan_jumps(orders=(6, 10), n=1200):
         plan = pot.fmm_plan
         h = float(plan.leaf_side)
         for i in range(n):  # an atom that can reach its leaf's +x wall without a close contact
-            leaf = int(plan.chunk_leaf[int(plan.particle_slot[i]) // plan.leaf_size])
-            xb = float(plan.leaf_center[leaf][0]) + 0.5 * h * (1 + FMM_SKIN)
+            center, h = plan.particle_box(i)
+            xb = float(center[0]) + 0.5 * h * (1 + FMM_SKIN)
             p = pos.copy()
             p[i, 0] = xb
             d = np.linalg.norm(np.delete(p, i, 0) - p[i], axis=1).min()

@@ -3,22 +3,23 @@ r"""The FMM evaluation for a fixed plan: a pure, jittable function of (positions
 Passes (box side :math:`h_l = \text{size}/2^l`; expansions in box units, see
 :mod:`lrnn.fmm.harmonics` for the maths of every operator):
 
-1. **P2M** at the leaves, chunk by chunk: :math:`M_k = \sum_j q_j \hat R_k((\mathbf y_j -
-   \mathbf c)/h_L)`.
-2. **M2M** from level ``L`` up to level 2: :math:`M^{\rm parent} \mathrel{+}= A_o M^{\rm child}`.
+1. **P2M** at the boxes that hold expansions (leaves, or the virtual children of leaves
+   that touch finer boxes; see :mod:`lrnn.fmm.tree`), chunk by chunk:
+   :math:`M_k = \sum_j q_j \hat R_k((\mathbf y_j - \mathbf c)/h_l)`.
+2. **M2M** from the deepest level up to level 2: :math:`M^{\rm parent} \mathrel{+}= A_o M^{\rm child}`.
 3. **M2L** at every level 2..L: for each target box the multipoles of its (at most) 189
    interaction-list boxes are gathered into one row and multiplied by the stacked
    translation matrices of its octant — one dense GEMM of shape
    ``(boxes, 189·K) @ (189·K, K)`` per octant, in tiles.
 4. **L2L** from level 2 down to ``L``: :math:`L^{\rm child} \mathrel{+}= B_o L^{\rm parent}`.
-5. **L2P** at the leaves: :math:`\phi_i \mathrel{+}= h_L^{-1}\sum_k L_k \hat R_k(\tilde{\mathbf x}_i)`.
-6. **P2P**: the near field, for every pair of chunks of neighbouring leaves, as dense
+5. **L2P** at the same boxes as P2M: :math:`\phi_i \mathrel{+}= h_l^{-1}\sum_k L_k \hat R_k(\tilde{\mathbf x}_i)`.
+6. **P2P**: the near field, for every pair of chunks of touching leaves, as dense
    ``leaf_size × (8·leaf_size)`` tiles (a target chunk against 8 source chunks): :math:`\phi_i \mathrel{+}= \sum_{j\ne i} q_j\,k(r_{ij}^2)`.
 
 The near-field kernel ``k`` (a function of the squared distance; default ``1/r``) is
 pluggable: any ``k`` that equals :math:`1/r` for :math:`r \ge h_L` yields
 :math:`\sum_{j\ne i} q_j\,k(r_{ij}^2)` exactly up to the FMM error, because every pair
-closer than the leaf side is in the near field.  E.g. the far-field descriptor
+closer than the smallest box side (``plan.leaf_side``) is in the near field.  E.g. the far-field descriptor
 :math:`\sum_j q_j (1 - f_c(r_{ij}))/r_{ij}` with cutoff :math:`r_c \le h_L` is
 ``near_kernel=lambda r2: (1 - f_c(sqrt(r2))) / sqrt(r2)`` with a plan built with
 ``min_leaf_side=r_c``.
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 
 from lrnn.fmm.direct import inv_r_kernel
 from lrnn.fmm.harmonics import n_coeffs, solid_harmonics
-from lrnn.fmm.tree import CHUNK_BLOCK, M2L_BLOCK, P2P_BLOCK, FMMPlan, plan_is_valid
+from lrnn.fmm.tree import CHUNK_BLOCK, E_CHUNK, M2L_BLOCK, P2P_BLOCK, FMMPlan, plan_is_valid
 
 __all__ = ["potential_with_plan"]
 
@@ -71,35 +72,38 @@ def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
     p, C, L = plan.order, plan.leaf_size, plan.depth
     K = n_coeffs(p)
     n = plan.n
-    h = (plan.root_size / (1 << L)).astype(dtype)
-    centers = plan.leaf_center.astype(dtype)
-    n_chunks = plan.chunk_leaf.shape[0]
 
-    valid = plan.slot_src < n
-    src = jnp.minimum(plan.slot_src, n - 1)
-    slot_center = jnp.repeat(centers[plan.chunk_leaf], C, axis=0)
-    xs = jnp.where(valid[:, None], positions[src], slot_center).reshape(n_chunks, C, 3)
-    qs = jnp.where(valid, charges[src], 0.0).reshape(n_chunks, C)
-    cc = centers[plan.chunk_leaf]  # (n_chunks, 3)
+    # expansion chunks: E_CHUNK particles of one box (a leaf or a leaf's virtual child)
+    n_ech = plan.echunk_box.shape[0]
+    ce = plan.box_center[plan.echunk_box].astype(dtype)  # (n_ech, 3)
+    he = plan.root_size.astype(dtype) * jnp.exp2(-plan.box_level[plan.echunk_box].astype(dtype))
+    evalid = plan.eslot_src < n
+    esrc = jnp.minimum(plan.eslot_src, n - 1)
+    xe = jnp.where(evalid[:, None], positions[esrc],
+                   jnp.repeat(ce, E_CHUNK, axis=0)).reshape(n_ech, E_CHUNK, 3)
+    qe = jnp.where(evalid, charges[esrc], 0.0).reshape(n_ech, E_CHUNK)
 
     # 1. P2M
-    def p2m(x, q, c):
-        R = solid_harmonics((x - c[:, None, :]) / h, p, jnp)  # (B, C, K)
+    def p2m(x, q, c, h):
+        R = solid_harmonics((x - c[:, None, :]) / h[:, None, None], p, jnp)  # (B, E, K)
         return jnp.einsum("bc,bck->bk", q, R)
 
-    m_chunk = _tiled(p2m, CHUNK_BLOCK, xs, qs, cc)
-    M = {L: jax.ops.segment_sum(m_chunk, plan.chunk_leaf, plan.n_boxes[L])}
+    m_chunk = _tiled(p2m, CHUNK_BLOCK, xe, qe, ce, he)
+    M_all = jax.ops.segment_sum(m_chunk, plan.echunk_box, plan.box_offset[L] + plan.n_boxes[L])
+    M = {lvl: M_all[plan.box_offset[lvl]:plan.box_offset[lvl] + plan.n_boxes[lvl]]
+         for lvl in range(2, L + 1)}
     # 2. M2M
     m2m = plan.ops_m2m.astype(dtype)
     for lvl in range(L, 2, -1):
         par, octn = plan.parent[lvl - 3], plan.octant[lvl - 3]
         allo = (M[lvl] @ m2m).reshape(-1, 8, K)
         mine = jnp.take_along_axis(allo, octn[:, None, None], axis=1)[:, 0]
-        M[lvl - 1] = jax.ops.segment_sum(mine, par, plan.n_boxes[lvl - 1])
+        M[lvl - 1] = M[lvl - 1] + jax.ops.segment_sum(mine, par, plan.n_boxes[lvl - 1])
     # 3. M2L and 4. L2L
     m2l = plan.ops_m2l.astype(dtype)
     l2l = plan.ops_l2l.astype(dtype)
     Lc = None
+    locs = []
     for lvl in range(2, L + 1):
         if Lc is None:
             loc = jnp.zeros((plan.n_boxes[lvl], K), dtype)
@@ -118,17 +122,23 @@ def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
             def m2l_tile(s, T=T, Ml=Ml):
                 return Ml[s].reshape(s.shape[0], -1) @ T
 
-            loc = loc.at[tgt].add(_tiled(m2l_tile, M2L_BLOCK, srcs))
+            loc = loc.at[tgt].add(_tiled(m2l_tile, min(M2L_BLOCK, srcs.shape[0]), srcs))
         Lc = loc
+        locs.append(loc)
     # 5. L2P
-    lc = Lc[plan.chunk_leaf]
+    lc = jnp.concatenate(locs)[plan.echunk_box]
 
-    def l2p(x, c, lk):
-        R = solid_harmonics((x - c[:, None, :]) / h, p, jnp)
-        return jnp.einsum("bck,bk->bc", R, lk)
+    def l2p(x, c, h, lk):
+        R = solid_harmonics((x - c[:, None, :]) / h[:, None, None], p, jnp)
+        return jnp.einsum("bck,bk->bc", R, lk) / h[:, None]
 
-    phi = _tiled(l2p, CHUNK_BLOCK, xs, cc, lc) / h  # (n_chunks, C)
+    phi_far = _tiled(l2p, CHUNK_BLOCK, xe, ce, he, lc).reshape(-1)[plan.particle_eslot]
     # 6. P2P
+    n_chunks = plan.slot_src.shape[0] // C
+    valid = plan.slot_src < n
+    src = jnp.minimum(plan.slot_src, n - 1)
+    xs = positions[src].reshape(n_chunks, C, 3)  # empty slots: masked below
+    qs = jnp.where(valid, charges[src], 0.0).reshape(n_chunks, C)
     vmask = valid.reshape(n_chunks, C)
     xcoord = [xs[:, :, a] for a in range(3)]  # (n_chunks, C) each: contiguous source rows
     lane = jnp.arange(C, dtype=plan.p2p_src.dtype)
@@ -142,13 +152,13 @@ def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
                  for a in range(3))
         sid_s = (s[:, :, None] * C + lane).reshape(B, 1, G * C)  # global slot ids
         sid_t = (t[:, None] * C + lane)[:, :, None]
-        mask = (sid_t != sid_s) & vmask[s].reshape(B, 1, G * C)
+        mask = (sid_t != sid_s) & vmask[s].reshape(B, 1, G * C) & vmask[t][:, :, None]
         k = jnp.where(mask, kernel(jnp.where(mask, r2, 1.0)), 0.0)
         return jnp.einsum("bij,bj->bi", k, qs[s].reshape(B, G * C))
 
     near = _tiled(p2p, P2P_BLOCK, plan.p2p_tgt, plan.p2p_src)
-    phi = phi + jax.ops.segment_sum(near, plan.p2p_tgt, n_chunks)
-    out = phi.reshape(-1)[plan.particle_slot]
+    near = jax.ops.segment_sum(near, plan.p2p_tgt, n_chunks)
+    out = phi_far + near.reshape(-1)[plan.particle_slot]
     if check:
         out = jnp.where(plan_is_valid(plan, positions), out, jnp.nan)
     return out

@@ -1,13 +1,25 @@
 """Octree planning (NumPy, outside jit): every static shape of an FMM evaluation.
 
-The tree is a *sparse uniform-depth* octree: the cube enclosing the particles is divided
-``depth`` times; only non-empty boxes are stored, in Morton (Z-order) order, at every level.
-The depth is chosen by a cost model evaluated on the actual particle distribution (near-
-field pair work against far-field translation work), so clustered inputs such as a Plummer
-sphere get a deeper tree than uniform ones with the same N.  Leaves are cut into *chunks*
-of at most ``leaf_size`` particles; the near field (P2P) is a flat list of (target chunk,
-source chunk) pairs for all chunks of the 27 neighbouring leaves, evaluated as dense
-``leaf_size × leaf_size`` blocks, so a crowded leaf costs what it holds and no more.
+The tree is *adaptive*: the cube enclosing the particles is split recursively, a box being
+split while it holds more than ``max_leaf`` particles, so a clustered input (a Plummer
+sphere) gets deep leaves in its core and shallow ones in its halo at the same cost per
+particle as a uniform one.  The tree is then *2:1 balanced* (no leaf touches a box two or
+more levels finer), which bounds every list and lets all far-field work use the same
+operators as a uniform tree:
+
+* **U list** (near field, P2P): the leaves touching a leaf, at levels l-1, l, l+1;
+* **V list** (M2L): same-level boxes that do not touch, whose parents touch (≤ 189);
+* **W/X lists** (a leaf a at level l and the children w of a split neighbour that do not
+  touch a): a gets *virtual children* at level l+1 that hold its particles' P2M and L2P;
+  at level l+1 they take part in the M2L with real boxes only, and only with those that
+  do not touch a.  Every pair of particles is thus counted exactly once: in the near field
+  if their leaves touch, else by one M2L at the coarsest level where their boxes are apart.
+
+Only non-empty boxes are stored, in Morton (Z-order) order, at every level.  Leaves are
+cut into *chunks* of at most ``leaf_size`` particles; the near field is a flat list of
+(target chunk, source chunk) pairs evaluated as dense ``leaf_size × leaf_size`` blocks;
+P2M and L2P run on chunks of :data:`E_CHUNK` particles of the box that holds the
+expansion (a leaf or its virtual child).
 
 Every array is padded to a "bucketed" length (next value of a geometric sequence with
 ratio ≤ 1.125) with a dummy entry at the end, so that nearby configurations give plans of
@@ -17,7 +29,6 @@ identical shapes and a jitted evaluation is reused instead of recompiled.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +36,7 @@ import numpy as np
 
 from lrnn.fmm.harmonics import M2L_OFFSETS, n_coeffs, octant_m2l_offsets, operators
 
-__all__ = ["FMMPlan", "build_plan", "plan_is_valid", "choose_depth", "MIN_ORDER", "MAX_ORDER"]
+__all__ = ["FMMPlan", "build_plan", "plan_is_valid", "MIN_ORDER", "MAX_ORDER"]
 
 #: Range of expansion orders offered (accuracy: see tests/fmm and the benchmark).
 MIN_ORDER = 5
@@ -38,6 +49,14 @@ P2P_GROUP = 8     # source chunks per near-field row
 P2P_BLOCK = 16    # near-field rows per tile
 CHUNK_BLOCK = 128  # chunks per P2M / L2P tile
 M2L_BLOCK = 32    # target boxes per M2L GEMM tile
+E_CHUNK = 16      # particles per P2M / L2P chunk
+#: Default split threshold: max(MAX_LEAF_FACTOR · leaf_size, MAX_LEAF_PER_COEFF · (p+1)²):
+#: the M2L work per box grows like (p+1)⁴ and the near-field work per box like its
+#: population squared, so higher orders want fuller leaves (measured on uniform and Plummer
+#: inputs, experiments/results/fmm).
+MAX_LEAF_FACTOR = 4
+MAX_LEAF_PER_COEFF = 3
+_FINE = 21        # particles are located on a 2^21 grid per axis (Morton keys < 2^63)
 
 
 def _bucket(n: int, quantum: int = 1) -> int:
@@ -89,24 +108,32 @@ class FMMPlan:
     """Static description of one FMM evaluation (a pytree: arrays are children, the
     integers below are static aux data, so a plan can be passed through ``jit``).
 
-    Arrays (device arrays; ``S = n_chunks · leaf_size`` particle slots):
-    ``slot_src`` (S,) original particle index of each slot, ``n`` for an empty slot;
-    ``particle_slot`` (n,) slot of each particle; ``chunk_leaf`` (n_chunks,) leaf of each
-    chunk; ``leaf_center`` (n_leaves, 3); ``p2p_tgt`` (rows,) target chunk and ``p2p_src``
-    (rows, P2P_GROUP) source chunks of each near-field row;
-    ``parent[l]`` and ``octant[l]`` per level (parent box index, child octant 0..7);
-    ``m2l_tgt[l][o]`` (n, ) target boxes of octant ``o`` and ``m2l_src[l][o]`` (n, 189)
-    their interaction lists (dummy index = last row, whose multipole is zero);
-    ``ops_m2m`` (K, 8K), ``ops_l2l`` (K, 8K), ``ops_m2l`` (8, 189K, K) translation matrices;
-    ``root_lo`` (3,), ``root_size`` () the root cube.
+    Boxes of every level are numbered in one global index (level ``l`` occupies rows
+    ``box_offset[l] : box_offset[l] + n_boxes[l]``; the last row of each level is a dummy
+    box whose expansions stay zero).  Arrays (device arrays):
+
+    * near field, ``S = n_chunks · leaf_size`` slots: ``slot_src`` (S,) original particle
+      of each slot (``n`` = empty); ``particle_slot`` (n,); ``p2p_tgt`` (rows,) target chunk
+      and ``p2p_src`` (rows, P2P_GROUP) source chunks of each near-field row;
+    * expansions, ``Se = n_echunks · E_CHUNK`` slots (chunks of the boxes that hold P2M and
+      L2P): ``eslot_src`` (Se,), ``particle_eslot`` (n,), ``echunk_box`` (n_echunks,) global
+      box of each chunk; ``box_center`` (boxes, 3) and ``box_level`` (boxes,);
+    * tree: ``parent[l]`` and ``octant[l]`` (level-local parent index and child octant) for
+      levels 3..depth; ``m2l_tgt[l][o]`` target boxes of octant ``o`` and ``m2l_src[l][o]``
+      (·, 189) their interaction lists (level-local; dummy-padded);
+    * ``ops_m2m`` (K, 8K), ``ops_l2l`` (K, 8K), ``ops_m2l`` (8, 189K, K) translation matrices;
+      ``root_lo`` (3,), ``root_size`` () the root cube.
     """
 
     slot_src: jax.Array
     particle_slot: jax.Array
-    chunk_leaf: jax.Array
-    leaf_center: jax.Array
     p2p_tgt: jax.Array
     p2p_src: jax.Array
+    eslot_src: jax.Array
+    particle_eslot: jax.Array
+    echunk_box: jax.Array
+    box_center: jax.Array
+    box_level: jax.Array
     parent: tuple
     octant: tuple
     m2l_tgt: tuple
@@ -116,60 +143,138 @@ class FMMPlan:
     ops_m2l: jax.Array
     root_lo: jax.Array
     root_size: jax.Array
+    n_virtual: jax.Array  # () number of virtual boxes (diagnostics)
     n: int = dataclasses.field(metadata=dict(static=True))
     order: int = dataclasses.field(metadata=dict(static=True))
     depth: int = dataclasses.field(metadata=dict(static=True))
     leaf_size: int = dataclasses.field(metadata=dict(static=True))
     n_boxes: tuple = dataclasses.field(metadata=dict(static=True))  # padded, per level 0..depth
+    box_offset: tuple = dataclasses.field(metadata=dict(static=True))  # per level 0..depth
     tol: float = dataclasses.field(metadata=dict(static=True))
 
     @property
     def leaf_side(self):
+        """Side of the smallest box (every pair closer than this is in the near field)."""
         return self.root_size / (1 << self.depth)
+
+    def particle_box(self, i: int):
+        """(centre (3,), side) of the box whose expansions serve particle ``i`` (NumPy)."""
+        b = int(self.echunk_box[int(self.particle_eslot[i]) // E_CHUNK])
+        side = float(self.root_size) / (1 << int(self.box_level[b]))
+        return np.asarray(self.box_center[b]), side
 
     def summary(self) -> dict:
         return dict(n=self.n, order=self.order, depth=self.depth, leaf_size=self.leaf_size,
-                    n_chunks=int(self.chunk_leaf.shape[0]), n_p2p_rows=int(self.p2p_tgt.shape[0]),
-                    n_boxes=self.n_boxes,
-                    n_m2l=int(sum(s.shape[0] for lvl in self.m2l_src for s in lvl)))
+                    n_chunks=int(self.slot_src.shape[0] // self.leaf_size),
+                    n_p2p_rows=int(self.p2p_tgt.shape[0]), n_boxes=self.n_boxes,
+                    n_m2l=int(sum(s.shape[0] for lvl in self.m2l_src for s in lvl)),
+                    n_m2l_pairs=int(sum(int(np.sum(np.asarray(s) != self.n_boxes[lv + 2] - 1))
+                                        for lv, ss in enumerate(self.m2l_src) for s in ss)),
+                    n_echunks=int(self.echunk_box.shape[0]), n_virtual=int(self.n_virtual))
 
 
-def _level_coords(ijk_leaf, depth, level):
-    return ijk_leaf >> (depth - level)
+def _runs(k: np.ndarray):
+    """Distinct values of the sorted array ``k``, their first positions and counts."""
+    if len(k) == 0:
+        return k, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    counts = np.diff(np.r_[first, len(k)])
+    return k[first], first, counts
 
 
-def _depth_cost(ijk_all, depth_max, order, leaf_size):
-    """Estimated cost (arbitrary units) of every depth 2..depth_max."""
-    K = n_coeffs(order)
-    costs = {}
-    boxes = {}
-    for lvl in range(2, depth_max + 1):
-        c = _level_coords(ijk_all, depth_max, lvl)
-        keys, first, counts = np.unique(morton(c), return_index=True, return_counts=True)
-        boxes[lvl] = len(keys)
-        coords = c[first]
-        nc = -(-counts // leaf_size)
-        nb = _lookup(keys, coords[:, None, :] + _NEIGHBOURS[None], 1 << lvl)
-        ncn = np.where(nb >= 0, nc[np.maximum(nb, 0)], 0).sum(1)
-        p2p = float((nc * ncn).sum()) * leaf_size * leaf_size
-        m2l = sum(boxes[m] for m in range(2, lvl + 1)) * 189.0 * K * K
-        # weights calibrated on a 2-core CPU: a near-field pair costs ~40 GEMM multiply-adds
-        costs[lvl] = 40.0 * p2p + m2l + 60.0 * len(ijk_all) * K
-        best = min(costs, key=costs.get)
-        if lvl >= best + 2 and costs[lvl] > 2 * costs[best]:
-            break  # well past the optimum (the cost only grows deeper down)
-    return costs
+def _adjacent(a, la, b, lb):
+    """Boxes ``a`` (coords at level la) and ``b`` (level lb ≥ la) touch or overlap."""
+    s = lb - la
+    lo = (a << s) - 1
+    hi = ((a + 1) << s)
+    return np.all((b >= lo) & (b <= hi), axis=-1)
 
 
-def choose_depth(positions: np.ndarray, order: int, leaf_size: int, lo, size) -> int:
-    """Depth minimising the cost model on the given particles (at least 2)."""
-    n = len(positions)
-    # deep enough that the densest leaf is split down to ~leaf_size/4 particles
-    depth_max = int(min(20, max(3, math.ceil(math.log(max(n, 8) / 2, 8)) + 6)))
-    ijk = np.clip(((positions - lo) / size * (1 << depth_max)).astype(np.int64), 0,
-                  (1 << depth_max) - 1)
-    costs = _depth_cost(ijk, depth_max, order, leaf_size)
-    return min(costs, key=costs.get)
+class _Tree:
+    """Adaptive octree in NumPy: per level the sorted Morton keys, coords and leaf flags."""
+
+    def __init__(self, fk, fijk, fine):
+        self.fk, self.fijk, self.F = fk, fijk, fine
+        self.keys, self.coords, self.leaf = {}, {}, {}
+
+    def pkeys(self, level):
+        return self.fk >> (3 * (self.F - level))
+
+    def add(self, level, keys, coords, leaf):
+        if level in self.keys:
+            keys = np.concatenate([self.keys[level], keys])
+            coords = np.concatenate([self.coords[level], coords])
+            leaf = np.concatenate([self.leaf[level], leaf])
+        o = np.argsort(keys, kind="stable")
+        self.keys[level], self.coords[level], self.leaf[level] = keys[o], coords[o], leaf[o]
+
+    def grow(self, cap, max_leaf):
+        """Split every box holding more than ``max_leaf`` particles, down to level ``cap``."""
+        active = np.ones(len(self.fk), bool)
+        for lvl in range(2, cap + 1):
+            idx = np.flatnonzero(active)
+            keys, first, counts = _runs(self.pkeys(lvl)[idx])
+            leaf = (counts <= max_leaf) | (lvl == cap)
+            self.add(lvl, keys, self.fijk[idx[first]] >> (self.F - lvl), leaf)
+            active[idx] = ~np.repeat(leaf, counts)
+            if not active.any():
+                break
+
+    def split(self, level, which):
+        """Turn the leaves ``which`` (indices at ``level``) into parents of their children."""
+        self.leaf[level][which] = False
+        pk = self.pkeys(level)
+        pos = np.searchsorted(self.keys[level][which], pk)
+        pos = np.minimum(pos, len(which) - 1)
+        sel = np.flatnonzero(self.keys[level][which][pos] == pk)
+        keys, first, _ = _runs(self.pkeys(level + 1)[sel])
+        self.add(level + 1, keys, self.fijk[sel[first]] >> (self.F - level - 1),
+                 np.ones(len(keys), bool))
+
+    def balance(self):
+        """2:1 balance: no leaf touches a box two or more levels finer than itself.
+
+        For every box at level l, each neighbour region of its parent (level l-1) must not
+        lie inside a leaf of level ≤ l-2; such leaves are split (deepest level first, so one
+        sweep suffices: splits only create boxes at coarser levels than the one checked).
+        """
+        nb26 = _NEIGHBOURS[np.any(_NEIGHBOURS != 0, axis=1)]
+        for lvl in range(max(self.keys), 3, -1):
+            while True:
+                pk, first, _ = _runs(self.keys[lvl] >> 3)
+                pc = self.coords[lvl][first] >> 1
+                X = (pc[:, None, :] + nb26[None]).reshape(-1, 3)
+                X = X[np.all((X >= 0) & (X < (1 << (lvl - 1))), axis=1)]
+                X = X[np.unique(morton(X), return_index=True)[1]]
+                changed = False
+                for m in range(lvl - 2, 1, -1):
+                    pos = _lookup(self.keys[m], X >> (lvl - 1 - m), 1 << m)
+                    hit = pos >= 0
+                    hit[hit] = self.leaf[m][pos[hit]]
+                    if hit.any():
+                        self.split(m, np.unique(pos[hit]))
+                        changed = True
+                if not changed:
+                    break
+
+
+def _level_boxes(tree, virt_keys, virt_coords, lvl):
+    """Real and virtual boxes of one level, merged in Morton order."""
+    keys = np.concatenate([tree.keys.get(lvl, np.zeros(0, np.int64)), virt_keys])
+    coords = np.concatenate([tree.coords.get(lvl, np.zeros((0, 3), np.int64)), virt_coords])
+    virt = np.r_[np.zeros(len(keys) - len(virt_keys), bool), np.ones(len(virt_keys), bool)]
+    o = np.argsort(keys, kind="stable")
+    return keys[o], coords[o], virt[o]
+
+
+def _chunks(owner_runs_counts, cap):
+    """Chunk layout of consecutive runs (sorted particles): slot of every particle."""
+    nc = -(-owner_runs_counts // cap)
+    off = np.concatenate([[0], np.cumsum(nc)])
+    run = np.repeat(np.arange(len(nc)), owner_runs_counts)
+    start = np.concatenate([[0], np.cumsum(owner_runs_counts)])[:-1]
+    rank = np.arange(int(owner_runs_counts.sum())) - start[run]
+    return nc, off, off[run] * cap + rank
 
 
 def _check_positions(x):
@@ -182,67 +287,156 @@ def _check_positions(x):
         raise ValueError(f"positions contain NaN/inf (particles {bad[:5].tolist()}...)")
 
 
-def build_plan(positions, *, order: int = 8, leaf_size: int = 32, depth: int | None = None,
-               min_leaf_side: float | None = None, tol: float = 1e-6) -> FMMPlan:
-    """Build the octree and every interaction list for ``positions`` (N, 3).
+def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int | None = None,
+               depth: int | None = None, min_leaf_side: float | None = None,
+               tol: float = 1e-6) -> FMMPlan:
+    """Build the adaptive octree and every interaction list for ``positions`` (N, 3).
 
-    ``order``: expansion order p (``MIN_ORDER..MAX_ORDER``); ``leaf_size``: chunk capacity;
-    ``depth``: force a depth (default: cost model, :func:`choose_depth`);
-    ``min_leaf_side``: cap the depth so that leaves are at least this wide (use it when a
-    custom near-field kernel differs from 1/r below some distance: every pair closer than
-    the leaf side is in the near field); ``tol``: relative slack of the leaf-membership
+    ``order``: expansion order p (``MIN_ORDER..MAX_ORDER``); ``leaf_size``: near-field chunk
+    capacity; ``max_leaf``: a box holding more particles is split (default
+    ``max(MAX_LEAF_FACTOR·leaf_size, MAX_LEAF_PER_COEFF·(order+1)²)``); ``depth``: instead, a uniform tree of exactly
+    this depth; ``min_leaf_side``: no box smaller than this (use it when a custom
+    near-field kernel differs from 1/r below some distance: every pair closer than the
+    smallest box side is in the near field); ``tol``: relative slack of the box-membership
     check (:func:`plan_is_valid`).
+
+    The tree (see the module docstring): boxes with more than ``max_leaf`` particles are
+    split; the tree is 2:1 balanced; a leaf that touches a split box of its own level gets
+    *virtual children* at the next level, which carry its P2M/L2P and take part in that
+    level's M2L with real boxes only (the W- and X-list interactions of an adaptive FMM,
+    done with the ordinary same-level M2L operators).
     """
     x = np.asarray(positions, dtype=np.float64)
     _check_positions(x)
     if not (MIN_ORDER <= int(order) <= MAX_ORDER):
         raise ValueError(f"order must be in [{MIN_ORDER}, {MAX_ORDER}], got {order}")
-    order = int(order)
+    if int(leaf_size) < 1 or (max_leaf is not None and int(max_leaf) < 1):
+        raise ValueError(f"leaf_size and max_leaf must be positive, got {leaf_size}, {max_leaf}")
+    order, C = int(order), int(leaf_size)
     n = x.shape[0]
     lo_, hi_ = x.min(0), x.max(0)
     size = float((hi_ - lo_).max())
     size = size * (1 + 1e-6) + 1e-12 * (1 + np.abs(x).max())
     lo = (lo_ + hi_) / 2 - size / 2
-    if depth is None:
-        depth = choose_depth(x, order, leaf_size, lo, size)
+    F = _FINE
+    cap = F if depth is None else max(2, min(F, int(depth)))
     if min_leaf_side is not None:
-        while depth > 2 and size / (1 << depth) < min_leaf_side:
-            depth -= 1
-    depth = int(max(2, depth))
-    side = 1 << depth
-    h = size / side
-    ijk = np.clip(np.floor((x - lo) / h).astype(np.int64), 0, side - 1)
-    keys = morton(ijk)
-    order_idx = np.argsort(keys, kind="stable")
-    skeys = keys[order_idx]
-    leaf_keys, leaf_start, leaf_count = np.unique(skeys, return_index=True, return_counts=True)
-    leaf_coords = ijk[order_idx[leaf_start]]
-    n_leaves = len(leaf_keys)
-    leaf_of_sorted = np.repeat(np.arange(n_leaves), leaf_count)
-    rank = np.arange(n) - leaf_start[leaf_of_sorted]
+        while cap > 2 and size / (1 << cap) < min_leaf_side:
+            cap -= 1
+    if depth is not None:
+        max_leaf = 0
+    elif max_leaf is None:
+        max_leaf = max(MAX_LEAF_FACTOR * C, MAX_LEAF_PER_COEFF * n_coeffs(order))
+    max_leaf = int(max_leaf)
+    fijk = np.clip(np.floor((x - lo) / size * (1 << F)).astype(np.int64), 0, (1 << F) - 1)
+    fkey = morton(fijk)
+    order_idx = np.argsort(fkey, kind="stable")
+    tree = _Tree(fkey[order_idx], fijk[order_idx], F)
+    tree.grow(cap, max_leaf)
+    tree.balance()
+    depth = max(tree.keys)
+    levels = range(2, depth + 1)
 
-    # --- chunks -----------------------------------------------------------------------
-    C = int(leaf_size)
-    nc = -(-leaf_count // C)
-    chunk_off = np.concatenate([[0], np.cumsum(nc)])
-    n_chunks = int(chunk_off[-1])
-    n_chunks_pad = _bucket(n_chunks + 1, CHUNK_BLOCK)
-    n_leaves_pad = _bucket(n_leaves + 1)
-    chunk_leaf = np.full(n_chunks_pad, n_leaves_pad - 1, dtype=np.int64)
-    chunk_leaf[:n_chunks] = np.repeat(np.arange(n_leaves), nc)
-    slot_sorted = chunk_off[leaf_of_sorted] * C + rank
-    slot_src = np.full(n_chunks_pad * C, n, dtype=np.int64)
+    # --- leaves, and which of them need virtual children ------------------------------
+    leaf_level = np.zeros(n, np.int64)  # per sorted particle
+    leaf_pos = np.zeros(n, np.int64)
+    need_virtual = {}
+    for lvl in levels:
+        pk = tree.pkeys(lvl)
+        pos = np.minimum(np.searchsorted(tree.keys[lvl], pk), len(tree.keys[lvl]) - 1)
+        isleaf = (tree.keys[lvl][pos] == pk) & tree.leaf[lvl][pos]
+        leaf_level[isleaf], leaf_pos[isleaf] = lvl, pos[isleaf]
+        internal = ~tree.leaf[lvl]
+        nbp = _lookup(tree.keys[lvl], tree.coords[lvl][:, None, :] + _NEIGHBOURS[None], 1 << lvl)
+        has_int = np.any((nbp >= 0) & internal[np.maximum(nbp, 0)], axis=1)
+        need_virtual[lvl] = tree.leaf[lvl] & has_int
+    assert not need_virtual[depth].any(), "a deepest-level leaf cannot touch a split box"
+    virt_keys, virt_coords = {lvl: np.zeros(0, np.int64) for lvl in range(2, depth + 2)}, {}
+    ebox_level = leaf_level.copy()
+    for lvl in range(2, depth + 1):
+        virt_coords.setdefault(lvl, np.zeros((0, 3), np.int64))
+    for lvl in range(2, depth):
+        sel = np.flatnonzero(leaf_level == lvl)
+        sel = sel[need_virtual[lvl][leaf_pos[sel]]]
+        keys, first, _ = _runs(tree.pkeys(lvl + 1)[sel])
+        virt_keys[lvl + 1] = keys
+        virt_coords[lvl + 1] = tree.fijk[sel[first]] >> (F - lvl - 1)
+        ebox_level[sel] = lvl + 1
+
+    # --- all boxes (real + virtual) per level; global numbering -----------------------------
+    bkeys, bcoords, bvirt, n_boxes, box_offset = {}, {}, {}, {}, {}
+    off = 0
+    for lvl in levels:
+        bkeys[lvl], bcoords[lvl], bvirt[lvl] = _level_boxes(tree, virt_keys[lvl],
+                                                            virt_coords[lvl], lvl)
+        n_boxes[lvl] = _bucket(len(bkeys[lvl]) + 1)
+        box_offset[lvl] = off
+        off += n_boxes[lvl]
+    n_total = off
+    box_center = np.tile(lo + 0.5 * size, (n_total, 1))
+    box_level = np.zeros(n_total, np.int64)
+    for lvl in levels:
+        o, m = box_offset[lvl], len(bkeys[lvl])
+        box_center[o:o + m] = lo + (bcoords[lvl] + 0.5) * (size / (1 << lvl))
+        box_level[o:o + n_boxes[lvl]] = lvl
+
+    # --- expansion chunks: particles grouped by the box that holds their P2M / L2P ----------
+    ebox = np.zeros(n, np.int64)
+    for lvl in levels:
+        sel = ebox_level == lvl
+        ebox[sel] = box_offset[lvl] + np.searchsorted(bkeys[lvl], tree.pkeys(lvl)[sel])
+    eb, _, ecount = _runs(ebox)  # particles are in Morton order: each box is one run
+    nec, _, eslot_sorted = _chunks(ecount, E_CHUNK)
+    n_ech = int(nec.sum())
+    n_ech_pad = _bucket(n_ech + 1, CHUNK_BLOCK)
+    echunk_box = np.full(n_ech_pad, n_total - 1, np.int64)
+    echunk_box[:n_ech] = np.repeat(eb, nec)
+    eslot_src = np.full(n_ech_pad * E_CHUNK, n, np.int64)
+    eslot_src[eslot_sorted] = order_idx
+    particle_eslot = np.empty(n, np.int64)
+    particle_eslot[order_idx] = eslot_sorted
+
+    # --- near field: chunks of leaves, U lists (touching leaves, levels l-1..l+1) ----------
+    lid = leaf_level * (1 << 40) + leaf_pos  # unique leaf id, constant along each run
+    _, lfirst, lcount = _runs(lid)
+    nc, chunk_off, slot_sorted = _chunks(lcount, C)
+    n_chunks = int(nc.sum())
+    n_chunks_pad = _bucket(n_chunks + 1)
+    slot_src = np.full(n_chunks_pad * C, n, np.int64)
     slot_src[slot_sorted] = order_idx
-    particle_slot = np.empty(n, dtype=np.int64)
+    particle_slot = np.empty(n, np.int64)
     particle_slot[order_idx] = slot_sorted
-    leaf_center = np.zeros((n_leaves_pad, 3))
-    leaf_center[:n_leaves] = lo + (leaf_coords + 0.5) * h
-    leaf_center[n_leaves:] = lo + 0.5 * size
-
-    # --- near field: chunk pairs of neighbouring leaves -------------------------------------
-    nb = _lookup(leaf_keys, leaf_coords[:, None, :] + _NEIGHBOURS[None], side)
-    la = np.repeat(np.arange(n_leaves), 27)[nb.reshape(-1) >= 0]
-    lb = nb.reshape(-1)[nb.reshape(-1) >= 0]
+    leaf_of = {}  # level -> leaf number of each node (-1 for internal)
+    for lvl in levels:
+        leaf_of[lvl] = np.full(len(tree.keys[lvl]), -1, np.int64)
+    ll, lp = leaf_level[lfirst], leaf_pos[lfirst]
+    for lvl in levels:
+        s = ll == lvl
+        leaf_of[lvl][lp[s]] = np.flatnonzero(s)
+    la_all, lb_all = [], []
+    coarse = np.array([(i, j, k) for i in range(-1, 3) for j in range(-1, 3) for k in range(-1, 3)
+                       if not (0 <= i <= 1 and 0 <= j <= 1 and 0 <= k <= 1)], np.int64)
+    for lvl in levels:
+        mine = np.flatnonzero(ll == lvl)
+        if len(mine) == 0:
+            continue
+        c = tree.coords[lvl][lp[mine]]
+        for dl, cand in ((0, c[:, None, :] + _NEIGHBOURS[None]),
+                         (-1, (c[:, None, :] >> 1) + _NEIGHBOURS[None]),
+                         (1, (c[:, None, :] << 1) + coarse[None])):
+            m = lvl + dl
+            if m not in tree.keys:
+                continue
+            pos = _lookup(tree.keys[m], cand, 1 << m)
+            ok = pos >= 0
+            ok[ok] = tree.leaf[m][pos[ok]]
+            if dl == -1:
+                ok &= _adjacent(cand, m, np.broadcast_to(c[:, None, :], cand.shape), lvl)
+            a, j = np.nonzero(ok)
+            la_all.append(mine[a])
+            lb_all.append(leaf_of[m][pos[a, j]])
+    la = np.concatenate(la_all)
+    lb = np.concatenate(lb_all)
     cnt = nc[la] * nc[lb]
     start = np.concatenate([[0], np.cumsum(cnt)])[:-1]
     rep = np.repeat(np.arange(len(la)), cnt)
@@ -253,8 +447,7 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, depth: int | N
     srt = np.argsort(p_t, kind="stable")
     p_t, p_s = p_t[srt], p_s[srt]
     # group the sources of each target chunk into rows of P2P_GROUP chunks (padded with the
-    # dummy chunk): one tile row is a dense leaf_size × (P2P_GROUP·leaf_size) block and the
-    # stacked tile outputs are P2P_GROUP times smaller than with one row per chunk pair
+    # dummy chunk): one tile row is a dense leaf_size × (P2P_GROUP·leaf_size) block
     G = P2P_GROUP
     deg = np.bincount(p_t, minlength=n_chunks)
     rows_per = -(-deg // G)
@@ -269,40 +462,45 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, depth: int | N
     p2p_src[row_off[p_t] + kk // G, kk % G] = p_s
     del p_t, p_s, kk, rep, within, ncb
 
-    # --- levels ---------------------------------------------------------------------------
-    lvl_keys = {depth: leaf_keys}
-    lvl_coords = {depth: leaf_coords}
-    n_boxes = {depth: n_leaves_pad}
-    for lvl in range(depth - 1, 1, -1):
-        k, first = np.unique(lvl_keys[lvl + 1] >> 3, return_index=True)
-        lvl_keys[lvl] = k
-        lvl_coords[lvl] = lvl_coords[lvl + 1][first] >> 1
-        n_boxes[lvl] = _bucket(len(k) + 1)
+    # --- parent links and M2L lists (level-local indices) -----------------------------------
     parents, octants = [], []
-    for lvl in range(3, depth + 1):  # parent links of level lvl -> lvl-1
-        k = lvl_keys[lvl]
+    for lvl in range(3, depth + 1):
+        k = bkeys[lvl]
         par = np.full(n_boxes[lvl], n_boxes[lvl - 1] - 1, dtype=np.int64)
-        par[:len(k)] = np.searchsorted(lvl_keys[lvl - 1], k >> 3)
+        par[:len(k)] = np.searchsorted(bkeys[lvl - 1], k >> 3)
         octn = np.zeros(n_boxes[lvl], dtype=np.int64)
         octn[:len(k)] = k & 7
         parents.append(par)
         octants.append(octn)
     oct_off = M2L_OFFSETS[octant_m2l_offsets()]  # (8, 189, 3)
     m2l_tgt, m2l_src = [], []
-    for lvl in range(2, depth + 1):
-        k, cds = lvl_keys[lvl], lvl_coords[lvl]
+    for lvl in levels:
+        k, cds, virt = bkeys[lvl], bcoords[lvl], bvirt[lvl]
         dummy = n_boxes[lvl] - 1
         octk = k & 7
         tg, sr = [], []
         for o in range(8):
             t = np.flatnonzero(octk == o)
-            npad = _bucket(len(t) + 1, M2L_BLOCK) if len(t) else 0
+            # small levels get one short tile (no padding to a full M2L_BLOCK)
+            npad = (0 if not len(t) else _bucket(len(t) + 1) if len(t) < M2L_BLOCK
+                    else _bucket(len(t) + 1, M2L_BLOCK))
             tt = np.full(npad, dummy, dtype=np.int64)
             ss = np.full((npad, 189), dummy, dtype=np.int32)
             tt[:len(t)] = t
             for c0 in range(0, len(t), 8192):  # chunks bound the planning memory
-                s = _lookup(k, cds[t[c0:c0 + 8192]][:, None, :] + oct_off[o][None], 1 << lvl)
-                ss[c0:c0 + len(s)] = np.where(s >= 0, s, dummy)
+                tc = t[c0:c0 + 8192]
+                ct = cds[tc][:, None, :]
+                cs = ct + oct_off[o][None]
+                s = _lookup(k, cs, 1 << lvl)
+                ok = s >= 0
+                tv = virt[tc][:, None]
+                sv = np.where(ok, virt[np.maximum(s, 0)], False)
+                # virtual boxes meet real ones only, and only those that do not touch the
+                # leaf they belong to (touching pairs are in the near field)
+                ok &= ~(tv & sv)
+                ok &= ~(tv & ~sv & _adjacent(ct >> 1, lvl - 1, cs, lvl))
+                ok &= ~(~tv & sv & _adjacent(cs >> 1, lvl - 1, np.broadcast_to(ct, cs.shape), lvl))
+                ss[c0:c0 + len(tc)] = np.where(ok, s, dummy)
             tg.append(tt)
             sr.append(ss)
         m2l_tgt.append(tuple(tg))
@@ -310,16 +508,22 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, depth: int | N
 
     ops = _device_ops(order)
     i32 = lambda a: jnp.asarray(a.astype(np.int32))  # noqa: E731
+    n_boxes_t = tuple(n_boxes.get(lvl, 0) for lvl in range(depth + 1))
     return FMMPlan(
-        slot_src=i32(slot_src), particle_slot=i32(particle_slot), chunk_leaf=i32(chunk_leaf),
-        leaf_center=jnp.asarray(leaf_center), p2p_tgt=i32(p2p_tgt), p2p_src=i32(p2p_src),
+        slot_src=i32(slot_src), particle_slot=i32(particle_slot),
+        p2p_tgt=i32(p2p_tgt), p2p_src=i32(p2p_src),
+        eslot_src=i32(eslot_src), particle_eslot=i32(particle_eslot),
+        echunk_box=i32(echunk_box), box_center=jnp.asarray(box_center),
+        box_level=i32(box_level),
         parent=tuple(i32(a) for a in parents), octant=tuple(i32(a) for a in octants),
         m2l_tgt=tuple(tuple(i32(a) for a in lv) for lv in m2l_tgt),
         m2l_src=tuple(tuple(i32(a) for a in lv) for lv in m2l_src),
         ops_m2m=ops[0], ops_l2l=ops[1], ops_m2l=ops[2],
         root_lo=jnp.asarray(lo), root_size=jnp.asarray(size),
-        n=n, order=order, depth=depth, leaf_size=C,
-        n_boxes=tuple(n_boxes.get(lvl, 0) for lvl in range(depth + 1)), tol=float(tol))
+        n_virtual=jnp.asarray(sum(len(v) for v in virt_keys.values()), jnp.int32),
+        n=n, order=order, depth=depth, leaf_size=C, n_boxes=n_boxes_t,
+        box_offset=tuple(box_offset.get(lvl, 0) for lvl in range(depth + 1)),
+        tol=float(tol))
 
 
 _DEVICE_OPS: dict = {}
@@ -338,15 +542,16 @@ def _device_ops(order):
 
 
 def plan_is_valid(plan: FMMPlan, positions) -> jax.Array:
-    """True iff every particle is still inside its leaf (within ``plan.tol``); jittable, O(N).
+    """True iff every particle is still inside its box (within ``plan.tol``); jittable, O(N).
 
-    When it is False the plan's interaction lists no longer describe the particles and
-    the FMM must be re-planned (:func:`lrnn.fmm.plan`).
+    The box is the one holding the particle's P2M/L2P (its leaf or the leaf's virtual
+    child, which lies inside the leaf).  When it is False the plan's interaction lists no
+    longer describe the particles and the FMM must be re-planned (:func:`lrnn.fmm.plan`).
     """
     positions = jnp.asarray(positions)
-    slot = plan.particle_slot
-    leaf = plan.chunk_leaf[slot // plan.leaf_size]
-    c = plan.leaf_center[leaf].astype(positions.dtype)
-    h = (plan.root_size / (1 << plan.depth)).astype(positions.dtype)
+    box = plan.echunk_box[plan.particle_eslot // E_CHUNK]
+    c = plan.box_center[box].astype(positions.dtype)
+    h = plan.root_size.astype(positions.dtype) * jnp.exp2(-plan.box_level[box].astype(positions.dtype))
+    h = h[:, None]
     u = jnp.abs(positions - c) / h
     return jnp.all(u <= 0.5 * (1 + plan.tol) + 1e-12)

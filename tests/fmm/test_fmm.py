@@ -136,8 +136,10 @@ def test_invariance_translation_rotation():
     th = 0.7
     rot = np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
     rot = rot @ np.array([[1, 0, 0], [0, np.cos(1.1), -np.sin(1.1)], [0, np.sin(1.1), np.cos(1.1)]])
+    # a moved or rotated set gets a different tree: invariant up to the FMM error
+    # (relative RMS error of φ ~4e-6 at p = 10 on this set)
     for y in (x + np.array([3.3, -1.7, 12.9]), x @ rot.T, (x - 5.0) @ rot):
-        assert abs(float(F.laplace_energy(y, q, **kw)) - e0) < 1e-6 * abs(e0)
+        assert abs(float(F.laplace_energy(y, q, **kw)) - e0) < 1e-5 * abs(e0)
 
 
 def test_force_continuity_across_cell_boundary():
@@ -155,8 +157,7 @@ def test_force_continuity_across_cell_boundary():
         y[0, 0] = b + s * h
         if F.needs_replan(pl, y):
             pl = F.plan(y, order=10, depth=3)
-        leaf = int(pl.chunk_leaf[int(pl.particle_slot[0]) // pl.leaf_size])
-        leaves.append(float(pl.leaf_center[leaf, 0]))
+        leaves.append(float(pl.particle_box(0)[0][0]))
         f = -np.asarray(grad(jnp.asarray(y), pl))[0]
         phi, E = direct_field(y, q)
         # per-particle errors are measured against the RMS force of the set
@@ -241,3 +242,61 @@ def test_near_kernel_plugin():
     got = F.potential_with_plan(pl, x, q, near_kernel=kern)
     ref = F.direct_potential(x, q, kernel=kern)
     assert rel_rms(got, ref) < 1e-5
+
+
+def _multiscale_set(seed=23):
+    """A dense 2000-particle ball (radius 1e-3) in a corner of a sparse 1000-particle cube:
+    leaves at many levels, coarse halo leaves touching finely split boxes."""
+    rng = np.random.default_rng(seed)
+    core = 0.05 + 1e-3 * rng.normal(size=(2000, 3))
+    halo = rng.uniform(0, 1, (1000, 3))
+    return np.concatenate([core, halo]), random_charges(3000, seed=seed)
+
+
+def test_adaptive_tree_is_balanced_and_counts_every_pair_once():
+    from lrnn.fmm.tree import _FINE, _Tree, morton
+
+    x, q = _multiscale_set()
+    lo, size = x.min(0), float(np.ptp(x, 0).max()) * 1.001
+    fijk = np.floor((x - lo) / size * (1 << _FINE)).astype(np.int64)
+    k = morton(fijk)
+    o = np.argsort(k)
+    tree = _Tree(k[o], fijk[o], _FINE)
+    tree.grow(_FINE, 32)
+    tree.balance()
+    levels = sorted(tree.keys)
+    assert levels[-1] - levels[0] >= 6  # genuinely multi-level
+    # 2:1 balance: no leaf touches a leaf two or more levels finer
+    for la in levels:
+        leaves_a = tree.coords[la][tree.leaf[la]]
+        for lb in levels:
+            if lb < la + 2:
+                continue
+            # a finer leaf b touches a iff its ancestor at level la+1 is one of a's 56 outer
+            # neighbours at that level; those must not exist as nodes that hold b
+            anc = tree.coords[lb][tree.leaf[lb]] >> (lb - la - 1)
+            cand = (leaves_a[:, None, :] << 1) + np.array(
+                [(i, j, m) for i in range(-1, 3) for j in range(-1, 3) for m in range(-1, 3)])
+            keys = np.unique(morton(anc))
+            hit = np.isin(morton(np.clip(cand, 0, None)), keys) & np.all(cand >= 0, -1)
+            assert not hit.any(), (la, lb)
+    # every pair once: the FMM with charges 1 and the 1/r kernel matches the direct sum
+    pl = F.plan(x, order=10, max_leaf=32)
+    assert int(pl.n_virtual) > 0 and pl.depth >= 8
+    ref, E = direct_field(x, q)
+    assert rel_rms(F.potential_with_plan(pl, x, q), ref) < 1e-5
+    ones = np.ones(len(x))
+    ref1, _ = direct_field(x, ones)
+    assert rel_rms(F.potential_with_plan(pl, x, ones), ref1) < 1e-5
+    f = -np.asarray(jax.grad(lambda y: 0.5 * jnp.sum(q * F.potential_with_plan(pl, y, q)))(
+        jnp.asarray(x)))
+    assert rel_rms(f, q[:, None] * E) < 1e-4
+
+
+def test_adaptive_cost_follows_the_particles_not_the_box():
+    """A Plummer sphere and a uniform cube of the same N get comparable plans (box counts
+    within a small factor), although the Plummer core is ~1e4× denser than its halo."""
+    u = F.plan(uniform_cube(20000, seed=1), order=5).summary()
+    p = F.plan(plummer(20000, seed=1), order=5).summary()
+    assert p["depth"] > u["depth"] + 2
+    assert p["n_chunks"] < 2 * u["n_chunks"] and p["n_m2l_pairs"] < 5 * u["n_m2l_pairs"]
