@@ -145,6 +145,26 @@ def run_task(task, log, timeout):
 EPS_FOR_ORDER = {5: 1e-3, 8: 1e-5, 12: 1e-6, 14: 1e-7}
 
 
+def per_particle_ratios(results):
+    """O(N) check: max/min time per particle over N = 1e4 … 1e6 for each (dist, order)."""
+    out = []
+    for dist in ("uniform", "plummer"):
+        for order in sorted({r.get("order") for r in results if r.get("kind") == "fmm"}):
+            tp = [r["time_per_particle_us"] for r in results
+                  if r.get("kind") == "fmm" and r["dist"] == dist and r.get("order") == order
+                  and 1e4 <= r["n"] <= 1e6 and "error" not in r]
+            if len(tp) >= 2:
+                out.append(dict(dist=dist, order=order, ratio=max(tp) / min(tp),
+                                min_us=min(tp), max_us=max(tp), n_sizes=len(tp)))
+    return out
+
+
+def write_json(tag, meta_, results):
+    (OUT / f"{tag}.json").write_text(json.dumps(
+        {"meta": meta_, "results": results, "per_particle_ratio": per_particle_ratios(results)},
+        indent=1))
+
+
 def make_table(results, meta):
     import numpy as np
 
@@ -170,16 +190,10 @@ def make_table(results, meta):
         rows.append(f"| {r['dist']} | {r['n']} | {r['kind']} | {par} | {r['time_s']:.3g} | "
                     f"{r['time_per_particle_us']:.3g} | {r['rel_err']:.2e} | "
                     f"{r['peak_rss_gib']:.2f} | {ratio} |")
-    # O(N) check: time per particle max/min over 1e4..1e6 for each (dist, order)
     lines = ["", "Time per particle, max/min over N = 10^4 … 10^6 (O(N) means ≤ 2):", ""]
-    for dist in ("uniform", "plummer"):
-        for order in sorted({r.get("order") for r in results if r.get("kind") == "fmm"}):
-            tp = [r["time_per_particle_us"] for r in results
-                  if r.get("kind") == "fmm" and r["dist"] == dist and r.get("order") == order
-                  and 1e4 <= r["n"] <= 1e6 and "error" not in r]
-            if len(tp) >= 2:
-                lines.append(f"- {dist}, p={order}: {max(tp) / min(tp):.2f} "
-                             f"({min(tp):.3g}–{max(tp):.3g} µs/particle, {len(tp)} sizes)")
+    for c in per_particle_ratios(results):
+        lines.append(f"- {c['dist']}, p={c['order']}: {c['ratio']:.2f} "
+                     f"({c['min_us']:.3g}–{c['max_us']:.3g} µs/particle, {c['n_sizes']} sizes)")
     head = [f"# lrnn.fmm benchmark ({meta['date']})", "",
             f"Machine: {meta['machine']}; {meta['cpus']} CPU cores"
             + (f", 1-min load average {meta['loadavg_start']:.2f} at the start"
@@ -256,6 +270,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     if args.report:
         data = json.loads((OUT / f"{args.tag}.json").read_text())
+        write_json(args.tag, data["meta"], data["results"])
         table, _ = make_table(data["results"], data["meta"])
         (OUT / f"{args.tag}.md").write_text(table)
         plot(data["results"], OUT / f"{args.tag}.png")
@@ -293,8 +308,7 @@ def main():
                     print(json.dumps({k: v for k, v in r.items() if k not in ("times", "plan")}),
                           flush=True)
                     results.append(r)
-                    (OUT / f"{args.tag}.json").write_text(json.dumps(
-                        {"meta": meta(args, load0), "results": merged()}, indent=1))
+                    write_json(args.tag, meta(args, load0), merged())
     results = merged()
     table, _ = make_table(results, meta(args, load0))
     (OUT / f"{args.tag}.md").write_text(table)

@@ -91,14 +91,9 @@ def fmm_rows():
     fm = {(r["dist"], r["n"], r["order"]): r for r in res if r["kind"] == "fmm"}
     f3 = {(r["dist"], r["n"], r["eps"]): r for r in res if r["kind"] == "fmm3d"}
     out = []
-    orders = sorted({k[2] for k in fm})
     for dist in ("uniform", "plummer"):
-        ratios = []
-        for o in orders:
-            tp = [fm[(dist, n, o)]["time_per_particle_us"] for n in (10**4, 10**5, 10**6)
-                  if (dist, n, o) in fm]
-            if len(tp) == 3:
-                ratios.append((max(tp) / min(tp), o))
+        ratios = [(c["ratio"], c["order"]) for c in f.get("per_particle_ratio", [])
+                  if c["dist"] == dist and c["n_sizes"] == 3]
         if ratios:
             worst = max(ratios)
             out.append(f"| lrnn.fmm {dist}: time per particle, max/min over N = 1e4, 1e5, 1e6 | "

@@ -76,7 +76,7 @@ def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
     # expansion chunks: E_CHUNK particles of one box (a leaf or a leaf's virtual child)
     n_ech = plan.echunk_box.shape[0]
     ce = plan.box_center[plan.echunk_box].astype(dtype)  # (n_ech, 3)
-    he = plan.root_size.astype(dtype) * jnp.exp2(-plan.box_level[plan.echunk_box].astype(dtype))
+    he = plan.box_side(plan.echunk_box, dtype)
     evalid = plan.eslot_src < n
     esrc = jnp.minimum(plan.eslot_src, n - 1)
     xe = jnp.where(evalid[:, None], positions[esrc],

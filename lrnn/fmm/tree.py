@@ -157,11 +157,15 @@ class FMMPlan:
         """Side of the smallest box (every pair closer than this is in the near field)."""
         return self.root_size / (1 << self.depth)
 
+    def box_side(self, box, dtype=None):
+        """Side of the boxes ``box`` (global indices): root_size · 2^-level (jittable)."""
+        dtype = dtype or self.root_size.dtype
+        return self.root_size.astype(dtype) * jnp.exp2(-self.box_level[box].astype(dtype))
+
     def particle_box(self, i: int):
         """(centre (3,), side) of the box whose expansions serve particle ``i`` (NumPy)."""
         b = int(self.echunk_box[int(self.particle_eslot[i]) // E_CHUNK])
-        side = float(self.root_size) / (1 << int(self.box_level[b]))
-        return np.asarray(self.box_center[b]), side
+        return np.asarray(self.box_center[b]), float(self.box_side(b))
 
     def summary(self) -> dict:
         return dict(n=self.n, order=self.order, depth=self.depth, leaf_size=self.leaf_size,
@@ -351,10 +355,9 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
         has_int = np.any((nbp >= 0) & internal[np.maximum(nbp, 0)], axis=1)
         need_virtual[lvl] = tree.leaf[lvl] & has_int
     assert not need_virtual[depth].any(), "a deepest-level leaf cannot touch a split box"
-    virt_keys, virt_coords = {lvl: np.zeros(0, np.int64) for lvl in range(2, depth + 2)}, {}
+    virt_keys = {lvl: np.zeros(0, np.int64) for lvl in levels}
+    virt_coords = {lvl: np.zeros((0, 3), np.int64) for lvl in levels}
     ebox_level = leaf_level.copy()
-    for lvl in range(2, depth + 1):
-        virt_coords.setdefault(lvl, np.zeros((0, 3), np.int64))
     for lvl in range(2, depth):
         sel = np.flatnonzero(leaf_level == lvl)
         sel = sel[need_virtual[lvl][leaf_pos[sel]]]
@@ -551,7 +554,6 @@ def plan_is_valid(plan: FMMPlan, positions) -> jax.Array:
     positions = jnp.asarray(positions)
     box = plan.echunk_box[plan.particle_eslot // E_CHUNK]
     c = plan.box_center[box].astype(positions.dtype)
-    h = plan.root_size.astype(positions.dtype) * jnp.exp2(-plan.box_level[box].astype(positions.dtype))
-    h = h[:, None]
+    h = plan.box_side(box, positions.dtype)[:, None]
     u = jnp.abs(positions - c) / h
     return jnp.all(u <= 0.5 * (1 + plan.tol) + 1e-12)
