@@ -103,38 +103,56 @@ def bench_n(n, repeats):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, nargs="+", default=[3000, 12000])
-    ap.add_argument("--repeats", type=int, default=5)
-    a = ap.parse_args()
-    res = {str(n): bench_n(n, a.repeats) for n in a.n}
-    OUT.mkdir(parents=True, exist_ok=True)
-    info = {"device": str(jax.devices()[0]), "dtype": "float32", "by_n_atoms": res,
-            "results": res[str(a.n[0])], "n_atoms": a.n[0]}
-    (OUT / "bench_terms.json").write_text(json.dumps(info, indent=1))
+def write_md(info, ns, repeats):
+    """The table of bench_terms.json as markdown (the crossover sentence from the data)."""
+    res = info["by_n_atoms"]
     md = ["# Energy+forces cost of each term (free water-like cluster)", "",
-          f"Command: `python experiments/longrange/bench_terms.py --n {' '.join(map(str, a.n))}`; "
-          f"{info['device']}, float32, median of {a.repeats} after compile.", "",
-          "| model | " + " | ".join(f"N = {n}: time (s) | relative to local" for n in a.n) + " |",
-          "|---" * (1 + 2 * len(a.n)) + "|"]
+          f"Command: `python experiments/longrange/bench_terms.py --n {' '.join(map(str, ns))}`; "
+          f"{info['device']}, float32, median of {repeats} after compile.", "",
+          "| model | " + " | ".join(f"N = {n}: time (s) | relative to local" for n in ns) + " |",
+          "|---" * (1 + 2 * len(ns)) + "|"]
     for k in VARIANTS:
         md.append(f"| {k} | " + " | ".join(f"{res[str(n)][k]['median_s']:.3f} | "
-                                           f"{res[str(n)][k]['relative_to_local']:.2f}x" for n in a.n) + " |")
+                                           f"{res[str(n)][k]['relative_to_local']:.2f}x" for n in ns) + " |")
     md += ["", "FMM plans (built once per re-plan in NumPy; checked every call in O(N)):", ""]
-    for n in a.n:
+    for n in ns:
         for k, r in res[str(n)].items():
             if "plan" in r:
                 md.append(f"- N = {n}, {k}: depth {r['plan']['depth']}, leaf side {r['leaf_side_A']:.1f} Å, "
                           f"order {r['plan']['order']}; plan {r['plan_s'] * 1e3:.0f} ms, "
                           f"leaf check {r['check_s'] * 1e3:.1f} ms")
+    speed = []
+    for n in ns:
+        r = res[str(n)]
+        ratios = [r[k]["median_s"] / r[f"{k} (fmm)"]["median_s"] for k in ("far_field", "latent_coulomb")]
+        speed.append(f"N = {n}: exact/FMM time {ratios[0]:.2f} (far field), {ratios[1]:.2f} (latent Coulomb)")
     md += ["", "Rows without (fmm) use exact O(N²) sums in row tiles; the dispersion term is a cut-off pair "
-           "sum (r_off 15 Å) evaluated over all pairs.  The FMM rows are timed with a plan at both sizes; "
-           "from this crossover (FMM slower than the tiled exact sum at 3000 atoms, 1.6-1.9x faster at "
-           "10000) a model's `fmm_min_atoms` defaults to 5000, so at N = 3000 the fmm-method terms run "
-           "the exact sums (the rows without (fmm))."]
-    (OUT / "bench_terms.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+           "sum (r_off 15 Å) evaluated over all pairs.  The FMM rows are timed with a plan at both sizes. "
+           "Crossover: " + "; ".join(speed) + ".  A model's `fmm_min_atoms` defaults to 5000 (the FMM "
+           "gains nothing at 3000 atoms), so at N = 3000 the fmm-method terms run the exact sums (the rows "
+           "without (fmm))."]
+    return "\n".join(md) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, nargs="+", default=[3000, 12000])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
+    a = ap.parse_args()
+    if a.report:
+        info = json.loads((OUT / "bench_terms.json").read_text())
+        ns = [int(n) for n in info["by_n_atoms"]]
+        (OUT / "bench_terms.md").write_text(write_md(info, ns, info.get("repeats", a.repeats)))
+        return
+    res = {str(n): bench_n(n, a.repeats) for n in a.n}
+    OUT.mkdir(parents=True, exist_ok=True)
+    info = {"device": str(jax.devices()[0]), "dtype": "float32", "by_n_atoms": res,
+            "results": res[str(a.n[0])], "n_atoms": a.n[0], "repeats": a.repeats}
+    (OUT / "bench_terms.json").write_text(json.dumps(info, indent=1))
+    md = write_md(info, a.n, a.repeats)
+    (OUT / "bench_terms.md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":

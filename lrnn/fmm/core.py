@@ -7,10 +7,11 @@ Passes (box side :math:`h_l = \text{size}/2^l`; expansions in box units, see
    that touch finer boxes; see :mod:`lrnn.fmm.tree`), chunk by chunk:
    :math:`M_k = \sum_j q_j \hat R_k((\mathbf y_j - \mathbf c)/h_l)`.
 2. **M2M** from the deepest level up to level 2: :math:`M^{\rm parent} \mathrel{+}= A_o M^{\rm child}`.
-3. **M2L** at every level 2..L: for each target box the multipoles of its (at most) 189
-   interaction-list boxes are gathered into one row and multiplied by the stacked
-   translation matrices of its octant — one dense GEMM of shape
-   ``(boxes, 189·K) @ (189·K, K)`` per octant, in tiles.
+3. **M2L** at every level 2..L, all levels in one pass: the (target, source) pairs of the
+   interaction lists are grouped by their offset (316 possible, the same operator at every
+   level in box units) into tiles of ``P`` pairs, and each tile is one
+   ``(P, K) @ (K, K)`` GEMM scattered into the targets' locals: only the pairs that exist
+   cost work, however sparse the lists of a clustered input are.
 4. **L2L** from level 2 down to ``L``: :math:`L^{\rm child} \mathrel{+}= B_o L^{\rm parent}`.
 5. **L2P** at the same boxes as P2M: :math:`\phi_i \mathrel{+}= h_l^{-1}\sum_k L_k \hat R_k(\tilde{\mathbf x}_i)`.
 6. **P2P**: the near field, for every pair of chunks of touching leaves, as dense
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 
 from lrnn.fmm.direct import inv_r_kernel
 from lrnn.fmm.harmonics import n_coeffs, solid_harmonics
-from lrnn.fmm.tree import CHUNK_BLOCK, E_CHUNK, M2L_BLOCK, P2P_BLOCK, FMMPlan, plan_is_valid
+from lrnn.fmm.tree import CHUNK_BLOCK, E_CHUNK, P2P_BLOCK, FMMPlan, plan_is_valid
 
 __all__ = ["potential_with_plan"]
 
@@ -51,6 +52,19 @@ def _tiled(fn, block, *arrays):
     tiles = tuple(a.reshape((nb, block) + a.shape[1:]) for a in arrays)
     out = jax.lax.map(jax.checkpoint(lambda t: fn(*t)), tiles)
     return out.reshape((n,) + out.shape[2:])
+
+
+@jax.checkpoint
+def _m2l(M_all, tgt, src, op, T):
+    """Σ over M2L tiles: ``L[tgt] += M[src] @ T[op]`` (one (P, K) @ (K, K) GEMM per tile).
+
+    A scan with the locals as carry; checkpointed so that reverse mode stores no
+    per-tile residual (the operator of a tile is gathered again on the way back)."""
+    def tile(loc, x):
+        t, s, o = x
+        return loc.at[t].add(M_all[s] @ T[o]), None
+
+    return jax.lax.scan(tile, jnp.zeros_like(M_all), (tgt, src, op))[0]
 
 
 def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
@@ -99,30 +113,19 @@ def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
         allo = (M[lvl] @ m2m).reshape(-1, 8, K)
         mine = jnp.take_along_axis(allo, octn[:, None, None], axis=1)[:, 0]
         M[lvl - 1] = M[lvl - 1] + jax.ops.segment_sum(mine, par, plan.n_boxes[lvl - 1])
-    # 3. M2L and 4. L2L
-    m2l = plan.ops_m2l.astype(dtype)
+    # 3. M2L, all levels at once (operators are the same at every level in box units)
+    M_all = jnp.concatenate([M[lvl] for lvl in range(2, L + 1)])
+    loc_all = _m2l(M_all, plan.m2l_tgt, plan.m2l_src, plan.m2l_op, plan.ops_m2l.astype(dtype))
+    # 4. L2L
     l2l = plan.ops_l2l.astype(dtype)
     Lc = None
     locs = []
     for lvl in range(2, L + 1):
-        if Lc is None:
-            loc = jnp.zeros((plan.n_boxes[lvl], K), dtype)
-        else:
+        loc = loc_all[plan.box_offset[lvl]:plan.box_offset[lvl] + plan.n_boxes[lvl]]
+        if Lc is not None:
             par, octn = plan.parent[lvl - 3], plan.octant[lvl - 3]
             allo = (Lc @ l2l).reshape(-1, 8, K)[par]
-            loc = jnp.take_along_axis(allo, octn[:, None, None], axis=1)[:, 0]
-        Ml = M[lvl]
-        for o in range(8):
-            tgt = plan.m2l_tgt[lvl - 2][o]
-            if tgt.shape[0] == 0:
-                continue
-            srcs = plan.m2l_src[lvl - 2][o]
-            T = m2l[o]
-
-            def m2l_tile(s, T=T, Ml=Ml):
-                return Ml[s].reshape(s.shape[0], -1) @ T
-
-            loc = loc.at[tgt].add(_tiled(m2l_tile, min(M2L_BLOCK, srcs.shape[0]), srcs))
+            loc = loc + jnp.take_along_axis(allo, octn[:, None, None], axis=1)[:, 0]
         Lc = loc
         locs.append(loc)
     # 5. L2P

@@ -239,7 +239,7 @@ def octant_m2l_offsets():
     return np.array(out, dtype=np.int64)
 
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @functools.lru_cache(maxsize=None)
@@ -270,8 +270,8 @@ def build_operators(order: int):
     Returns a dict with
     ``m2m`` (8, K, K): ``M_parent = m2m[o] @ M_child`` for a child in octant ``o``;
     ``l2l`` (8, K, K): ``L_child = l2l[o] @ L_parent``;
-    ``m2l_oct`` (8, 189*K, K): for octant ``o`` the 189 matrices of its interaction list,
-    stacked so that ``L = concat_s(M_s) @ m2l_oct[o]`` is a single GEMM.
+    ``m2l`` (316, K, K): ``L_target = m2l[d] @ M_source`` for a source at offset
+    ``M2L_OFFSETS[d]`` (in box sides) from the target, the same at every level.
     """
     p = order
     K = n_coeffs(p)
@@ -307,8 +307,4 @@ def build_operators(order: int):
         nd = len(ds)
         out = P @ vals.transpose(1, 0, 2).reshape(vals.shape[1], nd * K)
         m2l[c0:c0 + nd] = out.reshape(K, nd, K).transpose(1, 0, 2)
-    oct_idx = octant_m2l_offsets()
-    # m2l_oct[o][s*K + k, j] = m2l[oct_idx[o, s]][j, k]
-    m2l_oct = np.ascontiguousarray(
-        np.transpose(m2l[oct_idx], (0, 1, 3, 2)).reshape(8, 189 * K, K))
-    return {"m2m": m2m, "l2l": l2l, "m2l_oct": m2l_oct}
+    return {"m2m": m2m, "l2l": l2l, "m2l": m2l}

@@ -48,7 +48,8 @@ _NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k 
 P2P_GROUP = 8     # source chunks per near-field row
 P2P_BLOCK = 16    # near-field rows per tile
 CHUNK_BLOCK = 128  # chunks per P2M / L2P tile
-M2L_BLOCK = 32    # target boxes per M2L GEMM tile
+M2L_MIN_TILE, M2L_MAX_TILE = 16, 64  # M2L pairs per GEMM tile (time flat within 16..128
+#                                      at p = 5, 12, 14 on 1e4-1e5 Plummer inputs)
 E_CHUNK = 16      # particles per P2M / L2P chunk
 #: Default split threshold: max(MAX_LEAF_FACTOR · leaf_size, MAX_LEAF_PER_COEFF · (p+1)²):
 #: the M2L work per box grows like (p+1)⁴ and the near-field work per box like its
@@ -119,9 +120,11 @@ class FMMPlan:
       L2P): ``eslot_src`` (Se,), ``particle_eslot`` (n,), ``echunk_box`` (n_echunks,) global
       box of each chunk; ``box_center`` (boxes, 3) and ``box_level`` (boxes,);
     * tree: ``parent[l]`` and ``octant[l]`` (level-local parent index and child octant) for
-      levels 3..depth; ``m2l_tgt[l][o]`` target boxes of octant ``o`` and ``m2l_src[l][o]``
-      (·, 189) their interaction lists (level-local; dummy-padded);
-    * ``ops_m2m`` (K, 8K), ``ops_l2l`` (K, 8K), ``ops_m2l`` (8, 189K, K) translation matrices;
+      levels 3..depth; the M2L pairs of every level as tiles of one offset each:
+      ``m2l_tgt``, ``m2l_src`` (tiles, P) global target and source boxes and ``m2l_op``
+      (tiles,) the offset number (dummy-padded);
+    * ``ops_m2m`` (K, 8K), ``ops_l2l`` (K, 8K), ``ops_m2l`` (316, K, K) translation matrices
+      (``ops_m2l[d]`` acts on rows: ``L_rows += M_rows @ ops_m2l[d]``);
       ``root_lo`` (3,), ``root_size`` () the root cube.
     """
 
@@ -136,8 +139,9 @@ class FMMPlan:
     box_level: jax.Array
     parent: tuple
     octant: tuple
-    m2l_tgt: tuple
-    m2l_src: tuple
+    m2l_tgt: jax.Array
+    m2l_src: jax.Array
+    m2l_op: jax.Array
     ops_m2m: jax.Array
     ops_l2l: jax.Array
     ops_m2l: jax.Array
@@ -171,9 +175,8 @@ class FMMPlan:
         return dict(n=self.n, order=self.order, depth=self.depth, leaf_size=self.leaf_size,
                     n_chunks=int(self.slot_src.shape[0] // self.leaf_size),
                     n_p2p_rows=int(self.p2p_tgt.shape[0]), n_boxes=self.n_boxes,
-                    n_m2l=int(sum(s.shape[0] for lvl in self.m2l_src for s in lvl)),
-                    n_m2l_pairs=int(sum(int(np.sum(np.asarray(s) != self.n_boxes[lv + 2] - 1))
-                                        for lv, ss in enumerate(self.m2l_src) for s in ss)),
+                    n_m2l_tiles=int(self.m2l_src.shape[0]), m2l_tile=int(self.m2l_src.shape[1]),
+                    n_m2l_pairs=int(np.sum(np.asarray(self.m2l_src) != len(self.box_level) - 1)),
                     n_echunks=int(self.echunk_box.shape[0]), n_virtual=int(self.n_virtual))
 
 
@@ -475,21 +478,14 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
         octn[:len(k)] = k & 7
         parents.append(par)
         octants.append(octn)
-    oct_off = M2L_OFFSETS[octant_m2l_offsets()]  # (8, 189, 3)
-    m2l_tgt, m2l_src = [], []
+    oct_idx = octant_m2l_offsets()  # (8, 189) offset numbers of each octant's list
+    oct_off = M2L_OFFSETS[oct_idx]  # (8, 189, 3)
+    pair_t, pair_s, pair_d = [], [], []
     for lvl in levels:
         k, cds, virt = bkeys[lvl], bcoords[lvl], bvirt[lvl]
-        dummy = n_boxes[lvl] - 1
         octk = k & 7
-        tg, sr = [], []
         for o in range(8):
             t = np.flatnonzero(octk == o)
-            # small levels get one short tile (no padding to a full M2L_BLOCK)
-            npad = (0 if not len(t) else _bucket(len(t) + 1) if len(t) < M2L_BLOCK
-                    else _bucket(len(t) + 1, M2L_BLOCK))
-            tt = np.full(npad, dummy, dtype=np.int64)
-            ss = np.full((npad, 189), dummy, dtype=np.int32)
-            tt[:len(t)] = t
             for c0 in range(0, len(t), 8192):  # chunks bound the planning memory
                 tc = t[c0:c0 + 8192]
                 ct = cds[tc][:, None, :]
@@ -503,11 +499,12 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
                 ok &= ~(tv & sv)
                 ok &= ~(tv & ~sv & _adjacent(ct >> 1, lvl - 1, cs, lvl))
                 ok &= ~(~tv & sv & _adjacent(cs >> 1, lvl - 1, np.broadcast_to(ct, cs.shape), lvl))
-                ss[c0:c0 + len(tc)] = np.where(ok, s, dummy)
-            tg.append(tt)
-            sr.append(ss)
-        m2l_tgt.append(tuple(tg))
-        m2l_src.append(tuple(sr))
+                a, j = np.nonzero(ok)
+                pair_t.append(box_offset[lvl] + tc[a])
+                pair_s.append(box_offset[lvl] + s[a, j])
+                pair_d.append(oct_idx[o][j])
+    m2l_tgt, m2l_src, m2l_op = _m2l_tiles(np.concatenate(pair_t), np.concatenate(pair_s),
+                                          np.concatenate(pair_d), n_total - 1)
 
     ops = _device_ops(order)
     i32 = lambda a: jnp.asarray(a.astype(np.int32))  # noqa: E731
@@ -519,14 +516,40 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
         echunk_box=i32(echunk_box), box_center=jnp.asarray(box_center),
         box_level=i32(box_level),
         parent=tuple(i32(a) for a in parents), octant=tuple(i32(a) for a in octants),
-        m2l_tgt=tuple(tuple(i32(a) for a in lv) for lv in m2l_tgt),
-        m2l_src=tuple(tuple(i32(a) for a in lv) for lv in m2l_src),
+        m2l_tgt=i32(m2l_tgt), m2l_src=i32(m2l_src), m2l_op=i32(m2l_op),
         ops_m2m=ops[0], ops_l2l=ops[1], ops_m2l=ops[2],
         root_lo=jnp.asarray(lo), root_size=jnp.asarray(size),
         n_virtual=jnp.asarray(sum(len(v) for v in virt_keys.values()), jnp.int32),
         n=n, order=order, depth=depth, leaf_size=C, n_boxes=n_boxes_t,
         box_offset=tuple(box_offset.get(lvl, 0) for lvl in range(depth + 1)),
         tol=float(tol))
+
+
+def _m2l_tiles(t, s, d, dummy):
+    """Group M2L pairs (target box, source box, offset number) into tiles of ``P`` pairs of
+    one offset each, so that a tile is one ``(P, K) @ (K, K)`` GEMM.  ``P`` is the largest
+    power of two in [M2L_MIN_TILE, M2L_MAX_TILE] whose padding of the 316 offset groups
+    (P/2 each on average) stays under a quarter of the pairs.  Returns tile arrays
+    ``tgt``, ``src`` (tiles, P) and ``op`` (tiles,), dummy-padded to a bucketed number of
+    tiles."""
+    n_ops = len(M2L_OFFSETS)
+    P = M2L_MIN_TILE
+    while P < M2L_MAX_TILE and n_ops * P <= 0.25 * len(t):
+        P *= 2
+    srt = np.lexsort((t, d))
+    t, s, d = t[srt], s[srt], d[srt]
+    cnt = np.bincount(d, minlength=n_ops)
+    tiles_per = -(-cnt // P)
+    n_tiles = int(tiles_per.sum())
+    pos = np.arange(len(t)) - np.repeat(np.cumsum(cnt) - cnt, cnt)  # rank within its group
+    slot = np.repeat((np.cumsum(tiles_per) - tiles_per) * P, cnt) + pos
+    n_pad = _bucket(n_tiles + 1)
+    tgt = np.full(n_pad * P, dummy, np.int64)
+    src = np.full(n_pad * P, dummy, np.int64)
+    tgt[slot], src[slot] = t, s
+    op = np.zeros(n_pad, np.int64)
+    op[:n_tiles] = np.repeat(np.arange(n_ops), tiles_per)
+    return tgt.reshape(n_pad, P), src.reshape(n_pad, P), op
 
 
 _DEVICE_OPS: dict = {}
@@ -540,7 +563,9 @@ def _device_ops(order):
         # rows of M @ m2m_all are [M @ m2m[0].T, ..., M @ m2m[7].T]
         m2m_all = np.transpose(o["m2m"], (2, 0, 1)).reshape(K, 8 * K)
         l2l_all = np.transpose(o["l2l"], (2, 0, 1)).reshape(K, 8 * K)
-        _DEVICE_OPS[key] = (jnp.asarray(m2m_all), jnp.asarray(l2l_all), jnp.asarray(o["m2l_oct"]))
+        # row form: (rows of source multipoles) @ m2l_rows[d] = rows of target locals
+        m2l_rows = np.ascontiguousarray(np.transpose(o["m2l"], (0, 2, 1)))
+        _DEVICE_OPS[key] = (jnp.asarray(m2m_all), jnp.asarray(l2l_all), jnp.asarray(m2l_rows))
     return _DEVICE_OPS[key]
 
 

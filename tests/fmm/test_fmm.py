@@ -300,3 +300,23 @@ def test_adaptive_cost_follows_the_particles_not_the_box():
     p = F.plan(plummer(20000, seed=1), order=5).summary()
     assert p["depth"] > u["depth"] + 2
     assert p["n_chunks"] < 2 * u["n_chunks"] and p["n_m2l_pairs"] < 5 * u["n_m2l_pairs"]
+
+
+def test_m2l_tiles_hold_one_offset_each_and_every_pair_once():
+    """Each M2L tile is one GEMM against one translation operator: every real pair in a
+    tile has the tile's offset (source centre − target centre, in box sides, same level),
+    no (target, source) pair occurs twice, and no pair touches."""
+    pl = F.plan(plummer(6000, seed=3), order=5)
+    dummy = len(pl.box_level) - 1
+    tgt, src, op = (np.asarray(a) for a in (pl.m2l_tgt, pl.m2l_src, pl.m2l_op))
+    real = src != dummy
+    assert np.array_equal(real, tgt != dummy) and real.sum() == pl.summary()["n_m2l_pairs"]
+    t, s = tgt[real], src[real]
+    d = np.broadcast_to(op[:, None], tgt.shape)[real]
+    lvl = np.asarray(pl.box_level)
+    assert np.array_equal(lvl[t], lvl[s])
+    c = np.asarray(pl.box_center)
+    off = (c[s] - c[t]) / np.asarray(pl.box_side(t))[:, None]
+    np.testing.assert_allclose(off, H.M2L_OFFSETS[d], atol=1e-9)
+    assert len(np.unique(t * (dummy + 1) + s)) == len(t)
+    assert np.abs(H.M2L_OFFSETS).max(1).min() == 2  # so every pair is well separated
