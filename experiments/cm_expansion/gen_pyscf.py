@@ -164,7 +164,13 @@ def main(argv=None):
     p.add_argument("--basis", default=None)
     p.add_argument("--only", default=None, help="only points of this kind (scan/train/extra)")
     p.add_argument("--limit", type=int, default=None, help="stop after this many new points")
+    p.add_argument("--shard", default="0/1",
+                   help="I/N: only points with idx %% N == I (run N processes on one --out; "
+                        "each appends whole lines)")
     a = p.parse_args(argv)
+    shard, n_shards = (int(v) for v in a.shard.split("/"))
+    if not 0 <= shard < n_shards:
+        raise SystemExit(f"--shard {a.shard}: need 0 <= I < N")
     basis = a.basis or RANGES[a.system]["basis"]
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     settings = dict(system=a.system, basis=basis, n=a.n, seed=a.seed, ranges=RANGES[a.system],
@@ -190,7 +196,7 @@ def main(argv=None):
     new = 0
     with open(a.out, "a") as f:
         for idx, pt in enumerate(point_list(a.system, a.n, a.seed)):
-            if idx in done or (a.only and pt["kind"] != a.only):
+            if idx in done or idx % n_shards != shard or (a.only and pt["kind"] != a.only):
                 continue
             t0 = time.time()
             e3, e2, e1, ok = fn(pt["R"], pt["r"], pt["theta_deg"], basis)
