@@ -36,12 +36,21 @@ def main():
                              f"{pct(ex['random']['frac_rel_lt_1pct'])} |")
         lines += ["", "Acceptance: " + ", ".join(f"{k} {'pass' if v else 'FAIL'}"
                                                 for k, v in r["acceptance"].items()), ""]
+    caveats = []
     for sysname, title in (("h3", "H + H2"), ("li3", "Li + Li2")):
         p = os.path.join(OUT, sysname, "results.json")
         if not os.path.exists(p):
             continue
         r = json.load(open(p))
         pp = r["paper"]
+        best = min((k for k in ("cm", "cm_sym", "cm_ang") if k in r),
+                   key=lambda k: r[k]["test"]["rmse_cm"])
+        caveats.append(
+            f"- {title}: {r['n_points']} points ({r['n_train']} for training, {r['n_test']} "
+            f"test), against the paper's {pp['n']}; best test RMSE "
+            f"{r[best]['test']['rmse_cm']:.3g} cm⁻¹ vs the paper's {pp['rmse_cm']}. "
+            "The generators are resumable; re-run `atom_diatom.py` and this script when "
+            "more points exist.")
         lines += [f"## {title} (own CCSD(T) data: {r['n_points']} points so far)", "",
                   f"Split: train {r['n_train']}, validation {r['n_val']}, test {r['n_test']}, "
                   f"beyond the fitted R range {r['n_extrapolation']}.", "",
@@ -65,19 +74,6 @@ def main():
         if "max_abs_u0_minus_u180_cm" in sc:
             lines.append(f"u(0°) − u(180°): max {sc['max_abs_u0_minus_u180_cm']:.1e} cm⁻¹.")
         lines.append("")
-    caveats = []
-    for sysname, title in (("h3", "H + H2"), ("li3", "Li + Li2")):
-        p = os.path.join(OUT, sysname, "results.json")
-        if os.path.exists(p):
-            r = json.load(open(p))
-            best = min((k for k in ("cm", "cm_sym", "cm_ang") if k in r),
-                       key=lambda k: r[k]["test"]["rmse_cm"])
-            caveats.append(
-                f"- {title}: {r['n_points']} points ({r['n_train']} for training, {r['n_test']} "
-                f"test), against the paper's {r['paper']['n']}; best test RMSE "
-                f"{r[best]['test']['rmse_cm']:.3g} cm⁻¹ vs the paper's {r['paper']['rmse_cm']}. "
-                "The generators are resumable; re-run `atom_diatom.py` and this script when "
-                "more points exist.")
     lines += ["## Caveats", ""] + caveats + [
               "- Li + Li2 is mostly R-scans at r = 7.8 bohr so far, so it does not constrain "
               "the r dependence.",

@@ -103,8 +103,8 @@ def potential_with_plan(plan: FMMPlan, positions, charges, *, near_kernel=None,
         return jnp.einsum("bc,bck->bk", q, R)
 
     m_chunk = _tiled(p2m, CHUNK_BLOCK, xe, qe, ce, he)
-    M_all = jax.ops.segment_sum(m_chunk, plan.echunk_box, plan.box_offset[L] + plan.n_boxes[L])
-    M = {lvl: M_all[plan.box_offset[lvl]:plan.box_offset[lvl] + plan.n_boxes[lvl]]
+    m_box = jax.ops.segment_sum(m_chunk, plan.echunk_box, plan.box_offset[L] + plan.n_boxes[L])
+    M = {lvl: m_box[plan.box_offset[lvl]:plan.box_offset[lvl] + plan.n_boxes[lvl]]
          for lvl in range(2, L + 1)}
     # 2. M2M
     m2m = plan.ops_m2m.astype(dtype)

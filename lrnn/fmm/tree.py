@@ -275,7 +275,8 @@ def _level_boxes(tree, virt_keys, virt_coords, lvl):
 
 
 def _chunks(owner_runs_counts, cap):
-    """Chunk layout of consecutive runs (sorted particles): slot of every particle."""
+    """Chunk layout of consecutive runs (sorted items, e.g. particles of one box): chunks per
+    run, first chunk of each run (and the total at the end), slot of every item."""
     nc = -(-owner_runs_counts // cap)
     off = np.concatenate([[0], np.cumsum(nc)])
     run = np.repeat(np.arange(len(nc)), owner_runs_counts)
@@ -455,18 +456,15 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
     # group the sources of each target chunk into rows of P2P_GROUP chunks (padded with the
     # dummy chunk): one tile row is a dense leaf_size × (P2P_GROUP·leaf_size) block
     G = P2P_GROUP
-    deg = np.bincount(p_t, minlength=n_chunks)
-    rows_per = -(-deg // G)
-    row_off = np.concatenate([[0], np.cumsum(rows_per)])
-    first = np.concatenate([[0], np.cumsum(deg)])[:-1]
-    kk = np.arange(len(p_t)) - first[p_t]
+    rows_per, row_off, slot = _chunks(np.bincount(p_t, minlength=n_chunks), G)
     n_rows = int(row_off[-1])
     n_rows_pad = _bucket(n_rows + 1, P2P_BLOCK)
     p2p_tgt = np.full(n_rows_pad, n_chunks_pad - 1, dtype=np.int64)
-    p2p_src = np.full((n_rows_pad, G), n_chunks_pad - 1, dtype=np.int64)
+    p2p_src = np.full(n_rows_pad * G, n_chunks_pad - 1, dtype=np.int64)
     p2p_tgt[:n_rows] = np.repeat(np.arange(n_chunks), rows_per)
-    p2p_src[row_off[p_t] + kk // G, kk % G] = p_s
-    del p_t, p_s, kk, rep, within, ncb
+    p2p_src[slot] = p_s
+    p2p_src = p2p_src.reshape(n_rows_pad, G)
+    del p_t, p_s, slot, rep, within, ncb
 
     # --- parent links and M2L lists (level-local indices) -----------------------------------
     parents, octants = [], []
@@ -538,11 +536,8 @@ def _m2l_tiles(t, s, d, dummy):
         P *= 2
     srt = np.lexsort((t, d))
     t, s, d = t[srt], s[srt], d[srt]
-    cnt = np.bincount(d, minlength=n_ops)
-    tiles_per = -(-cnt // P)
+    tiles_per, _, slot = _chunks(np.bincount(d, minlength=n_ops), P)
     n_tiles = int(tiles_per.sum())
-    pos = np.arange(len(t)) - np.repeat(np.cumsum(cnt) - cnt, cnt)  # rank within its group
-    slot = np.repeat((np.cumsum(tiles_per) - tiles_per) * P, cnt) + pos
     n_pad = _bucket(n_tiles + 1)
     tgt = np.full(n_pad * P, dummy, np.int64)
     src = np.full(n_pad * P, dummy, np.int64)
