@@ -11,8 +11,9 @@ output as ``<out>.settings.json``.
 Protocol (issue 4):
   * h3:  UHF -> UCCSD(T) for H3 (doublet), RHF -> RCCSD for H2 (two electrons: CCSD is
          exact in the basis, (T) vanishes) and UHF for H, each in the full trimer basis
-         (ghost atoms); aug-cc-pVTZ; SCF conv_tol 1e-12, CC conv_tol 1e-12; no density
-         fitting.  The UHF of H3 is started from the RHF(H2)+UHF(H) density so that the
+         (ghost atoms); aug-cc-pVTZ; SCF conv_tol 1e-12, CC conv_tol 1e-12 and amplitude
+         conv_tol_normt 1e-10 (--cc-normt; 1e-8 left ~2e-10 Eh, 2 % of u at R = 30 bohr:
+         --tighten recomputes such points); no density fitting.  The UHF of H3 is started from the RHF(H2)+UHF(H) density so that the
          reference stays separable (no spurious spin-symmetry breaking of stretched H2).
   * li3: quartet Li3 (Li2 in the a^3Sigma_u^+ triplet + Li 2S), UHF -> UCCSD(T) for all
          three fragments, frozen 1s cores, aug-cc-pVDZ for the bulk.
@@ -61,7 +62,7 @@ def _mol(el, coords, ghost, basis, spin):
                  max_memory=4000)
 
 
-def energies_h3(R, r, theta_deg, basis, conv=1e-12):
+def energies_h3(R, r, theta_deg, basis, conv=1e-12, normt=1e-10, conv_grad=None):
     from pyscf import cc, scf
 
     a, b, c = geometry(R, r, theta_deg)
@@ -69,10 +70,11 @@ def energies_h3(R, r, theta_deg, basis, conv=1e-12):
     m2 = _mol("H", [a, b, c], [False, False, True], basis, 0)
     mf2 = scf.RHF(m2)
     mf2.conv_tol = conv
+    mf2.conv_tol_grad = conv_grad
     mf2.kernel()
     cc2 = cc.RCCSD(mf2)
     cc2.conv_tol = conv
-    cc2.conv_tol_normt = 1e-8
+    cc2.conv_tol_normt = normt
     cc2.max_cycle = 300
     cc2.kernel()
     e2 = cc2.e_tot
@@ -80,6 +82,7 @@ def energies_h3(R, r, theta_deg, basis, conv=1e-12):
     m1 = _mol("H", [a, b, c], [True, True, False], basis, 1)
     mf1 = scf.UHF(m1)
     mf1.conv_tol = conv
+    mf1.conv_tol_grad = conv_grad
     mf1.kernel()
     e1 = mf1.e_tot
     # H3 doublet: UHF from the separable guess, then UCCSD(T)
@@ -89,10 +92,11 @@ def energies_h3(R, r, theta_deg, basis, conv=1e-12):
     dm0 = np.array([dm2 / 2 + dm1[0], dm2 / 2 + dm1[1]])
     mf3 = scf.UHF(m3)
     mf3.conv_tol = conv
+    mf3.conv_tol_grad = conv_grad
     mf3.kernel(dm0)
     cc3 = cc.UCCSD(mf3)
     cc3.conv_tol = conv
-    cc3.conv_tol_normt = 1e-8
+    cc3.conv_tol_normt = normt
     cc3.max_cycle = 300
     cc3.kernel()
     et = cc3.ccsd_t()
@@ -102,7 +106,7 @@ def energies_h3(R, r, theta_deg, basis, conv=1e-12):
     return e3, e2, e1, ok
 
 
-def energies_li3(R, r, theta_deg, basis, conv=1e-12):
+def energies_li3(R, r, theta_deg, basis, conv=1e-12, normt=1e-10, conv_grad=None):
     from pyscf import cc, scf
 
     a, b, c = geometry(R, r, theta_deg)
@@ -110,13 +114,14 @@ def energies_li3(R, r, theta_deg, basis, conv=1e-12):
     def uccsd_t(mol, dm0=None, ncore=0):
         mf = scf.UHF(mol)
         mf.conv_tol = conv
+        mf.conv_tol_grad = conv_grad
         mf.max_cycle = 200
         mf.kernel(dm0)
         if mol.nelectron - 2 * ncore <= 1:
             return mf.e_tot, mf, bool(mf.converged)
         c_ = cc.UCCSD(mf, frozen=ncore)
         c_.conv_tol = conv
-        c_.conv_tol_normt = 1e-8
+        c_.conv_tol_normt = normt
         c_.max_cycle = 300
         c_.kernel()
         et = c_.ccsd_t() if mol.nelectron - 2 * ncore >= 3 else 0.0
@@ -164,6 +169,12 @@ def main(argv=None):
     p.add_argument("--basis", default=None)
     p.add_argument("--only", default=None, help="only points of this kind (scan/train/extra)")
     p.add_argument("--limit", type=int, default=None, help="stop after this many new points")
+    p.add_argument("--cc-normt", type=float, default=1e-10,
+                   help="CC amplitude convergence (conv_tol_normt); 1e-8 (the first sessions' "
+                        "points) leaves ~2e-10 Eh of error, 2 %% of u at R = 30 bohr for H3")
+    p.add_argument("--tighten", action="store_true",
+                   help="recompute points whose record has a looser --cc-normt (records "
+                        "without the field were made with 1e-8); the last record per idx wins")
     p.add_argument("--shard", default="0/1",
                    help="I/N: only points with idx %% N == I (run N processes on one --out; "
                         "each appends whole lines)")
@@ -177,7 +188,7 @@ def main(argv=None):
                     method=("CP-corrected UHF-UCCSD(T) (H3) / RHF-RCCSD (H2) / UHF (H)"
                             if a.system == "h3" else
                             "CP-corrected UHF-UCCSD(T), frozen 1s, quartet Li3, triplet Li2"),
-                    conv_tol=1e-12, density_fitting=False, units=dict(length="bohr",
+                    conv_tol=1e-12, cc_conv_tol_normt=a.cc_normt, density_fitting=False, units=dict(length="bohr",
                                                                       energy="cm^-1"),
                     script=os.path.relpath(__file__), pyscf=__import__("pyscf").__version__,
                     omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
@@ -189,7 +200,8 @@ def main(argv=None):
             for line in f:
                 try:
                     d = json.loads(line)
-                    done.add(d["idx"])
+                    if not a.tighten or d.get("cc_normt", 1e-8) <= a.cc_normt:
+                        done.add(d["idx"])
                 except Exception:
                     pass
     fn = energies_h3 if a.system == "h3" else energies_li3
@@ -199,10 +211,10 @@ def main(argv=None):
             if idx in done or idx % n_shards != shard or (a.only and pt["kind"] != a.only):
                 continue
             t0 = time.time()
-            e3, e2, e1, ok = fn(pt["R"], pt["r"], pt["theta_deg"], basis)
+            e3, e2, e1, ok = fn(pt["R"], pt["r"], pt["theta_deg"], basis, normt=a.cc_normt)
             u = (e3 - e2 - e1) * HARTREE_TO_CM1
             rec = dict(idx=idx, **pt, u_cm=u, e3=e3, e2=e2, e1=e1, converged=ok,
-                       basis=basis, seconds=round(time.time() - t0, 2))
+                       basis=basis, cc_normt=a.cc_normt, seconds=round(time.time() - t0, 2))
             f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
