@@ -78,6 +78,13 @@ def rows():
                    f"{y['far_field (fmm)']['relative_to_local']:.2f}x / {y['latent_coulomb (fmm)']['relative_to_local']:.2f}x "
                    f"| | {x['local']['median_s']:.3f} s local at 3000 | ≤ 2x: {'met' if worst <= 2 else 'NOT met'} | "
                    "`python experiments/longrange/bench_terms.py` |")
+        if "sog (hierarchical)" in x and "sog (hierarchical)" in y:
+            h = [r["sog (hierarchical)"]["relative_to_local"] for r in (x, y)]
+            out.append(f"| cost of SOG (open boundaries) relative to local, energy+forces: hierarchical (O(N), "
+                       f"tol 1e-6) vs exact pair sum | N = 3000: {h[0]:.2f}x vs {x['sog']['relative_to_local']:.2f}x; "
+                       f"N = 10000: {h[1]:.2f}x vs {y['sog']['relative_to_local']:.2f}x | | | ≤ 2x: "
+                       f"{'met' if max(h) <= 2 else 'NOT met'} | "
+                       "`python experiments/longrange/bench_terms.py --only sog \"sog (hierarchical)\"` |")
     out += fmm_rows()
     return out
 

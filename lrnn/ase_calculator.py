@@ -88,9 +88,7 @@ class LrnnCalculator(Calculator):
         check_structure(pot, positions, numbers, cell, pbc if pbc.any() else None, where="atoms")
         charge = float(atoms.info.get("total_charge", atoms.info.get("charge", self.total_charge)))
         inputs, ds = self._inputs(positions, numbers, cell, pbc, charge)
-        plan = pot.fmm_plan_for(positions, cell)  # models with fmm-method parts, large systems
-        if plan is not None:
-            inputs = dict(inputs, fmm_plan=plan)
+        inputs = dict(inputs, **pot.plans_for(positions, cell))  # O(N) parts of large systems
         e, f, w = self._efv(pot.state, pot.stats, inputs)
         n = len(numbers)
         energy = float(np.asarray(e, np.float64)) + float(shift_energy(numbers[None], pot.energy_shift,

@@ -54,13 +54,13 @@ def energy_forces_virial(graphdef, state, stats, inputs, with_charges: bool = Fa
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def batched_efv(graphdef, state, stats, inputs, fmm_plan=None):
-    """:func:`energy_forces_virial` vmapped over a leading structure axis.  ``fmm_plan``
-    (optional, shared by every structure, so use it with one structure) is handed to the
-    model's FMM parts as ``inputs["fmm_plan"]``."""
-    if fmm_plan is None:
-        return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, x))(inputs)
-    return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, dict(x, fmm_plan=fmm_plan)))(inputs)
+def batched_efv(graphdef, state, stats, inputs, plans=None):
+    """:func:`energy_forces_virial` vmapped over a leading structure axis.  ``plans``
+    (optional dict, e.g. ``{"fmm_plan": …, "sog_plan": …}`` from
+    :meth:`Potential.plans_for`, shared by every structure, so use it with one structure) are
+    handed to the model's O(N) parts as extra inputs."""
+    plans = plans or {}
+    return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, dict(x, **plans)))(inputs)
 
 
 #: Relative slack of the FMM plans the Potential builds (see :func:`lrnn.fmm.plan`, ``tol``).
@@ -94,6 +94,7 @@ class Potential:
         self.capacity_bucket = 4
         self.fmm_plan = None  # FMM plan of the last structure (models with FMM parts, large N)
         self.fmm_replans = 0
+        self.sog_plan = None  # plan of the hierarchical SOG term for the last structure
 
     # ----------------------------------------------------------------------- construction
     @classmethod
@@ -151,8 +152,8 @@ class Potential:
         ds = self._dataset(positions, species, cell, pbc, total_charge)
         inputs = self._inputs(ds)
         n = len(np.asarray(species))
-        plan = self.fmm_plan_for(np.asarray(positions, np.float64), cell)
-        e, f, w = batched_efv(self.graphdef, self.state, self.stats, jax.tree.map(jnp.asarray, inputs), plan)
+        plans = self.plans_for(np.asarray(positions, np.float64), cell)
+        e, f, w = batched_efv(self.graphdef, self.state, self.stats, jax.tree.map(jnp.asarray, inputs), plans)
         energy = float(np.asarray(e, np.float64)[0]) + float(shift_energy(ds.numbers, self.energy_shift,
                                                                           self.type_map)[0])
         forces = np.asarray(f[0], np.float64)[:n]
@@ -163,6 +164,31 @@ class Potential:
         if cell is not None and abs(np.linalg.det(np.asarray(cell, float))) > 1e-12:
             out["stress"] = -virial / abs(np.linalg.det(np.asarray(cell, float)))
         return out
+
+    def plans_for(self, positions, cell) -> dict:
+        """The plans of the model's O(N) parts for this structure (``fmm_plan``,
+        ``sog_plan``), only those in use; see :meth:`fmm_plan_for`, :meth:`sog_plan_for`."""
+        plans = {"fmm_plan": self.fmm_plan_for(positions, cell), "sog_plan": self.sog_plan_for(positions, cell)}
+        return {k: v for k, v in plans.items() if v is not None}
+
+    def sog_plan_for(self, positions, cell):
+        """A :func:`lrnn.longrange.sog.sog_plan` for the model's SOG term with ``method:
+        hierarchical`` and its current widths, kept while the atoms stay within half its
+        skin and rebuilt otherwise; None (exact sum) for other models, periodic cells and
+        fewer than ``fmm_min_atoms`` atoms."""
+        k = self.config.hierarchical_sog_term()
+        if k is None or cell is not None or len(positions) < self.config.fmm_min_atoms:
+            return None
+        from flax import nnx
+
+        from lrnn.longrange import sog
+
+        widths = np.exp(np.asarray(getattr(nnx.merge(self.graphdef, self.state), f"term{k}").log_width[...],
+                                   np.float64))
+        p = self.sog_plan
+        if p is None or sog.sog_needs_replan(p, positions, widths):
+            p = self.sog_plan = sog.sog_plan(positions, widths)
+        return p
 
     def fmm_plan_for(self, positions, cell):
         """An FMM plan for the model's FMM parts (far-field or latent Coulomb with

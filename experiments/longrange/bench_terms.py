@@ -34,6 +34,7 @@ VARIANTS = {
     "latent_coulomb": {"long_range": [{"type": "latent_coulomb", "sigma": 0.5, "fit": [16]}]},
     "latent_coulomb (fmm)": {"long_range": [{"type": "latent_coulomb", "sigma": 0.5, "fit": [16], "method": "fmm"}]},
     "sog": {"long_range": [{"type": "sog", "n_gaussians": 8, "fit": [16]}]},
+    "sog (hierarchical)": {"long_range": [{"type": "sog", "n_gaussians": 8, "fit": [16], "method": "hierarchical"}]},
     "dispersion": {"long_range": [{"type": "dispersion", "r_on": 12.0, "r_off": 15.0}]},
 }
 
@@ -58,7 +59,7 @@ def water_cluster(n_atoms, seed=0):
     return np.array(pos), np.array([8, 1, 1] * n_mol)
 
 
-def bench_n(n, repeats):
+def bench_n(n, repeats, only=None):
     from lrnn import fmm
     from lrnn.potential import FMM_SKIN
 
@@ -68,6 +69,8 @@ def bench_n(n, repeats):
     stats = {"s_avg": jnp.full(2, 0.2), "s_std": jnp.full(2, 0.3), "dir_std": jnp.full(2, 0.2), "n_norm": 40.0}
     rows = {}
     for name, extra in VARIANTS.items():
+        if only and name not in only:
+            continue
         cfg = dict(base, **extra)
         g, st = split(models.create(cfg))
         _, mcfg = models.model_config(cfg)
@@ -86,6 +89,18 @@ def bench_n(n, repeats):
             fmm.needs_replan(plan, pos)
             row["check_s"] = time.perf_counter() - t0
             inp = dict(inp, fmm_plan=plan)
+        k_sog = mcfg.hierarchical_sog_term()
+        if k_sog is not None:
+            from flax import nnx
+
+            from lrnn.longrange import sog
+
+            widths = np.exp(np.asarray(getattr(nnx.merge(g, st), f"term{k_sog}").log_width[...], np.float64))
+            t0 = time.perf_counter()
+            splan = sog.sog_plan(pos, widths)
+            row["plan_s"] = time.perf_counter() - t0
+            row["sog_plan"] = splan.summary()
+            inp = dict(inp, sog_plan=splan)
         fn = jax.jit(energy_forces_virial, static_argnums=0)
         t0 = time.perf_counter()
         jax.block_until_ready(fn(g, st, stats, inp))
@@ -98,6 +113,10 @@ def bench_n(n, repeats):
         row["median_s"] = float(np.median(ts))
         rows[name] = row
         print(n, name, row, flush=True)
+    return rows
+
+
+def relative(rows):
     for r in rows.values():
         r["relative_to_local"] = r["median_s"] / rows["local"]["median_s"]
     return rows
@@ -117,6 +136,13 @@ def write_md(info, ns, repeats):
     md += ["", "FMM plans (built once per re-plan in NumPy; checked every call in O(N)):", ""]
     for n in ns:
         for k, r in res[str(n)].items():
+            if "sog_plan" in r:
+                sp = r["sog_plan"]
+                md.append(f"- N = {n}, {k}: pair list for s = {', '.join(f'{v:.2f}' for v in sp['direct_widths_A'])} Å "
+                          f"({sp['n_pairs']} pairs), grids " + ", ".join(
+                              f"{'×'.join(map(str, lv['shape']))} (h {lv['h_A']:.2f} Å, s = "
+                              f"{', '.join(f'{v:.1f}' for v in lv['widths_A']) or '–'})" for lv in sp["levels"])
+                          + f"; plan {r['plan_s'] * 1e3:.0f} ms")
             if "plan" in r:
                 md.append(f"- N = {n}, {k}: depth {r['plan']['depth']}, leaf side {r['leaf_side_A']:.1f} Å, "
                           f"order {r['plan']['order']}; plan {r['plan_s'] * 1e3:.0f} ms, "
@@ -130,7 +156,13 @@ def write_md(info, ns, repeats):
            "sum (r_off 15 Å) evaluated over all pairs.  The FMM rows are timed with a plan at both sizes. "
            "Crossover: " + "; ".join(speed) + ".  A model's `fmm_min_atoms` defaults to 5000 (the FMM "
            "gains nothing at 3000 atoms), so at N = 3000 the fmm-method terms run the exact sums (the rows "
-           "without (fmm))."]
+           "without (fmm)).  `sog (hierarchical)` is the O(N) open-boundary SOG "
+           "(`lrnn.longrange.sog.sog_hierarchical`, tol 1e-6: narrow Gaussians on a pair list, wider ones "
+           "on a dyadic grid hierarchy) timed with its plan; `sog` is the exact O(N²) sum."]
+    merged = sorted({k for n in ns for k, r in res[str(n)].items() if r.get("merged_run")})
+    if merged:
+        md += ["", f"Rows {', '.join(merged)} were timed in a later run (`--only`), each relative to the "
+                   "local model timed in that run."]
     return "\n".join(md) + "\n"
 
 
@@ -139,13 +171,21 @@ def main():
     ap.add_argument("--n", type=int, nargs="+", default=[3000, 12000])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
+    ap.add_argument("--only", nargs="+", choices=list(VARIANTS),
+                    help="time only these variants (with local) and merge them into the existing .json")
     a = ap.parse_args()
     if a.report:
         info = json.loads((OUT / "bench_terms.json").read_text())
         ns = [int(n) for n in info["by_n_atoms"]]
         (OUT / "bench_terms.md").write_text(write_md(info, ns, info.get("repeats", a.repeats)))
         return
-    res = {str(n): bench_n(n, a.repeats) for n in a.n}
+    only = None if a.only is None else set(a.only) | {"local"}
+    res = {str(n): bench_n(n, a.repeats, only) for n in a.n}
+    res = {n: relative(r) for n, r in res.items()}
+    if only:  # the new rows, each relative to the local model timed in the same run
+        old = json.loads((OUT / "bench_terms.json").read_text())["by_n_atoms"]
+        res = {n: dict(old[n], **{k: dict(v, merged_run=True) for k, v in r.items() if k != "local"})
+               for n, r in res.items()}
     OUT.mkdir(parents=True, exist_ok=True)
     info = {"device": str(jax.devices()[0]), "dtype": "float32", "by_n_atoms": res,
             "results": res[str(a.n[0])], "n_atoms": a.n[0], "repeats": a.repeats}

@@ -54,6 +54,7 @@ class DeepPotConfig:
         from lrnn.models.terms import term_config
 
         object.__setattr__(self, "long_range", tuple(term_config(t) for t in self.long_range))
+        self.hierarchical_sog_term()  # at most one
         ff = self.far_field
         if isinstance(ff, dict):
             bad = set(ff) - {"r_on", "r_off", "method"}
@@ -103,6 +104,13 @@ class DeepPotConfig:
         need = [self.far_field[1]] if self.far_field and self.far_field_method == "fmm" else []
         need += [t.fmm_leaf_side for t in self.long_range if getattr(t, "method", "") == "fmm"]
         return max(need) if need else None
+
+    def hierarchical_sog_term(self) -> int | None:
+        """Index of the SOG term with ``method: hierarchical`` (at most one), or None."""
+        idx = [k for k, t in enumerate(self.long_range) if t.type == "sog" and t.method == "hierarchical"]
+        if len(idx) > 1:
+            raise ValueError("at most one sog term may use method: hierarchical (one plan per structure)")
+        return idx[0] if idx else None
 
 
 class DeepPotSE(nnx.Module):

@@ -29,7 +29,7 @@ from lrnn.longrange.coulomb import (
     equilibrate,
 )
 from lrnn.longrange.dispersion import POWERS, dispersion_energy
-from lrnn.longrange.sog import sog_open, sog_periodic
+from lrnn.longrange.sog import sog_hierarchical, sog_open, sog_periodic
 from lrnn.nn import StackedMLP
 
 
@@ -127,8 +127,11 @@ class SOGConfig(_OpenOrReciprocal):
     """Sum-of-Gaussians kernel over latent charges (:mod:`lrnn.longrange.sog`).
 
     ``n_gaussians`` widths initialised log-spaced between ``s_min`` and ``s_max`` (Å) and
-    learned with the weights; ``method``: ``direct`` (open) or ``reciprocal`` (periodic,
-    integer k-indices up to ``k_index_max``)."""
+    learned with the weights; ``method``: ``direct`` (open, exact pair sum),
+    ``hierarchical`` (open, O(N) by :func:`lrnn.longrange.sog.sog_hierarchical` when the
+    caller passes a plan, as :class:`lrnn.potential.Potential` does from ``fmm_min_atoms``
+    atoms on; the exact sum otherwise, e.g. in training batches) or ``reciprocal``
+    (periodic, integer k-indices up to ``k_index_max``)."""
 
     type: str = "sog"
     fit: tuple = (32, 32)
@@ -144,8 +147,8 @@ class SOGConfig(_OpenOrReciprocal):
             raise ValueError(f"sog: need 0 < s_min <= s_max (Å), got {self.s_min}, {self.s_max}")
         if self.n_gaussians < 1:
             raise ValueError("sog: n_gaussians must be >= 1")
-        if self.method not in ("direct", "reciprocal"):
-            raise ValueError(f"sog: unknown method {self.method!r}; available: direct, reciprocal")
+        if self.method not in ("direct", "hierarchical", "reciprocal"):
+            raise ValueError(f"sog: unknown method {self.method!r}; available: direct, hierarchical, reciprocal")
 
 
 class SOG(_LatentChargeTerm):
@@ -162,6 +165,8 @@ class SOG(_LatentChargeTerm):
         if self.cfg.method == "reciprocal":
             return sog_periodic(inputs["positions"], q, mask, inputs["cell"], self.weight.value, widths,
                                 self.cfg.k_index_max)
+        if self.cfg.method == "hierarchical" and inputs.get("sog_plan") is not None:
+            return sog_hierarchical(inputs["sog_plan"], inputs["positions"], q, mask, self.weight.value, widths)
         return sog_open(inputs["positions"], q, mask, self.weight.value, widths)
 
 

@@ -139,3 +139,28 @@ def test_replan_and_bad_input():
         sog_plan(np.full((4, 3), np.nan), WIDTHS)
     with pytest.raises(ValueError, match="unknown method"):
         sog_plan(pos, WIDTHS, method="fft")
+
+
+def test_potential_uses_sog_plan_and_matches_exact_model():
+    from lrnn.md import untrained_potential
+    from lrnn.models import model_config
+
+    model = {"rcut": 4.0, "rcut_smth": 1.0, "embed": [4, 8], "axis_neurons": 2, "fit": [8],
+             "long_range": [{"type": "sog", "n_gaussians": 4, "s_min": 1.5, "s_max": 9.0, "fit": [4]}]}
+    pos, _ = system(n=400, seed=9, density=0.05)
+    species = np.where(np.arange(400) % 3 == 0, 8, 1)
+    exact = untrained_potential([1, 8], model, seed=3, dtype="float64", output_scale=0.1)
+    hmodel = dict(model, fmm_min_atoms=300, long_range=[dict(model["long_range"][0], method="hierarchical")])
+    fast = untrained_potential([1, 8], hmodel, seed=3, dtype="float64", output_scale=0.1)
+    r0, r1 = exact.calculate(pos, species), fast.calculate(pos, species)
+    plan = fast.sog_plan
+    assert plan is not None and plan.levels and exact.sog_plan is None
+    assert r1["energy"] == pytest.approx(r0["energy"], abs=1e-6 * max(1.0, abs(r0["energy"])))
+    assert np.max(np.abs(r1["forces"] - r0["forces"])) <= 1e-5 * np.max(np.abs(r0["forces"]))
+    fast.calculate(pos + 0.01, species)
+    assert fast.sog_plan is plan  # small moves keep the plan
+    fast.calculate(pos[:200], species[:200])  # below fmm_min_atoms: the exact sum
+    assert fast.sog_plan is plan
+    with pytest.raises(ValueError, match="at most one sog term"):
+        model_config(dict(hmodel, type="deeppot_se", type_map=[1, 8],
+                          long_range=[hmodel["long_range"][0], hmodel["long_range"][0]]))
