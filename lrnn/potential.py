@@ -95,6 +95,7 @@ class Potential:
         self.fmm_plan = None  # FMM plan of the last structure (models with FMM parts, large N)
         self.fmm_replans = 0
         self.sog_plan = None  # plan of the hierarchical SOG term for the last structure
+        self.sog_replans = 0
 
     # ----------------------------------------------------------------------- construction
     @classmethod
@@ -188,6 +189,7 @@ class Potential:
         p = self.sog_plan
         if p is None or sog.sog_needs_replan(p, positions, widths):
             p = self.sog_plan = sog.sog_plan(positions, widths)
+            self.sog_replans += 1
         return p
 
     def fmm_plan_for(self, positions, cell):

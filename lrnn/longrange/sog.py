@@ -351,15 +351,18 @@ def sog_hierarchical(plan: SOGPlan, positions, charges, mask, weights, widths):
     convolutions.  The trapezoid error is about 8 exp(−(3/4)π² a²/h²) ≤ tol, the
     truncations e^{−r²/a²}, e^{−r²/m²} ≤ tol.  The energy is differentiable in positions,
     charges, weights and widths (forces by ``jax.grad``); a plan is valid for its widths
-    only (:func:`sog_needs_replan`)."""
+    only (:func:`sog_needs_replan`).  Rows of ``positions`` after the planned atoms are
+    padding and take no part."""
     if not isinstance(widths, jax.core.Tracer) and len(np.shape(widths)) == 1:
         if not np.allclose(np.asarray(widths, np.float64), plan.planned_widths, rtol=1e-12, atol=0):
             raise ValueError("sog_hierarchical: the widths differ from those the plan was made for; "
                              "make a new plan (sog_plan / sog_needs_replan)")
-    if positions.shape != plan.ref_positions.shape:
-        raise ValueError(f"sog_hierarchical: plan is for {plan.ref_positions.shape[0]} atoms, "
-                         f"got positions of shape {positions.shape}")
-    q = jnp.where(mask, charges, 0.0)
+    n = plan.ref_positions.shape[0]
+    if positions.ndim != 2 or positions.shape[0] < n:
+        raise ValueError(f"sog_hierarchical: plan is for {n} atoms, got positions of shape {positions.shape}")
+    # rows after the planned atoms are padding (a batch's fixed size): they take no part
+    q = jnp.where(mask, charges, 0.0)[:n]
+    positions = positions[:n]
     e = jnp.zeros((), positions.dtype)
     if plan.direct:
         i, j = plan.pairs[:, 0], plan.pairs[:, 1]
