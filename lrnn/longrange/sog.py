@@ -95,7 +95,8 @@ class SOGPlan:
     """Static layout for :func:`sog_hierarchical`, built outside ``jit`` by :func:`sog_plan`.
 
     ``pairs`` (P, 2) and ``pair_mask`` (P,): the pairs i < j within the direct cutoff
-    (padded); ``ref_positions`` (N, 3) Å: the positions planned for (re-plan check).
+    (padded); ``ref_positions`` (N, 3) Å: the positions planned for (re-plan check);
+    ``order`` (N,): the atoms in grid-cell order (for spreading).
     Static: ``levels`` (:class:`GridLevel`), ``direct`` (indices of the Gaussians summed over
     pairs), ``planned_widths`` (Å), ``tol``, ``skin`` (Å)."""
 
@@ -214,10 +215,12 @@ def sog_plan(positions, widths, *, mask=None, tol: float = SOG_TOL, skin: float 
     pm[:len(pairs)] = True
     padded = np.zeros((n_p, 2), np.int32)
     padded[:len(pairs)] = pairs
-    # atoms in grid-cell order: the spreading scatter then walks the grid (cache) locally
-    cell = np.floor((pos - lo) / max(levels[0].h * 4, 1e-9) if levels else 0).astype(np.int64)
-    order = np.lexsort(cell.T[::-1]) if levels else np.arange(len(pos))
-    return SOGPlan(jnp.asarray(padded), jnp.asarray(pm), jnp.asarray(pos), jnp.asarray(order, jnp.int32), tuple(levels),
+    atom_order = np.arange(len(pos))
+    if levels:  # atoms in grid-cell order: the spreading scatter then walks the grid (cache) locally
+        cell = np.floor((pos - lo) / (4 * levels[0].h)).astype(np.int64)
+        atom_order = np.lexsort(cell.T[::-1])
+    return SOGPlan(jnp.asarray(padded), jnp.asarray(pm), jnp.asarray(pos), jnp.asarray(atom_order, jnp.int32),
+                   tuple(levels),
                    tuple(int(i) for i in direct), tuple(float(v) for v in s_all), float(tol), float(skin))
 
 
@@ -272,15 +275,13 @@ def _restrict(fine: GridLevel, coarse: GridLevel, rho):
     return rho
 
 
-def _convolve_axis(x, kernel, axis, stride=1, shift=None, out_len=None):
-    """y[J] = Σ_t kernel[t] x[stride·J − shift + t] along ``axis`` (zero outside the grid:
-    open boundaries); by default the centred, same-length convolution.  By FFT of the
+def _convolve_axis(x, kernel, axis, stride, shift, out_len):
+    """y[J] = Σ_t kernel[t] x[stride·J − shift + t], J < out_len, along ``axis`` for a
+    symmetric ``kernel`` (zero outside the grid: open boundaries).  By FFT of the
     zero-padded line (the full linear convolution), so its cost does not grow with the
     kernel length (XLA's CPU convolution also crashes in float64 for some shapes, jax 0.10)."""
     taps = kernel.shape[0]
     g_in = x.shape[axis]
-    shift = taps // 2 if shift is None else shift
-    out_len = g_in if out_len is None else out_len
     n = g_in + taps - 1
     nfft = 1 << (n - 1).bit_length()
     full = jnp.fft.irfft(jnp.fft.rfft(x, nfft, axis=axis)
@@ -347,8 +348,9 @@ def sog_hierarchical(plan: SOGPlan, positions, charges, mask, weights, widths):
 
     discretised by the trapezoid rule on the level's grid (spacing h):
     ρ_g = Σ_i q_i e^{−|z_g − r_i|²/a²}, E_level = ½ ρᵀ (Σ_l w_l K_l) ρ − ½ Σ_i q_i² Σ_l w_l, with
-    the separable kernel K_l(d) = (s_l h²/(π m_l a²))³ e^{−|d h|²/m_l²} applied as three 1-D
-    convolutions.  The trapezoid error is about 8 exp(−(3/4)π² a²/h²) ≤ tol, the
+    the separable kernel K_l(d) = (s_l h²/(π m_l a²))³ e^{−|d h|²/m_l²} applied in Fourier
+    space (:func:`_grid_energy`); each level's ρ is restricted from the finer one
+    (:func:`_restrict`), so the atoms are spread once.  The trapezoid error is about 8 exp(−(3/4)π² a²/h²) ≤ tol, the
     truncations e^{−r²/a²}, e^{−r²/m²} ≤ tol.  The energy is differentiable in positions,
     charges, weights and widths (forces by ``jax.grad``); a plan is valid for its widths
     only (:func:`sog_needs_replan`).  Rows of ``positions`` after the planned atoms are
