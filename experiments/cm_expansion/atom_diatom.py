@@ -4,14 +4,21 @@
 
 Reads experiments/cm_expansion/data/{h3_aTZ,li3_aDZ}.jsonl (whatever has been computed so
 far), writes an npz snapshot of it beside the jsonl, and writes
-experiments/results/cm_expansion/{h3,li3}/{model, pure_model, results.json, results.md,
-abs_error_vs_energy.png, cuts_vs_R.png}.
+experiments/results/cm_expansion/{h3,li3}/{model, pure_model, variants/, results.json,
+results.md, abs_error_vs_energy.png, cuts_vs_R.png}.  ``--larger-basis-only`` re-evaluates
+the saved variants on the larger-basis validation points (h3_aQZ / li3_aTZ.jsonl) without
+refitting, for points computed after the fit.
 
 Split: points with R inside the paper's range (H3 9.6–18.3, Li3 20–40 bohr) are split
 80/10/10 into train/validation/test; points beyond it (the "extra" points and the far end
 of the R-scans) are the extrapolation set.  Nets: the paper's 2-30-3 (H3) / 2-50-3 (Li3),
-logistic sigmoid, m = 6, 8, 10, LM with early stopping; and the same with the homonuclear
-symmetry C_m(θ) = C_m(π − θ) built in; and a pure network u(R, r, θ) without the C_m form.
+logistic sigmoid, m = 6, 8, 10, LM with early stopping; the same with the homonuclear
+symmetry C_m(θ) = C_m(π − θ) built in; the same powers in an angular basis (even Legendre
+terms L ≤ m − 4, radial net); m = 6–14 in the angular basis with a relative-error loss (at
+R ≈ 10 bohr and r ≈ 4 bohr the multipole series about the diatom's centre converges
+slowly: ``truncation_study`` shows a linear fit with m ≤ 10 leaving a training RMSE near
+the paper's bar whatever the radial flexibility); and a pure network u(R, r, θ) without
+the C_m form.
 """
 
 from __future__ import annotations
@@ -32,14 +39,17 @@ from lrnn.cm import fit, model  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 SYS = {
-    "h3": dict(jsonl="h3_aTZ.jsonl", R=(9.6, 18.3), hidden=[30], cm_scale=[8.0, 130.0, 3e3],
+    "h3": dict(jsonl="h3_aTZ.jsonl", valid="h3_aQZ.jsonl", R=(9.6, 18.3), hidden=[30], cm_scale=[8.0, 130.0, 3e3],
                paper=dict(rmse_cm=0.00209, frac_rel_lt_1pct=0.8662, n=2249, net="2-30-3"),
-               title="H + H$_2$", r_cut=1.4),
-    "li3": dict(jsonl="li3_aDZ.jsonl", R=(20.0, 40.0), hidden=[50],
+               title="H + H$_2$", r_cut=1.4, r_range=(1.0, 4.0)),
+    "li3": dict(jsonl="li3_aDZ.jsonl", valid="li3_aTZ.jsonl", R=(20.0, 40.0), hidden=[50],
                 cm_scale=[3e3, 3e5, 3e7],
                 paper=dict(rmse_cm=0.0346, frac_rel_lt_1pct=None, n=2669, net="2-50-3"),
-                title="Li + Li$_2$ (quartet)", r_cut=7.8),
+                title="Li + Li$_2$ (quartet)", r_cut=7.8, r_range=(4.0, 9.4)),
 }
+
+
+CM_KEYS = ("cm", "cm_sym", "cm_ang", "cm_hi")
 
 
 def load_jsonl(path):
@@ -59,11 +69,14 @@ def load_jsonl(path):
 
 
 def c6_c8_from_scans(d):
-    """Fit -u R^6 = C6 + C8/R^2 + C10/R^4 on each R-scan (θ = 0, 90, 180 deg)."""
+    """Fit -u R^6 = C6 + C8/R^2 + C10/R^4 on each R-scan (θ = 0, 90, 180 deg), leaving
+    out the two shortest R of each scan (there the series needs terms beyond C10; with
+    them C6 moves by ~0.4 %)."""
     out = {}
     sc = d["kind"] == "scan"
     for th in (0.0, 90.0, 180.0):
         m = sc & (np.abs(d["theta_deg"] - th) < 1e-9)
+        m[np.nonzero(m)[0][np.argsort(d["R"][m])[:2]]] = False
         if m.sum() < 4:
             continue
         R = d["R"][m]
@@ -88,11 +101,49 @@ def c6_c8_from_scans(d):
     return out
 
 
-def fit_one(cfg, tr, va, time_limit, seed=0, l2=0.0):
+def truncation_study(d, inr, r_range, degree=8):
+    """How far the form -Σ_m C_m(r, θ)/R^m is from the in-range data for each truncation:
+    linear least squares with C_m(r, θ) = Σ_{L even ≤ m−4} Σ_{k ≤ degree} c P_L(cos θ) P_k(x),
+    x = r mapped to [-1, 1] (a flexible, network-free C_m).  Returns the training RMSE (cm^-1)
+    and the largest relative error of points beyond the range for m_max = 10, 12, 14."""
+    from numpy.polynomial import legendre
+
+    c = np.cos(np.deg2rad(d["theta_deg"]))
+    x = (2 * d["r"] - r_range[0] - r_range[1]) / (r_range[1] - r_range[0])
+    R0 = np.median(d["R"][inr])  # column scaling only
+    out = {}
+    for m_max in (10, 12, 14):
+        cols = []
+        for m in range(6, m_max + 1, 2):
+            for L in range(0, m - 3, 2):
+                pl = legendre.legval(c, [0] * L + [1])
+                for k in range(degree + 1):
+                    cols.append(-pl * legendre.legval(x, [0] * k + [1]) * (R0 / d["R"]) ** m)
+        B = np.stack(cols, 1)
+        sol = np.linalg.lstsq(B[inr], d["u_cm"][inr], rcond=None)[0]
+        res = B @ sol - d["u_cm"]
+        out[f"m_max={m_max}"] = dict(
+            n_coefficients=int(B.shape[1]), train_rmse_cm=float(np.sqrt(np.mean(res[inr] ** 2))),
+            beyond_range_max_rel=float(np.max(np.abs(res[~inr]) / np.abs(d["u_cm"][~inr])))
+            if (~inr).any() else None)
+    return out
+
+
+def cm_scales(base, powers):
+    """Output scales (au) for ``powers``: ``base`` holds those of m = 6, 8, 10; higher
+    powers continue the geometric growth of the last two."""
+    out = list(base)
+    while len(out) < len(powers):
+        out.append(out[-1] ** 2 / out[-2])
+    return out[:len(powers)]
+
+
+def fit_one(cfg, tr, va, time_limit, seed=0, l2=0.0, relative=False):
     p = model.init_params(cfg, jax.random.PRNGKey(seed))
     t0 = time.time()
     p, h = fit.levenberg_marquardt(p, cfg, tr, va, max_iter=100000, patience=400,
-                                   time_limit=time_limit, refit_every=1, log_every=100, l2=l2)
+                                   time_limit=time_limit, refit_every=1, log_every=100, l2=l2,
+                                   relative=relative)
     m = model.CmModel(cfg, p)
     return m, dict(lm_iterations=len(h["it"]), fit_seconds=round(time.time() - t0, 1),
                    n_params=m.n_params())
@@ -157,7 +208,12 @@ def main(argv=None):
     p.add_argument("--features", default="raw")
     p.add_argument("--l2", type=float, default=1e-7,
                    help="LM weight decay (the data sets of the first session are small)")
+    p.add_argument("--larger-basis-only", action="store_true",
+                   help="no fitting: evaluate the saved variants on the larger-basis points")
     a = p.parse_args(argv)
+    if a.larger_basis_only:
+        larger_basis(a.system)
+        return 0
     s = SYS[a.system]
     src = os.path.join(HERE, "data", s["jsonl"])
     d = load_jsonl(src)
@@ -173,7 +229,7 @@ def main(argv=None):
     res = dict(system=a.system, l2=a.l2, source=os.path.relpath(src, ROOT), n_points=int(d["R"].size),
                n_train=int(i_tr.size), n_val=int(i_va.size), n_test=int(i_te.size),
                n_extrapolation=int(ex["R"].size), paper=s["paper"],
-               scans=c6_c8_from_scans(d))
+               scans=c6_c8_from_scans(d), truncation=truncation_study(d, inr, s["r_range"]))
     models = {}
     variants = [("cm", f"paper-style C_m network 2-{s['hidden'][0]}-3",
                  dict(symmetrize="none", features=a.features, hidden=s["hidden"])),
@@ -181,12 +237,17 @@ def main(argv=None):
                  dict(symmetrize="homonuclear", features=a.features, hidden=s["hidden"])),
                 ("cm_ang", "C_m network, angular basis (even P_L, L ≤ m−4), radial net 1-8-9",
                  dict(symmetrize="homonuclear", features="angular", hidden=[8])),
+                ("cm_hi", "C_m network, m = 6–14, angular basis, radial net 1-12-20, "
+                          "relative-error loss",
+                 dict(symmetrize="homonuclear", features="angular", hidden=[12],
+                      powers=[6, 8, 10, 12, 14]), True),
                 ("pure", "pure network (no C_m form)",
                  dict(form="pure", features=a.features, hidden=s["hidden"]))]
-    for key, lab, kw in variants:
-        cfg = model.make_config(model.ATOM_DIATOM, tr, cm_scale=s["cm_scale"],
+    for key, lab, kw, *rel in variants:
+        powers = kw.get("powers", [6, 8, 10])
+        cfg = model.make_config(model.ATOM_DIATOM, tr, cm_scale=cm_scales(s["cm_scale"], powers),
                                 name=f"{a.system} {lab}", **kw)
-        m, info = fit_one(cfg, tr, va, a.time_limit, l2=a.l2)
+        m, info = fit_one(cfg, tr, va, a.time_limit, l2=a.l2, relative=bool(rel and rel[0]))
         info["label"] = lab
         info["test"] = D.metrics(te["u_cm"], m(te))
         info["train"] = D.metrics(tr["u_cm"], m(tr))
@@ -196,11 +257,16 @@ def main(argv=None):
             e["max_rel"] = float(rel.max())
             e["frac_rel_lt_2pct"] = float(np.mean(rel < 0.02))
             info["extrapolation"] = e
+        if cfg["form"] == "cm":  # the asymptote, to compare with the R-scans' C6
+            c6 = np.asarray(m.cm(dict(R=np.full(2, s["R"][1]), r=np.full(2, s["r_cut"]),
+                                      theta_deg=np.array([0.0, 90.0]))))[:, 0]
+            info["C6_scan_r"] = {"0": float(c6[0]), "90": float(c6[1])}
+        m.save(os.path.join(out, "variants", key))
         res[key] = info
         models[lab] = m
         print(key, json.dumps(info), flush=True)
     # the saved model: the better of the two C_m networks on validation
-    best = min(("cm", "cm_sym", "cm_ang"), key=lambda k: D.metrics(
+    best = min(CM_KEYS, key=lambda k: D.metrics(
         va["u_cm"], models[res[k]["label"]](va))["rmse_cm"])
     res["saved_model"] = best
     models[res[best]["label"]].save(os.path.join(out, "model"), extra=dict(test=res[best]["test"]))
@@ -208,10 +274,43 @@ def main(argv=None):
     figures(a.system, {"C_m network": models[res[best]["label"]],
                        "pure network (no C_m form)": models["pure network (no C_m form)"]},
             te, ex, out, s)
+    larger_basis(a.system, res)
+    return 0
+
+
+def larger_basis(system, res=None):
+    """Evaluate every fitted variant (``variants/<key>``) on the larger-basis validation
+    points (if computed: trained on the smaller basis vs the larger-basis reference, so
+    basis-set error plus fit error), then write results.json and results.md."""
+    s = SYS[system]
+    out = os.path.join(ROOT, "experiments", "results", "cm_expansion", system)
+    if res is None:
+        with open(os.path.join(out, "results.json")) as f:
+            res = json.load(f)
+    vpath = os.path.join(HERE, "data", s["valid"])
+    res["larger_basis"] = None
+    if os.path.exists(vpath):
+        vb = {k: v for k, v in load_jsonl(vpath).items() if k != "kind"}
+        res["larger_basis"] = dict(source=os.path.relpath(vpath, ROOT), n=int(vb["R"].size))
+        for key in CM_KEYS + ("pure",):
+            m = model.load_model(os.path.join(out, "variants", key))
+            u_fit = np.asarray(m(vb))
+            res[key]["larger_basis"] = D.metrics(vb["u_cm"], u_fit) | dict(
+                mean_ratio=float(np.mean(vb["u_cm"] / u_fit)))
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
     write_md(res, s, os.path.join(out, "results.md"))
-    return 0
+
+
+def larger_basis_cell(r):
+    lb = r.get("larger_basis")
+    return "–" if lb is None else (f"{lb['rmse_cm']:.3g}, {100 * lb['frac_rel_lt_1pct']:.1f} %, "
+                                   f"{lb['mean_ratio']:.4f}")
+
+
+def c6_cell(r):
+    c6 = r.get("C6_scan_r")
+    return "–" if c6 is None else f"{c6['0']:.4g}, {c6['90']:.4g}"
 
 
 def write_md(res, s, path):
@@ -220,25 +319,39 @@ def write_md(res, s, path):
     lines = [f"# {s['title'].replace('$_2$', '2')}: neural C_m expansion", "",
              f"Data: {res['source']} — {res['n_points']} points so far (train {res['n_train']}, "
              f"validation {res['n_val']}, test {res['n_test']}, beyond the fitted R range "
-             f"{res['n_extrapolation']}).", "",
-             "| model | params | test RMSE (cm⁻¹) | test < 1 % | test < 10 % | beyond-range max rel. err. | beyond-range < 2 % |",
-             "|---|---|---|---|---|---|---|",
-             f"| paper ({pp['net']}, {pp['n']} points) | – | {pp['rmse_cm']} | {f1} | – | – | – |"]
-    for key in ("cm", "cm_sym", "cm_ang", "pure"):
+             f"{res['n_extrapolation']})." + ("" if res["larger_basis"] is None else
+             f" Larger-basis validation: {res['larger_basis']['n']} points of "
+             f"{res['larger_basis']['source']} (model trained on the smaller basis vs the "
+             "larger-basis reference: basis-set error plus fit error)."), "",
+             "| model | params | test RMSE (cm⁻¹) | test < 1 % | test < 10 % | beyond-range max rel. err. | beyond-range < 2 % | larger basis: RMSE, < 1 %, ⟨u_ref/u_fit⟩ | C6(0°), C6(90°) at r = " + f"{s['r_cut']} bohr (au) |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| paper ({pp['net']}, {pp['n']} points) | – | {pp['rmse_cm']} | {f1} | – | – | – | – | – |"]
+    for key in CM_KEYS + ("pure",):
         r = res[key]
         t, e = r["test"], r.get("extrapolation")
         es = ("–", "–") if e is None else (f"{100 * e['max_rel']:.3g} %",
                                             f"{100 * e['frac_rel_lt_2pct']:.1f} %")
         lines.append(f"| {r['label']} | {r['n_params']} | {t['rmse_cm']:.3g} | "
                      f"{100 * t['frac_rel_lt_1pct']:.2f} % | {100 * t['frac_rel_lt_10pct']:.2f} % "
-                     f"| {es[0]} | {es[1]} |")
+                     f"| {es[0]} | {es[1]} | {larger_basis_cell(r)} | {c6_cell(r)} |")
     sc = res["scans"]
     if "C6_isotropic" in sc:
         lines += ["", f"R-scans (r = {s['r_cut']} bohr): C6(0°) = {sc['0']['C6']:.4g}, "
-                      f"C6(90°) = {sc['90']['C6']:.4g}, isotropic C6 = {sc['C6_isotropic']:.4g} au, "
+                      f"C6(90°) = {sc['90']['C6']:.4g} (fits of −uR⁶ = C6 + C8/R² + C10/R⁴ without the two shortest R), isotropic C6 = {sc['C6_isotropic']:.4g} au, "
                       f"anisotropy C6₂/C6₀ = {sc['C6_anisotropy_C62_over_C60']:.3f}; "
                       f"C8(0°) = {sc['0']['C8']:.4g}, C8(90°) = {sc['90']['C8']:.4g} au."]
+    tr = res["truncation"]
+    lines += ["", "Truncation of the series (linear least squares on the in-range points with a "
+              "flexible C_m(r, θ): even Legendre terms in θ times Legendre polynomials of degree "
+              "≤ 8 in r, no network):", "",
+              "| powers | coefficients | training RMSE (cm⁻¹) | beyond-range max rel. err. |",
+              "|---|---|---|---|"]
+    for k, v in tr.items():
+        b = v["beyond_range_max_rel"]
+        lines.append(f"| m = 6–{k.split('=')[1]} | {v['n_coefficients']} | "
+                     f"{v['train_rmse_cm']:.3g} | {'–' if b is None else f'{100 * b:.3g} %'} |")
     if "max_abs_u0_minus_u180_cm" in sc:
+        lines.append("")
         lines.append(f"Symmetry check: max |u(0°) − u(180°)| = {sc['max_abs_u0_minus_u180_cm']:.2e} cm⁻¹.")
     lines.append("")
     with open(path, "w") as f:

@@ -42,46 +42,25 @@ def main():
         if not os.path.exists(p):
             continue
         r = json.load(open(p))
-        pp = r["paper"]
-        best = min((k for k in ("cm", "cm_sym", "cm_ang") if k in r),
-                   key=lambda k: r[k]["test"]["rmse_cm"])
-        caveats.append(
-            f"- {title}: {r['n_points']} points ({r['n_train']} for training, {r['n_test']} "
-            f"test), against the paper's {pp['n']}; best test RMSE "
-            f"{r[best]['test']['rmse_cm']:.3g} cm⁻¹ vs the paper's {pp['rmse_cm']}. "
-            "The generators are resumable; re-run `atom_diatom.py` and this script when "
-            "more points exist.")
-        lines += [f"## {title} (own CCSD(T) data: {r['n_points']} points so far)", "",
-                  f"Split: train {r['n_train']}, validation {r['n_val']}, test {r['n_test']}, "
-                  f"beyond the fitted R range {r['n_extrapolation']}.", "",
-                  "| model | params | test RMSE | test < 1 % | beyond range: max rel. err. | beyond range < 2 % |",
-                  "|---|---|---|---|---|---|",
-                  f"| paper ({pp['net']}, {pp['n']} points) | – | {pp['rmse_cm']} | "
-                  f"{pct(pp['frac_rel_lt_1pct'])} | – | – |"]
-        for k in ("cm", "cm_sym", "cm_ang", "pure"):
-            if k not in r:
-                continue
-            t, e = r[k]["test"], r[k].get("extrapolation")
-            es = ("–", "–") if e is None else (f"{100 * e['max_rel']:.3g} %",
-                                                pct(e["frac_rel_lt_2pct"]))
-            lines.append(f"| {r[k]['label']} | {r[k]['n_params']} | {t['rmse_cm']:.3g} | "
-                         f"{pct(t['frac_rel_lt_1pct'])} | {es[0]} | {es[1]} |")
-        sc = r.get("scans", {})
-        if "C6_isotropic" in sc:
-            lines += ["", f"R-scans: C6(0°) = {sc['0']['C6']:.4g}, C6(90°) = {sc['90']['C6']:.4g}, "
-                          f"isotropic {sc['C6_isotropic']:.4g} au, anisotropy C6₂/C6₀ = "
-                          f"{sc['C6_anisotropy_C62_over_C60']:.3f}."]
-        if "max_abs_u0_minus_u180_cm" in sc:
-            lines.append(f"u(0°) − u(180°): max {sc['max_abs_u0_minus_u180_cm']:.1e} cm⁻¹.")
+        with open(os.path.join(OUT, sysname, "results.md")) as f:
+            md = f.read().splitlines()
+        lines += ["#" + md[0]] + md[1:]  # one level down
+        k = r["saved_model"]
+        t, e = r[k]["test"], r[k].get("extrapolation")
+        bars = [f"test RMSE {t['rmse_cm']:.3g} cm⁻¹ (paper {r['paper']['rmse_cm']}"
+                + (", bar ≤ 0.00209: " + ("met" if t["rmse_cm"] <= 0.00209 else "NOT met")
+                   if sysname == "h3" else "") + ")",
+                f"{100 * t['frac_rel_lt_1pct']:.1f} % of test points under 1 %"]
+        if e is not None:
+            bars.append(f"beyond the fitted R range max {100 * e['max_rel']:.3g} % relative error "
+                        f"(bar < 2 %: {'met' if e['max_rel'] < 0.02 else 'NOT met'})")
+        caveats.append(f"- {title}, saved model `{k}` ({r[k]['label']}), {r['n_points']} points "
+                       f"(the paper: {r['paper']['n']}): " + "; ".join(bars) + ".")
+        if r.get("larger_basis") is None:
+            caveats.append(f"- {title}: no larger-basis validation points yet "
+                           "(`gen_pyscf.py --basis ...`, see experiments/cm_expansion/README.md).")
         lines.append("")
-    lines += ["## Caveats", ""] + caveats + [
-              "- Li + Li2 is mostly R-scans at r = 7.8 bohr so far, so it does not constrain "
-              "the r dependence.",
-              "- The beyond-range errors are not yet explained. Candidates: how the fit splits u "
-              "into C6, C8 and C10 inside the range, and ~5e-5 cm⁻¹ of CC-convergence noise "
-              "on the R ≥ 25 bohr points (≈ 1.5 % of u at R = 30 bohr, r = 1.4 bohr).",
-              "- No aug-cc-pVQZ (H3) or aug-cc-pVTZ (Li3) validation points were computed yet "
-              "(`gen_pyscf.py --basis ...`, see experiments/cm_expansion/README.md).",
+    lines += ["## Acceptance and caveats", ""] + caveats + [
               "- KRb: the paper-style network (raw angles, 5-60-4, 420 s of LM on a loaded "
               "machine) is a time-limited reproduction, not a converged one; the 5-400-4 network "
               "was not affordable for LM here (dense J^T J of 4000 parameters).", ""]
