@@ -129,6 +129,22 @@ def truncation_study(d, inr, r_range, degree=8):
     return out
 
 
+def assess(m, tr, va, te, ex, s):
+    """Metrics of a fitted model: train/validation/test, beyond the fitted R range (largest
+    relative error, fraction under 2 %) and, for C_m models, C6 at the R-scans' r."""
+    info = {k: D.metrics(d["u_cm"], m(d)) for k, d in (("train", tr), ("val", va), ("test", te))}
+    if ex["R"].size:
+        u_fit = np.asarray(m(ex))
+        rel = np.abs(u_fit - ex["u_cm"]) / np.abs(ex["u_cm"])
+        info["extrapolation"] = D.metrics(ex["u_cm"], u_fit) | dict(
+            max_rel=float(rel.max()), frac_rel_lt_2pct=float(np.mean(rel < 0.02)))
+    if m.config["form"] == "cm":  # the asymptote, to compare with the R-scans' C6
+        c6 = np.asarray(m.cm(dict(R=np.full(2, s["R"][1]), r=np.full(2, s["r_cut"]),
+                                  theta_deg=np.array([0.0, 90.0]))))[:, 0]
+        info["C6_scan_r"] = {"0": float(c6[0]), "90": float(c6[1])}
+    return info
+
+
 def cm_scales(base, powers):
     """Output scales (au) for ``powers``: ``base`` holds those of m = 6, 8, 10; higher
     powers continue the geometric growth of the last two."""
@@ -208,6 +224,9 @@ def main(argv=None):
     p.add_argument("--features", default="raw")
     p.add_argument("--l2", type=float, default=1e-7,
                    help="LM weight decay (the data sets of the first session are small)")
+    p.add_argument("--seeds", type=int, default=5,
+                   help="refit the saved variant from this many seeds in all (spread of C6 "
+                        "and of the beyond-range error; the saved model is seed 0)")
     p.add_argument("--larger-basis-only", action="store_true",
                    help="no fitting: evaluate the saved variants on the larger-basis points")
     a = p.parse_args(argv)
@@ -230,7 +249,7 @@ def main(argv=None):
                n_train=int(i_tr.size), n_val=int(i_va.size), n_test=int(i_te.size),
                n_extrapolation=int(ex["R"].size), paper=s["paper"],
                scans=c6_c8_from_scans(d), truncation=truncation_study(d, inr, s["r_range"]))
-    models = {}
+    models, cfgs = {}, {}
     variants = [("cm", f"paper-style C_m network 2-{s['hidden'][0]}-3",
                  dict(symmetrize="none", features=a.features, hidden=s["hidden"])),
                 ("cm_sym", "C_m network, C_m(θ)=C_m(π−θ) by symmetric inputs",
@@ -247,28 +266,24 @@ def main(argv=None):
         powers = kw.get("powers", [6, 8, 10])
         cfg = model.make_config(model.ATOM_DIATOM, tr, cm_scale=cm_scales(s["cm_scale"], powers),
                                 name=f"{a.system} {lab}", **kw)
-        m, info = fit_one(cfg, tr, va, a.time_limit, l2=a.l2, relative=bool(rel and rel[0]))
+        relative = bool(rel and rel[0])
+        m, info = fit_one(cfg, tr, va, a.time_limit, l2=a.l2, relative=relative)
         info["label"] = lab
-        info["test"] = D.metrics(te["u_cm"], m(te))
-        info["train"] = D.metrics(tr["u_cm"], m(tr))
-        if ex["R"].size:
-            e = D.metrics(ex["u_cm"], m(ex))
-            rel = np.abs(np.asarray(m(ex)) - ex["u_cm"]) / np.abs(ex["u_cm"])
-            e["max_rel"] = float(rel.max())
-            e["frac_rel_lt_2pct"] = float(np.mean(rel < 0.02))
-            info["extrapolation"] = e
-        if cfg["form"] == "cm":  # the asymptote, to compare with the R-scans' C6
-            c6 = np.asarray(m.cm(dict(R=np.full(2, s["R"][1]), r=np.full(2, s["r_cut"]),
-                                      theta_deg=np.array([0.0, 90.0]))))[:, 0]
-            info["C6_scan_r"] = {"0": float(c6[0]), "90": float(c6[1])}
+        info.update(assess(m, tr, va, te, ex, s))
+        cfgs[key] = (cfg, relative)
         m.save(os.path.join(out, "variants", key))
         res[key] = info
         models[lab] = m
         print(key, json.dumps(info), flush=True)
-    # the saved model: the better of the two C_m networks on validation
-    best = min(CM_KEYS, key=lambda k: D.metrics(
-        va["u_cm"], models[res[k]["label"]](va))["rmse_cm"])
+    # the saved model: the C_m network with the lowest validation RMSE
+    best = min(CM_KEYS, key=lambda k: res[k]["val"]["rmse_cm"])
     res["saved_model"] = best
+    # how much of the saved model's asymptote is set by the data: refits from other seeds
+    res["seed_spread"] = []
+    for seed in range(1, a.seeds):
+        m, _ = fit_one(cfgs[best][0], tr, va, a.time_limit, seed=seed, l2=a.l2,
+                       relative=cfgs[best][1])
+        res["seed_spread"].append(dict(seed=seed, **assess(m, tr, va, te, ex, s)))
     models[res[best]["label"]].save(os.path.join(out, "model"), extra=dict(test=res[best]["test"]))
     models["pure network (no C_m form)"].save(os.path.join(out, "pure_model"))
     figures(a.system, {"C_m network": models[res[best]["label"]],
@@ -340,6 +355,20 @@ def write_md(res, s, path):
                       f"C6(90°) = {sc['90']['C6']:.4g} (fits of −uR⁶ = C6 + C8/R² + C10/R⁴ without the two shortest R), isotropic C6 = {sc['C6_isotropic']:.4g} au, "
                       f"anisotropy C6₂/C6₀ = {sc['C6_anisotropy_C62_over_C60']:.3f}; "
                       f"C8(0°) = {sc['0']['C8']:.4g}, C8(90°) = {sc['90']['C8']:.4g} au."]
+    sp = res.get("seed_spread") or []
+    if sp:
+        k = res["saved_model"]
+        runs = [res[k]] + sp
+        ex = [r["extrapolation"]["max_rel"] for r in runs if "extrapolation" in r]
+        lines += ["", f"Seeds: the saved variant refitted from {len(runs)} seeds gives test RMSE "
+                  f"{min(r['test']['rmse_cm'] for r in runs):.3g}–"
+                  f"{max(r['test']['rmse_cm'] for r in runs):.3g} cm⁻¹, C6(0°) "
+                  f"{min(r['C6_scan_r']['0'] for r in runs):.4g}–"
+                  f"{max(r['C6_scan_r']['0'] for r in runs):.4g} and C6(90°) "
+                  f"{min(r['C6_scan_r']['90'] for r in runs):.4g}–"
+                  f"{max(r['C6_scan_r']['90'] for r in runs):.4g} au"
+                  + (f", beyond-range max rel. err. {100 * min(ex):.3g}–{100 * max(ex):.3g} %"
+                     if ex else "") + "."]
     tr = res["truncation"]
     lines += ["", "Truncation of the series (linear least squares on the in-range points with a "
               "flexible C_m(r, θ): even Legendre terms in θ times Legendre polynomials of degree "
