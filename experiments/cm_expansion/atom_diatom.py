@@ -123,7 +123,7 @@ def truncation_study(d, inr, r_range, degree=8):
         sol = np.linalg.lstsq(B[inr], d["u_cm"][inr], rcond=None)[0]
         res = B @ sol - d["u_cm"]
         out[f"m_max={m_max}"] = dict(
-            n_coefficients=int(B.shape[1]), train_rmse_cm=float(np.sqrt(np.mean(res[inr] ** 2))),
+            n_coefficients=int(B.shape[1]), n_points=int(inr.sum()), train_rmse_cm=float(np.sqrt(np.mean(res[inr] ** 2))),
             beyond_range_max_rel=float(np.max(np.abs(res[~inr]) / np.abs(d["u_cm"][~inr])))
             if (~inr).any() else None)
     return out
@@ -377,7 +377,8 @@ def write_md(res, s, path):
               "|---|---|---|---|"]
     for k, v in tr.items():
         b = v["beyond_range_max_rel"]
-        lines.append(f"| m = 6–{k.split('=')[1]} | {v['n_coefficients']} | "
+        under = " (more coefficients than points)" if v["n_coefficients"] >= v["n_points"] else ""
+        lines.append(f"| m = 6–{k.split('=')[1]} | {v['n_coefficients']}{under} | "
                      f"{v['train_rmse_cm']:.3g} | {'–' if b is None else f'{100 * b:.3g} %'} |")
     if "max_abs_u0_minus_u180_cm" in sc:
         lines.append("")
