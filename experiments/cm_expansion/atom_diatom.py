@@ -273,7 +273,7 @@ def main(argv=None):
         cfgs[key] = (cfg, relative)
         m.save(os.path.join(out, "variants", key))
         res[key] = info
-        models[lab] = m
+        models[key] = m
         print(key, json.dumps(info), flush=True)
     # the saved model: the C_m network with the lowest validation RMSE
     best = min(CM_KEYS, key=lambda k: res[k]["val"]["rmse_cm"])
@@ -284,10 +284,9 @@ def main(argv=None):
         m, _ = fit_one(cfgs[best][0], tr, va, a.time_limit, seed=seed, l2=a.l2,
                        relative=cfgs[best][1])
         res["seed_spread"].append(dict(seed=seed, **assess(m, tr, va, te, ex, s)))
-    models[res[best]["label"]].save(os.path.join(out, "model"), extra=dict(test=res[best]["test"]))
-    models["pure network (no C_m form)"].save(os.path.join(out, "pure_model"))
-    figures(a.system, {"C_m network": models[res[best]["label"]],
-                       "pure network (no C_m form)": models["pure network (no C_m form)"]},
+    models[best].save(os.path.join(out, "model"), extra=dict(test=res[best]["test"]))
+    models["pure"].save(os.path.join(out, "pure_model"))
+    figures(a.system, {"C_m network": models[best], "pure network (no C_m form)": models["pure"]},
             te, ex, out, s)
     larger_basis(a.system, res)
     return 0

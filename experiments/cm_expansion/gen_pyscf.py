@@ -205,8 +205,8 @@ def main(argv=None):
                             if a.system == "h3" else
                             "CP-corrected UHF-UCCSD(T), frozen 1s, quartet Li3, triplet Li2"),
                     conv_tol=1e-12, cc_conv_tol_normt=a.cc_normt,
-                    cc_stalled_amplitudes_accepted_below=STALL_ACCEPT, density_fitting=False, units=dict(length="bohr",
-                                                                      energy="cm^-1"),
+                    cc_stalled_amplitudes_accepted_below=STALL_ACCEPT, density_fitting=False,
+                    units=dict(length="bohr", energy="cm^-1"),
                     script=os.path.relpath(__file__), pyscf=__import__("pyscf").__version__,
                     omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
     with open(a.out + ".settings.json", "w") as f:
