@@ -331,6 +331,9 @@ def write_md(res, s, path):
     pp = s["paper"]
     f1 = "–" if pp["frac_rel_lt_1pct"] is None else f"{100 * pp['frac_rel_lt_1pct']:.2f} %"
     lines = [f"# {s['title'].replace('$_2$', '2')}: neural C_m expansion", "",
+             f"Made by `OMP_NUM_THREADS=1 python experiments/cm_expansion/atom_diatom.py "
+             f"{res['system']} --time-limit 240` (then `--larger-basis-only` as larger-basis "
+             "points arrive).", "",
              f"Data: {res['source']} — {res['n_points']} points so far (train {res['n_train']}, "
              f"validation {res['n_val']}, test {res['n_test']}, beyond the fitted R range "
              f"{res['n_extrapolation']})." + ("" if res["larger_basis"] is None else
