@@ -25,6 +25,9 @@ Parameters are a plain pytree ``{"W": [...], "b": [...]}``; the network is a pur
     x_mean/x_std  input normalisation (from the training data)
     cm_scale      per-power output scale (au): C_m = cm_scale[m] * network output
     u_scale       (form "pure") output scale in cm^-1
+    exchange      (atom–diatom, homonuclear, optional) the exchange–overlap term added to
+                  the series, ``{"beta": β (1/bohr), "powers": [p...], "d0": d0 (bohr),
+                  "scale_cm": s (cm^-1)}``; see ``exchange_multipliers``
 
 Energies are in cm^-1, lengths in bohr, C_m in atomic units.
 """
@@ -160,18 +163,59 @@ def output_multipliers(config, data):
     R = jnp.asarray(data["R"])
     per_power = jnp.stack([-HARTREE_TO_CM1 * s / R**m for s, m in
                            zip(config["cm_scale"], config["powers"])], -1)
-    if config["features"] != "angular":
-        return per_power
-    B, which = _angular_values(config, data)
-    return B * per_power[:, jnp.asarray(which)]
+    if config["features"] == "angular":
+        B, which = _angular_values(config, data)
+        per_power = B * per_power[:, jnp.asarray(which)]
+    if "exchange" in config:
+        per_power = jnp.concatenate([per_power, exchange_multipliers(config, data)], -1)
+    return per_power
+
+
+def exchange_multipliers(config, data):
+    """(N, P) factors of the exchange–overlap term (atom–diatom, homonuclear diatom).
+
+    The inverse-power series is the long-range (multipole) part of u only; where the
+    atom's and the diatom's densities overlap there is also an exchange term, which
+    decays exponentially with the atom–atom distances
+
+        d_± = |R ∓ (r/2) e| = sqrt(R² + r²/4 ∓ R r cos θ)   (bohr),
+
+    as exp(−β d) with β = 2 sqrt(2 I) for an atom of ionisation energy I (hartree): the
+    square of the density tail exp(−sqrt(2 I) d) (β = 2 / bohr for H, 1.26 for Li).  The
+    model adds
+
+        u_x = s Σ_p A_p(r, θ) Σ_± (d_±/d0)^p exp(−β (d_± − d0))     (cm⁻¹),
+
+    with the amplitudes A_p extra outputs of the C_m network; the sum over both atoms
+    keeps u(θ) = u(π − θ).  u_x falls off faster than any power of R, so the asymptote
+    −Σ C_m/R^m is untouched; inside the fitted range u_x absorbs what the series could
+    only mimic with many high powers (which then corrupt C6; see the H3 results).
+    """
+    ex = config["exchange"]
+    R = jnp.asarray(data["R"])
+    r = jnp.asarray(data["r"])
+    c = jnp.cos(jnp.asarray(data["theta_deg"]) * (jnp.pi / 180))
+    beta, d0 = ex["beta"], ex["d0"]
+    cols = []
+    for p in ex["powers"]:
+        col = 0.0
+        for sign in (1.0, -1.0):
+            d = jnp.sqrt(R**2 + 0.25 * r**2 - sign * R * r * c)
+            col = col + (d / d0) ** p * jnp.exp(-beta * (d - d0))
+        cols.append(ex["scale_cm"] * col)
+    return jnp.stack(cols, -1)
+
+
+def _n_cm_outputs(config):
+    if config["features"] == "angular":
+        return sum(len(config["angular_basis"][str(m)]) for m in config["powers"])
+    return len(config["powers"])
 
 
 def n_outputs(config):
     if config["form"] == "pure":
         return 1
-    if config["features"] == "angular":
-        return sum(len(config["angular_basis"][str(m)]) for m in config["powers"])
-    return len(config["powers"])
+    return _n_cm_outputs(config) + len(config.get("exchange", {}).get("powers", ()))
 
 
 # --- network ----------------------------------------------------------------------------------
@@ -248,7 +292,7 @@ def cm_values(params, config, data):
     """C_m (au), shape (N, len(powers)); only for form "cm"."""
     if config["form"] != "cm":
         raise ValueError("cm_values needs a model with the physical form (form='cm')")
-    out = _net(params, config, data)
+    out = _net(params, config, data)[:, :_n_cm_outputs(config)]
     if config["features"] != "angular":
         return out * jnp.asarray(config["cm_scale"])
     B, which = _angular_values(config, data)
@@ -258,16 +302,30 @@ def cm_values(params, config, data):
     return jnp.stack(cs, -1)
 
 
+def exchange_energy(params, config, data):
+    """The exchange–overlap part u_x (cm^-1, shape (N,)) of a model with ``exchange``."""
+    if "exchange" not in config:
+        raise ValueError("this model has no exchange term (config 'exchange')")
+    out = _net(params, config, data)[:, _n_cm_outputs(config):]
+    return jnp.sum(out * exchange_multipliers(config, data), axis=-1)
+
+
 def energy(params, config, data):
-    """u_LR in cm^-1, shape (N,)."""
+    """u_LR in cm^-1, shape (N,): −Σ_m C_m/R^m (plus the exchange term, if configured)."""
     if config["form"] == "pure":
         return _net(params, config, data)[:, 0] * config["u_scale"]
     return jnp.sum(_net(params, config, data) * output_multipliers(config, data), axis=-1)
 
 
 def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activation="sigmoid",
-                features="raw", symmetrize="none", cm_scale=None, name="", product=False):
-    """A config with input normalisation (and scales) computed from ``data``."""
+                features="raw", symmetrize="none", cm_scale=None, name="", product=False,
+                exchange=None):
+    """A config with input normalisation (and scales) computed from ``data``.
+
+    ``exchange``: None, or ``dict(beta=β (1/bohr), powers=[0, 1])`` (optionally ``d0``
+    in bohr, default the smallest atom–atom distance in ``data``, and ``scale_cm``,
+    default rms(u)) to add the exchange–overlap term of ``exchange_multipliers``.
+    """
     if system not in COLUMNS:
         raise ValueError(f"unknown system {system!r}; use {sorted(COLUMNS)}")
     if powers is None:
@@ -287,6 +345,21 @@ def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activatio
         cfg["angular_basis"] = {str(m): angular_basis_atom_diatom(int(m), symmetrize ==
                                                                   "homonuclear")
                                 for m in powers}
+    if exchange is not None:
+        if system != ATOM_DIATOM or symmetrize != "homonuclear" or form != "cm":
+            raise ValueError("the exchange term is for atom–homonuclear-diatom C_m models "
+                             "(system='atom_diatom', symmetrize='homonuclear', form='cm')")
+        if not exchange.get("beta", 0) > 0 or not exchange.get("powers"):
+            raise ValueError(f"exchange needs beta > 0 (1/bohr) and a list of powers; got "
+                             f"{exchange!r}")
+        R, r = np.asarray(data["R"]), np.asarray(data["r"])
+        d_min = float(np.min(np.sqrt(R**2 + 0.25 * r**2 - R * r *
+                                     np.abs(np.cos(np.deg2rad(data["theta_deg"]))))))
+        u_rms = float(np.sqrt(np.mean(np.asarray(data["u_cm"]) ** 2)))
+        cfg["exchange"] = dict(beta=float(exchange["beta"]),
+                               powers=[int(q) for q in exchange["powers"]],
+                               d0=float(exchange.get("d0", d_min)),
+                               scale_cm=float(exchange.get("scale_cm", u_rms)))
     cfg["x_mean"] = [0.0]
     cfg["x_std"] = [1.0]
     X = np.concatenate([np.asarray(raw_features(cfg, data, **v)) for v in _variants(cfg)])

@@ -59,11 +59,14 @@ def test_swap_symmetry_option_and_angular_basis():
     del fixed
 
 
-def test_jax_grad_through_model_gives_forces():
+@pytest.mark.parametrize("kw", [dict(features="invariant"),
+                                dict(features="angular", symmetrize="homonuclear",
+                                     exchange=dict(beta=2.0, powers=[0, 1], scale_cm=1e3))])
+def test_jax_grad_through_model_gives_forces(kw):
     from lrnn.cm import jacobi
 
     d = _h3_like(30)
-    cfg = model.make_config(model.ATOM_DIATOM, d, hidden=[5], features="invariant")
+    cfg = model.make_config(model.ATOM_DIATOM, d, hidden=[5], **kw)
     p = model.init_params(cfg, jax.random.PRNGKey(1))
 
     def e(pos):
@@ -154,3 +157,80 @@ def test_lm_angular_atom_diatom():
     mirrored = dict(va, theta_deg=180.0 - va["theta_deg"])
     np.testing.assert_allclose(model.cm_values(p, cfg, va), model.cm_values(p, cfg, mirrored),
                                rtol=1e-12)
+
+
+def _exchange_like(d, amp_cm, beta=2.0, rpow=2):
+    """An exponential atom–atom term like the H + H2 exchange (cm^-1)."""
+    c = np.cos(np.deg2rad(d["theta_deg"]))
+    return amp_cm * (d["r"] / 2.0) ** rpow * sum(
+        np.exp(-beta * (np.sqrt(d["R"] ** 2 + d["r"] ** 2 / 4 + s * d["R"] * d["r"] * c) - 8.0))
+        for s in (1, -1))
+
+
+def test_exchange_term_symmetric_decays_and_splits_the_energy():
+    d = _h3_like(200)
+    cfg = model.make_config(model.ATOM_DIATOM, d, hidden=[5], features="angular",
+                            symmetrize="homonuclear", cm_scale=[8.0, 130.0, 3000.0],
+                            exchange=dict(beta=2.0, powers=[0, 1]))
+    assert cfg["exchange"]["d0"] == pytest.approx(
+        np.min(np.sqrt(d["R"] ** 2 + d["r"] ** 2 / 4
+                       - d["R"] * d["r"] * np.abs(np.cos(np.deg2rad(d["theta_deg"]))))))
+    p = model.init_params(cfg, jax.random.PRNGKey(2))
+    p = {"W": p["W"][:-1] + [p["W"][-1] * 30], "b": p["b"]}  # a visible exchange part
+    u = np.asarray(model.energy(p, cfg, d))
+    ux = np.asarray(model.exchange_energy(p, cfg, d))
+    C = np.asarray(model.cm_values(p, cfg, d))
+    series = -219474.6313705 * sum(C[:, i] / d["R"] ** m for i, m in enumerate((6, 8, 10)))
+    np.testing.assert_allclose(u, series + ux, rtol=1e-12)
+    assert np.all(np.abs(ux) > 0)
+    mirrored = dict(d, theta_deg=180.0 - d["theta_deg"])
+    np.testing.assert_allclose(np.asarray(model.energy(p, cfg, mirrored)), u, rtol=1e-12)
+    # far away the exchange part is gone and u R^6 -> -C6 (the asymptote is the series')
+    far = dict(d, R=np.full_like(d["R"], 200.0))
+    ux_far = np.asarray(model.exchange_energy(p, cfg, far))
+    u_far = np.asarray(model.energy(p, cfg, far))
+    assert np.all(np.abs(ux_far) < 1e-100 * np.abs(u_far))
+    # the least-squares output layer sees the exchange columns too
+    d_exact = dict(d, u_cm=u)
+    p2 = fit.refit_output_layer(p, cfg, d_exact)
+    err = np.abs(np.asarray(model.energy(p2, cfg, d)) - u)
+    assert err.max() < 1e-4 * np.abs(ux).max()
+
+
+def test_exchange_term_recovers_c6_where_the_series_alone_cannot():
+    """Data = an r-independent C6/C8/C10 series + an exponential exchange-like term: the
+    least-squares output layer with the exchange columns returns the true C6; the series
+    alone absorbs the exponential into its coefficients and misses C6 by percents."""
+    rng = np.random.default_rng(7)
+    n = 300
+    d = dict(R=rng.uniform(9.6, 18.3, n), r=rng.uniform(1.0, 4.0, n),
+             theta_deg=np.rad2deg(np.arccos(rng.uniform(-1, 1, n))))
+    p2 = (3 * np.cos(np.deg2rad(d["theta_deg"])) ** 2 - 1) / 2
+    c6 = 8.0 * (1 + 0.1 * p2)
+    d["u_cm"] = -219474.6313705 * (c6 / d["R"] ** 6 + 130.0 / d["R"] ** 8
+                                   + 3000.0 / d["R"] ** 10) + _exchange_like(d, 0.5, rpow=0)
+    probe = dict(R=np.full(2, 1e4), r=np.full(2, 1.4), theta_deg=np.array([0.0, 90.0]))
+    c6_true = 8.0 * (1 + 0.1 * np.array([1.0, -0.5]))
+    errs = {}
+    for name, ex in (("series", None), ("exchange", dict(beta=2.0, powers=[0]))):
+        cfg = model.make_config(model.ATOM_DIATOM, d, hidden=[8], features="angular",
+                                symmetrize="homonuclear", cm_scale=[8.0, 130.0, 3000.0],
+                                exchange=ex)
+        p = fit.refit_output_layer(model.init_params(cfg, jax.random.PRNGKey(0)), cfg, d,
+                                   weights=1 / np.abs(d["u_cm"]))
+        errs[name] = np.max(np.abs(np.asarray(model.cm_values(p, cfg, probe))[:, 0] / c6_true
+                                   - 1))
+    assert errs["exchange"] < 1e-3
+    assert errs["series"] > 0.01
+
+
+def test_exchange_config_errors():
+    d = _h3_like(10)
+    with pytest.raises(ValueError, match="homonuclear"):
+        model.make_config(model.ATOM_DIATOM, d, exchange=dict(beta=2.0, powers=[0]))
+    with pytest.raises(ValueError, match="beta > 0"):
+        model.make_config(model.ATOM_DIATOM, d, symmetrize="homonuclear",
+                          exchange=dict(beta=0.0, powers=[0]))
+    cfg = model.make_config(model.ATOM_DIATOM, d, symmetrize="homonuclear")
+    with pytest.raises(ValueError, match="no exchange term"):
+        model.exchange_energy(model.init_params(cfg, jax.random.PRNGKey(0)), cfg, d)
