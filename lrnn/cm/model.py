@@ -192,18 +192,18 @@ def exchange_multipliers(config, data):
     only mimic with many high powers (which then corrupt C6; see the H3 results).
     """
     ex = config["exchange"]
-    R = jnp.asarray(data["R"])
-    r = jnp.asarray(data["r"])
-    c = jnp.cos(jnp.asarray(data["theta_deg"]) * (jnp.pi / 180))
     beta, d0 = ex["beta"], ex["d0"]
-    cols = []
-    for p in ex["powers"]:
-        col = 0.0
-        for sign in (1.0, -1.0):
-            d = jnp.sqrt(R**2 + 0.25 * r**2 - sign * R * r * c)
-            col = col + (d / d0) ** p * jnp.exp(-beta * (d - d0))
-        cols.append(ex["scale_cm"] * col)
+    ds = atom_atom_distances(data)
+    cols = [ex["scale_cm"] * sum((d / d0) ** p * jnp.exp(-beta * (d - d0)) for d in ds)
+            for p in ex["powers"]]
     return jnp.stack(cols, -1)
+
+
+def atom_atom_distances(data):
+    """(d_+, d_-) (bohr): the atom's distances to the diatom's two atoms (atom–diatom)."""
+    R, r = jnp.asarray(data["R"]), jnp.asarray(data["r"])
+    rc = R * r * jnp.cos(jnp.asarray(data["theta_deg"]) * (jnp.pi / 180))
+    return tuple(jnp.sqrt(R**2 + 0.25 * r**2 - sign * rc) for sign in (1.0, -1.0))
 
 
 def _n_cm_outputs(config):
@@ -352,9 +352,7 @@ def make_config(system, data, *, form="cm", powers=None, hidden=(30,), activatio
         if not exchange.get("beta", 0) > 0 or not exchange.get("powers"):
             raise ValueError(f"exchange needs beta > 0 (1/bohr) and a list of powers; got "
                              f"{exchange!r}")
-        R, r = np.asarray(data["R"]), np.asarray(data["r"])
-        d_min = float(np.min(np.sqrt(R**2 + 0.25 * r**2 - R * r *
-                                     np.abs(np.cos(np.deg2rad(data["theta_deg"]))))))
+        d_min = float(min(np.min(np.asarray(d)) for d in atom_atom_distances(data)))
         u_rms = float(np.sqrt(np.mean(np.asarray(data["u_cm"]) ** 2)))
         cfg["exchange"] = dict(beta=float(exchange["beta"]),
                                powers=[int(q) for q in exchange["powers"]],
