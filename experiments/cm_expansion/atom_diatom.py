@@ -208,7 +208,8 @@ def figures(name, models, te, ex, out, s):
     if ex is not None and ex["R"].size:
         ax.loglog(np.abs(ex["u_cm"]), np.abs(np.asarray(m(ex)) - ex["u_cm"]), "^", ms=3,
                   label="beyond the fitted R range")
-    x = np.geomspace(np.abs(u).min() / 3, np.abs(u).max(), 10)
+    u_lo = np.abs(u).min() if ex is None or not ex["R"].size else np.abs(ex["u_cm"]).min()
+    x = np.geomspace(u_lo / 2, np.abs(u).max(), 10)
     for f, ls in ((1.0, "-"), (0.1, "--"), (0.01, ":")):
         frac = np.mean(rel < f) if f < 1 else np.mean(rel >= 1)
         lab = (f"{100 * f:g} %: {100 * frac:.1f} % below" if f < 1
