@@ -35,6 +35,7 @@ jax.config.update("jax_enable_x64", True)
 
 from lrnn.cm import data as D  # noqa: E402
 from lrnn.cm import fit, model  # noqa: E402
+from lrnn.units import HARTREE_TO_CM1  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -60,6 +61,11 @@ SYS = {
 
 
 CM_KEYS = ("cm", "cm_sym", "cm_ang", "cm_hi", "cm_x")
+
+
+def fitted_keys(res):
+    """The variants present in a results dict, C_m networks first, then the pure network."""
+    return [k for k in CM_KEYS + ("pure",) if k in res]
 
 
 def load_jsonl(path):
@@ -90,7 +96,7 @@ def c6_c8_from_scans(d):
         if m.sum() < 4:
             continue
         R = d["R"][m]
-        y = -d["u_cm"][m] / 219474.6313705 * R**6
+        y = -d["u_cm"][m] / HARTREE_TO_CM1 * R**6
         A = np.stack([np.ones_like(R), R**-2.0, R**-4.0], 1)
         c = np.linalg.lstsq(A, y, rcond=None)[0]
         out[f"{th:g}"] = dict(C6=float(c[0]), C8=float(c[1]), C10=float(c[2]), n=int(m.sum()))
@@ -142,13 +148,13 @@ def truncation_study(d, inr, s, degree=8):
 
     far = dict(R=np.full(2, 1e4), r=np.full(2, s["r_cut"]), theta_deg=np.array([0.0, 90.0]))
     out = {}
-    for beta in (None, s.get("exchange_beta")) if s.get("exchange_beta") else (None,):
+    for beta in [None] + ([s["exchange_beta"]] if "exchange_beta" in s else []):
         for m_max in (10, 12, 14):
             B, _ = basis(d, m_max, beta)
             sol = np.linalg.lstsq(B[inr], d["u_cm"][inr], rcond=None)[0]
             res = B @ sol - d["u_cm"]
             Bf, c6 = basis(far, m_max, beta)
-            C6 = -(Bf[:, c6] @ sol[c6]) * far["R"][0] ** 6 / 219474.6313705
+            C6 = -(Bf[:, c6] @ sol[c6]) * far["R"][0] ** 6 / HARTREE_TO_CM1
             out[f"m_max={m_max}" + ("+exchange" if beta else "")] = dict(
                 n_coefficients=int(B.shape[1]), n_points=int(inr.sum()),
                 train_rmse_cm=float(np.sqrt(np.mean(res[inr] ** 2))),
@@ -343,7 +349,7 @@ def larger_basis(system, res=None):
     if os.path.exists(vpath):
         vb = {k: v for k, v in load_jsonl(vpath).items() if k != "kind"}
         res["larger_basis"] = dict(source=os.path.relpath(vpath, ROOT), n=int(vb["R"].size))
-        for key in [k for k in CM_KEYS + ("pure",) if k in res]:
+        for key in fitted_keys(res):
             m = model.load_model(os.path.join(out, "variants", key))
             u_fit = np.asarray(m(vb))
             res[key]["larger_basis"] = D.metrics(vb["u_cm"], u_fit) | dict(
@@ -380,7 +386,7 @@ def write_md(res, s, path):
              "| model | params | test RMSE (cm⁻¹) | test < 1 % | test < 10 % | beyond-range max rel. err. | beyond-range < 2 % | larger basis: RMSE, < 1 %, ⟨u_ref/u_fit⟩ | C6(0°), C6(90°) at r = " + f"{s['r_cut']} bohr (au) |",
              "|---|---|---|---|---|---|---|---|---|",
              f"| paper ({pp['net']}, {pp['n']} points) | – | {pp['rmse_cm']} | {f1} | – | – | – | – | – |"]
-    for key in [k for k in CM_KEYS + ("pure",) if k in res]:
+    for key in fitted_keys(res):
         r = res[key]
         t, e = r["test"], r.get("extrapolation")
         es = ("–", "–") if e is None else (f"{100 * e['max_rel']:.3g} %",

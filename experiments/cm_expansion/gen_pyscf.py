@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-HARTREE_TO_CM1 = 219474.6313705
+from lrnn.units import HARTREE_TO_CM1
 
 RANGES = {
     "h3": dict(R=(9.6, 18.3), r=(1.0, 4.0), R_extra=(20.0, 30.0), scan_r=1.4,
