@@ -65,6 +65,7 @@ def _mol(el, coords, ghost, basis, spin):
 STALL_ACCEPT = 1e-8
 STALL_ACCEPT_DE = 1e-11  # Eh, spread of E_corr over the last STALL_WINDOW cycles
 STALL_WINDOW = 100
+DIAG = []  # per-CC diagnostics of the current point (written into records that did not converge)
 
 
 def _run_cc(c):
@@ -90,7 +91,10 @@ def _cc_ok(c, e_hist=()):
     t1, t2 = c.update_amps(c.t1, c.t2, c.ao2mo())
     res = np.linalg.norm(c.amplitudes_to_vector(t1, t2) - c.amplitudes_to_vector(c.t1, c.t2))
     tail = list(e_hist)[-STALL_WINDOW:]
-    flat = len(tail) == STALL_WINDOW and max(tail) - min(tail) < STALL_ACCEPT_DE
+    spread = max(tail) - min(tail) if tail else None
+    flat = len(tail) == STALL_WINDOW and spread < STALL_ACCEPT_DE
+    DIAG.append(dict(cc=type(c).__name__, nelectron=int(c.mol.nelectron), residual=float(res),
+                     e_spread=spread, cycles=len(e_hist)))
     return bool(res < STALL_ACCEPT or flat)
 
 
@@ -263,11 +267,14 @@ def main(argv=None):
             if idx in done or idx % n_shards != shard or (a.only and pt["kind"] != a.only):
                 continue
             t0 = time.time()
+            DIAG.clear()
             e3, e2, e1, ok = fn(pt["R"], pt["r"], pt["theta_deg"], basis, normt=a.cc_normt, **cc_kw)
             u = (e3 - e2 - e1) * HARTREE_TO_CM1
             rec = dict(idx=idx, **pt, u_cm=u, e3=e3, e2=e2, e1=e1, converged=ok,
                        basis=basis, cc_normt=a.cc_normt, **{"cc_" + k: v for k, v in cc_kw.items()},
                        seconds=round(time.time() - t0, 2))
+            if not ok:
+                rec["stalled_cc"] = list(DIAG)  # empty: an SCF did not converge
             f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
