@@ -72,11 +72,12 @@ def _run_cc(c):
     """Run a CC kernel, recording E_corr each cycle; return whether it converged (_cc_ok)."""
     hist = []
     c.callback = lambda env: hist.append(float(env["eccsd"]))
-    c.kernel()
-    return _cc_ok(c, hist)
+    eris = c.ao2mo()  # kept for _cc_ok's residual: the transform is not repeated
+    c.kernel(eris=eris)
+    return _cc_ok(c, eris, hist)
 
 
-def _cc_ok(c, e_hist=()):
+def _cc_ok(c, eris, e_hist=()):
     """CC convergence: pyscf's own test, or, when the amplitudes stall after max_cycle,
 
     * an amplitude residual below STALL_ACCEPT (a soft mode of the stretched diatom creeps
@@ -88,7 +89,7 @@ def _cc_ok(c, e_hist=()):
     """
     if c.converged:
         return True
-    t1, t2 = c.update_amps(c.t1, c.t2, c.ao2mo())
+    t1, t2 = c.update_amps(c.t1, c.t2, eris)
     res = np.linalg.norm(c.amplitudes_to_vector(t1, t2) - c.amplitudes_to_vector(c.t1, c.t2))
     tail = list(e_hist)[-STALL_WINDOW:]
     spread = max(tail) - min(tail) if tail else None
