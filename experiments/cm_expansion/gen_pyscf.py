@@ -222,6 +222,9 @@ def main(argv=None):
     p.add_argument("--retry-unconverged", action="store_true",
                    help="recompute points whose last record has converged=false (with the "
                         "stalled-amplitude acceptance of _cc_ok)")
+    p.add_argument("--skip", default="",
+                   help="comma-separated idx not to compute or retry (e.g. a point whose stalled CC "
+                        "was already retried and recorded)")
     p.add_argument("--shard", default="0/1",
                    help="I/N: only points with idx %% N == I (run N processes on one --out; "
                         "each appends whole lines)")
@@ -249,6 +252,7 @@ def main(argv=None):
         settings["cc_conv_tol_normt_h3_uccsd"] = a.cc_normt_uccsd or a.cc_normt
     with open(a.out + ".settings.json", "w") as f:
         json.dump(settings, f, indent=1)
+    skip = {int(v) for v in a.skip.split(",") if v.strip()}
     done = set()
     if os.path.exists(a.out):
         with open(a.out) as f:
@@ -265,7 +269,7 @@ def main(argv=None):
     new = 0
     with open(a.out, "a") as f:
         for idx, pt in enumerate(point_list(a.system, a.n, a.seed)):
-            if idx in done or idx % n_shards != shard or (a.only and pt["kind"] != a.only):
+            if idx in done or idx in skip or idx % n_shards != shard or (a.only and pt["kind"] != a.only):
                 continue
             t0 = time.time()
             DIAG.clear()
