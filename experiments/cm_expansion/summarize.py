@@ -56,11 +56,18 @@ def main():
                         f"(bar < 2 %: {'met' if e['max_rel'] < 0.02 else 'NOT met'})")
         caveats.append(f"- {title}, saved model `{k}` ({r[k]['label']}), {r['n_points']} points "
                        f"(the paper: {r['paper']['n']}): " + "; ".join(bars) + ".")
-        want = {"h3": "50 aug-cc-pVQZ", "li3": "30 aug-cc-pVTZ"}[sysname]
-        lb = r.get("larger_basis")
-        caveats.append(f"- {title}: {0 if lb is None else lb['n']} larger-basis validation "
-                       f"points of the {want} asked for (`gen_pyscf.py --basis ...`, resumable; "
-                       "then `atom_diatom.py SYSTEM --larger-basis-only`).")
+        n_want, basis = {"h3": (50, "aug-cc-pVQZ"), "li3": (30, "aug-cc-pVTZ")}[sysname]
+        n_lb = 0 if r.get("larger_basis") is None else r["larger_basis"]["n"]
+        lb = r[k].get("larger_basis")
+        caveats.append(
+            f"- {title}: {n_lb} of the {n_want} {basis} validation points asked for"
+            + (" (complete)" if n_lb >= n_want else
+               " (`gen_pyscf.py --basis ...` resumes; then `atom_diatom.py SYSTEM "
+               "--larger-basis-only`)")
+            + ("" if lb is None else
+               f"; against them `{k}` (trained on the smaller basis) has RMSE "
+               f"{lb['rmse_cm']:.3g} cm⁻¹ and ⟨u_ref/u_fit⟩ = {lb['mean_ratio']:.3f}: "
+               "basis-set error plus fit error") + ".")
         lines.append("")
     lines += ["## Acceptance and caveats", ""] + caveats + [
               "- H + H2: the m = 6–14 variant (powers, radial width 12, relative-error loss) and "
