@@ -252,7 +252,6 @@ def main(argv=None):
         settings["cc_conv_tol_normt_h3_uccsd"] = a.cc_normt_uccsd or a.cc_normt
     with open(a.out + ".settings.json", "w") as f:
         json.dump(settings, f, indent=1)
-    skip = {int(v) for v in a.skip.split(",") if v.strip()}
     done = set()
     if os.path.exists(a.out):
         with open(a.out) as f:
@@ -264,12 +263,13 @@ def main(argv=None):
                     (done.discard if redo else done.add)(d["idx"])
                 except Exception:
                     pass
+    done |= {int(v) for v in a.skip.split(",") if v.strip()}  # --skip: never (re)computed
     fn = energies_h3 if a.system == "h3" else energies_li3
     cc_kw = {} if a.cc_normt_uccsd is None else dict(normt_uccsd=a.cc_normt_uccsd)
     new = 0
     with open(a.out, "a") as f:
         for idx, pt in enumerate(point_list(a.system, a.n, a.seed)):
-            if idx in done or idx in skip or idx % n_shards != shard or (a.only and pt["kind"] != a.only):
+            if idx in done or idx % n_shards != shard or (a.only and pt["kind"] != a.only):
                 continue
             t0 = time.time()
             DIAG.clear()
