@@ -377,7 +377,7 @@ def write_md(res, s, path):
              f"Made by `OMP_NUM_THREADS=1 python experiments/cm_expansion/atom_diatom.py "
              f"{res['system']} --time-limit 240` (then `--larger-basis-only` as larger-basis "
              "points arrive).", "",
-             f"Data: {res['source']} — {res['n_points']} points so far (train {res['n_train']}, "
+             f"Data: {res['source']} — {res['n_points']} points (train {res['n_train']}, "
              f"validation {res['n_val']}, test {res['n_test']}, beyond the fitted R range "
              f"{res['n_extrapolation']})." + ("" if res["larger_basis"] is None else
              f" Larger-basis validation: {res['larger_basis']['n']} points of "

@@ -60,8 +60,10 @@ def main():
         n_lb = 0 if r.get("larger_basis") is None else r["larger_basis"]["n"]
         lb = r[k].get("larger_basis")
         caveats.append(
-            f"- {title}: {n_lb} of the {n_want} {basis} validation points asked for"
-            + (" (complete)" if n_lb >= n_want else
+            (f"- {title}: {n_lb} {basis} validation points ({n_want} asked for; complete)"
+             if n_lb >= n_want else
+             f"- {title}: {n_lb} of the {n_want} {basis} validation points asked for")
+            + ("" if n_lb >= n_want else
                " (`gen_pyscf.py --basis ...` resumes; then `atom_diatom.py SYSTEM "
                "--larger-basis-only`)")
             + ("" if lb is None else
