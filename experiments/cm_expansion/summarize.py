@@ -62,10 +62,9 @@ def main():
         caveats.append(
             (f"- {title}: {n_lb} {basis} validation points ({n_want} asked for; complete)"
              if n_lb >= n_want else
-             f"- {title}: {n_lb} of the {n_want} {basis} validation points asked for")
-            + ("" if n_lb >= n_want else
-               " (`gen_pyscf.py --basis ...` resumes; then `atom_diatom.py SYSTEM "
-               "--larger-basis-only`)")
+             f"- {title}: {n_lb} of the {n_want} {basis} validation points asked for "
+             "(`gen_pyscf.py --basis ...` resumes; then `atom_diatom.py SYSTEM "
+             "--larger-basis-only`)")
             + ("" if lb is None else
                f"; against them `{k}` (trained on the smaller basis) has RMSE "
                f"{lb['rmse_cm']:.3g} cm⁻¹ and ⟨u_ref/u_fit⟩ = {lb['mean_ratio']:.3f}: "
