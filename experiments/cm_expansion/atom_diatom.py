@@ -192,7 +192,7 @@ def fit_one(cfg, tr, va, time_limit, seed=0, l2=0.0, relative=False):
     p = model.init_params(cfg, jax.random.PRNGKey(seed))
     t0 = time.time()
     p, h = fit.levenberg_marquardt(p, cfg, tr, va, max_iter=100000, patience=400,
-                                   time_limit=time_limit, refit_every=1, log_every=100, l2=l2,
+                                   time_limit=time_limit, refit_every=1, projection=False, log_every=100, l2=l2,
                                    relative=relative)
     m = model.CmModel(cfg, p)
     return m, dict(lm_iterations=len(h["it"]), fit_seconds=round(time.time() - t0, 1),

@@ -165,7 +165,7 @@ def main(argv=None):
     params, hist = fit.levenberg_marquardt(params, cfg, tr, va, max_iter=100000,
                                            relative=bool(a.relative), patience=300,
                                            time_limit=a.time_limit,
-                                           refit_every=a.refit_every, log_every=25)
+                                           refit_every=a.refit_every, projection=False, log_every=25)
     t_fit = time.time() - t0
     cm = model.CmModel(cfg, params)
     res = dict(system="KRb + KRb", n_points=int(d["R"].size), n_train=int(tr["R"].size),
@@ -186,7 +186,7 @@ def main(argv=None):
         qp = model.init_params(qcfg, jax.random.PRNGKey(2))
         t0 = time.time()
         qp, qh = fit.levenberg_marquardt(qp, qcfg, tr, va, max_iter=100000, patience=300,
-                                         time_limit=a.paper_time_limit, refit_every=1,
+                                         time_limit=a.paper_time_limit, refit_every=1, projection=False,
                                          log_every=25)
         q = model.CmModel(qcfg, qp)
         res["paper_style"] = dict(
@@ -203,7 +203,7 @@ def main(argv=None):
         pp = model.init_params(pcfg, jax.random.PRNGKey(1))
         t0 = time.time()
         pp, ph = fit.levenberg_marquardt(pp, pcfg, tr, va, max_iter=100000, patience=300,
-                                         time_limit=a.pure_time_limit, refit_every=1,
+                                         time_limit=a.pure_time_limit, refit_every=1, projection=False,
                                          log_every=25)
         pure = model.CmModel(pcfg, pp)
         res["pure"] = dict(config={k: pcfg[k] for k in ("hidden", "activation", "features")},

@@ -61,7 +61,7 @@ def main(argv=None):
         t0 = time.time()
         p2, h = fit.levenberg_marquardt(m1.params, m1.config, tr, va, max_iter=100000,
                                         relative=True, patience=200,
-                                        time_limit=a.refine_time_limit, refit_every=5,
+                                        time_limit=a.refine_time_limit, refit_every=5, projection=False,
                                         log_every=10)
         m2 = model.CmModel(m1.config, p2)
         s2 = summary(m2, te, tr)
