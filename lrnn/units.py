@@ -37,7 +37,7 @@ HARTREE_TO_CM1 = 219474.6313705
 
 ENERGY_UNITS = {"eV": EV, "meV": MEV, "kcal/mol": KCAL_MOL, "kJ/mol": KJ_MOL,
                 "Hartree": HARTREE, "Ha": HARTREE, "cm-1": CM1, "cm^-1": CM1}
-LENGTH_UNITS = {"Angstrom": ANGSTROM, "Å": ANGSTROM, "A": ANGSTROM, "Bohr": BOHR,
+LENGTH_UNITS = {"Angstrom": ANGSTROM, "Ang": ANGSTROM, "Å": ANGSTROM, "A": ANGSTROM, "Bohr": BOHR,
                 "bohr": BOHR, "nm": NM}
 
 

@@ -44,6 +44,9 @@ def test_sgdml_npz_keys_and_units(tmp_path):
     ds = read_sgdml(f)
     np.testing.assert_allclose(ds.positions, R * 100)
     assert ds.forces is None
+    # the spelling sGDML's own tools write into MD17/MD22 files
+    np.savez(f, R=R, z=np.array([1, 8]), E=np.ones(3), e_unit="kcal/mol", r_unit="Ang")
+    np.testing.assert_allclose(read_sgdml(f).positions, R)
 
 
 RUNNER = """begin
