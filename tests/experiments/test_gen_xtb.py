@@ -1,0 +1,86 @@
+"""experiments/xtb_data/gen_xtb.py without tblite: Langevin MD with EMT on a Cu cluster.
+A run killed midway resumes with no duplicated or lost frame and reproduces an uninterrupted
+run; a failing calculator is retried, not written as NaN; the merged npz loads in eV, Å."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+from ase.calculators.emt import EMT
+from ase.cluster import Icosahedron
+
+from lrnn.data import read
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("gen_xtb", ROOT / "experiments/xtb_data/gen_xtb.py")
+gen = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gen)
+
+START = Icosahedron("Cu", 2)  # 13 atoms
+MD = dict(temperature_K=500.0, timestep_fs=2.0, stride_fs=10.0, friction_per_fs=0.01, seed=[7, 0],
+          equilibrate_fs=20.0)
+SETTINGS = {"method": "EMT", "molecule": "Cu13"}
+
+
+def run(out, n, make_calc=EMT):
+    return gen.run_shard(out, START, make_calc, n, SETTINGS, log=lambda m: None, **MD)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(a, 6) == 6
+    assert run(b, 3) == 3
+    # simulate a kill after a frame was written but before its state was saved, mid-write
+    with open(b / "frames.extxyz", "a") as fh:
+        fh.write((a / "frames.extxyz").read_text()[:500])
+    assert run(b, 6) == 6
+    assert (a / "frames.extxyz").read_text() == (b / "frames.extxyz").read_text()
+    fa, fb = gen.read_frames(a), gen.read_frames(b)
+    steps = [f.info["step"] for f in fb]
+    assert steps == [15, 20, 25, 30, 35, 40]  # equilibration 10 steps, stride 5, no duplicates or gaps
+    for x, y in zip(fa, fb):
+        assert np.array_equal(x.positions, y.positions)
+        assert x.get_potential_energy() == y.get_potential_energy()
+    assert run(b, 6) == 6  # already complete: nothing appended
+    assert len(gen.read_frames(b)) == 6
+    assert json.loads((b / "settings.json").read_text())["md"]["friction_per_fs"] == 0.01
+
+
+def test_calculator_failure_is_retried(tmp_path):
+    calls = {"n": 0}
+
+    class Flaky(EMT):
+        def calculate(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 30:
+                raise RuntimeError("SCF did not converge")
+            super().calculate(*args, **kwargs)
+
+    logged = []
+    n = gen.run_shard(tmp_path, START, Flaky, 4, SETTINGS, log=logged.append, **MD)
+    assert n == 4 and any("failure 1" in m for m in logged)
+    frames = gen.read_frames(tmp_path)
+    assert [f.info["step"] for f in frames] == [15, 20, 25, 30]
+    assert all(np.isfinite(f.get_forces()).all() for f in frames)
+    assert json.loads((tmp_path / "state.json").read_text())["failures"] == 1
+
+
+def test_collect_loads_with_lrnn_in_ev(tmp_path):
+    shards = [tmp_path / "s0", tmp_path / "s1"]
+    run(shards[0], 3)
+    gen.run_shard(shards[1], START, EMT, 2, SETTINGS, log=lambda m: None, **dict(MD, seed=[7, 1]))
+    out = tmp_path / "merged.npz"
+    summary = gen.collect(shards, out, name="Cu13 EMT")
+    assert summary["n_frames"] == 5
+    ds = read(out)
+    frames = gen.read_frames(shards[0]) + gen.read_frames(shards[1])
+    e = np.array([f.get_potential_energy() for f in frames])
+    f = np.stack([f.get_forces() for f in frames])
+    np.testing.assert_allclose(ds.energy, e, rtol=0, atol=1e-9)  # eV
+    np.testing.assert_allclose(ds.forces, f, rtol=1e-6, atol=1e-6)  # eV/Å (float32 storage)
+    np.testing.assert_allclose(ds.positions, np.stack([x.positions for x in frames]), atol=1e-5)
+    assert (ds.numbers == 29).all()
+    d = np.load(out)
+    assert str(d["e_unit"]) == "kcal/mol" and d["R"].dtype == np.float32
+    np.testing.assert_allclose(d["E"], e / gen.KCAL)
