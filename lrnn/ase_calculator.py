@@ -13,6 +13,12 @@ counts the compiled shapes.  Works with ASE optimisers (``BFGS``, ``FIRE``) and 
 ``precision="float64"`` (default) evaluates the network in float64 (float32 weights
 promoted exactly), which matches :mod:`lrnn.md` to ~1e-12 eV; ``"float32"`` is faster.
 The stress is σ = -W/V (ASE sign convention, Voigt order xx yy zz yz xz xy).
+
+The total charge (e) is ``atoms.info["charge"]`` (or ``atoms.info["total_charge"]``), else
+the ``total_charge`` given to the constructor, else ``None``: neutral, except that a model
+with latent-charge terms raises for an odd sum of atomic numbers (set
+``atoms.info["charge"]``); see :func:`lrnn.system.resolve_total_charge`.  Changing it in
+``atoms.info`` triggers a new calculation.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from lrnn.md import _as_potential, _bucket, check_structure, enable_x64
+from lrnn.system import resolve_total_charge
+
+
+def _info_charge(atoms):
+    """The total charge (e) an ``ase.Atoms`` carries in ``info`` (``charge`` or
+    ``total_charge``), or None."""
+    info = atoms.info
+    q = info.get("charge")
+    return info.get("total_charge") if q is None else q
 
 
 class LrnnCalculator(Calculator):
@@ -30,7 +45,7 @@ class LrnnCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, model, *, precision: str = "float64", total_charge: float = 0.0, atom_bucket: int = 8,
+    def __init__(self, model, *, precision: str = "float64", total_charge: float | None = None, atom_bucket: int = 8,
                  **kwargs):
         super().__init__(**kwargs)
         from lrnn.potential import energy_forces_virial
@@ -42,7 +57,7 @@ class LrnnCalculator(Calculator):
         self.potential = pot = _as_potential(model)
         self.precision = precision
         self.np_dtype = np.float64 if precision == "float64" else np.float32
-        self.total_charge = float(total_charge)
+        self.total_charge = None if total_charge is None else resolve_total_charge(total_charge, [], False)
         self.atom_bucket = int(atom_bucket)
         self.capacity = None
         graphdef = pot.graphdef
@@ -75,6 +90,13 @@ class LrnnCalculator(Calculator):
             inputs, _ = make_inputs(ds, cfg, self.capacity, dtype=self.np_dtype)
         return jax.tree.map(lambda x: jnp.asarray(x[0]), inputs), ds
 
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's changes, plus ``charge`` when the total charge in ``atoms.info`` changed."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and _info_charge(atoms) != _info_charge(self.atoms):
+            changes = list(changes) + ["charge"]
+        return changes
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         from lrnn.models.deeppot import shift_energy
@@ -86,7 +108,9 @@ class LrnnCalculator(Calculator):
         positions = np.asarray(atoms.positions, np.float64)
         numbers = np.asarray(atoms.numbers)
         check_structure(pot, positions, numbers, cell, pbc if pbc.any() else None, where="atoms")
-        charge = float(atoms.info.get("total_charge", atoms.info.get("charge", self.total_charge)))
+        charge = _info_charge(atoms)
+        charge = resolve_total_charge(self.total_charge if charge is None else charge, numbers,
+                                      pot.config.has_charge_terms, how='atoms.info["charge"] = Q')
         inputs, ds = self._inputs(positions, numbers, cell, pbc, charge)
         inputs = dict(inputs, **pot.plans_for(positions, cell))  # O(N) parts of large systems
         e, f, w = self._efv(pot.state, pot.stats, inputs)

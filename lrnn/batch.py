@@ -8,10 +8,13 @@ from lrnn.models.deeppot import shift_energy
 from lrnn.neighbors import Capacity, dataset_layouts, species_to_types
 
 
-def make_inputs(ds, model_cfg, capacity: Capacity | None = None, dtype=np.float32):
-    """Model inputs for every structure of ``ds``: positions (Å), cell (Å), species types,
-    total charge (e) and the species-blocked neighbour layout.  Returns (inputs, capacity)."""
-    if ds.is_periodic:
+def check_boundaries(model_cfg, pbc) -> None:
+    """Raise ``ValueError`` naming the term and the fix when a part of the model does not
+    fit the boundary conditions: open-boundary parts on a periodic system, or a
+    ``method: reciprocal`` term on a system that is not periodic in all three directions.
+    ``pbc`` (3,) or (M, 3) booleans; checked outside ``jit`` (cell presence is static)."""
+    pbc = np.asarray(pbc, bool).reshape(-1, 3)
+    if pbc.any():
         for name in ("far_field", "grid"):
             if getattr(model_cfg, name, ()):
                 raise ValueError(f"the {name} descriptor is for open boundaries (a sum over the atoms of one "
@@ -21,11 +24,21 @@ def make_inputs(ds, model_cfg, capacity: Capacity | None = None, dtype=np.float3
             if not getattr(term, "periodic_ok", True):
                 raise ValueError(f"long-range term {term.type!r} with method {getattr(term, 'method', '?')!r} "
                                  "is for open boundaries but the system is periodic; use a periodic method")
-    if not ds.pbc.all():
+    if not pbc.all():
         for term in getattr(model_cfg, "long_range", ()):
             if getattr(term, "needs_cell", False):
+                open_methods = {"latent_coulomb": "direct or fmm", "sog": "direct or hierarchical"}.get(
+                    term.type, "direct")
                 raise ValueError(f"long-range term {term.type!r} with method {term.method!r} needs a periodic "
-                                 "cell (pbc in all three directions); this system has none")
+                                 "cell (pbc in all three directions) but this system is open or only partly "
+                                 f"periodic; use method: {open_methods} for open systems, or give the system a "
+                                 "periodic cell")
+
+
+def make_inputs(ds, model_cfg, capacity: Capacity | None = None, dtype=np.float32):
+    """Model inputs for every structure of ``ds``: positions (Å), cell (Å), species types,
+    total charge (e) and the species-blocked neighbour layout.  Returns (inputs, capacity)."""
+    check_boundaries(model_cfg, ds.pbc)
     types = species_to_types(ds.numbers, model_cfg.type_map)
     layout, cap, _ = dataset_layouts(ds.positions, ds.numbers, ds.cell, ds.pbc, model_cfg.type_map,
                                      model_cfg.rcut, model_cfg.neighbor_mode, capacity)

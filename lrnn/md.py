@@ -123,8 +123,10 @@ def requires_cell(potential) -> bool:
 
 def check_structure(potential, positions, numbers, cell=None, pbc=None, where: str = "structure"):
     """Validate a structure for ``potential``: finite coordinates, known species, no atoms
-    closer than 0.1 Å, a cell with volume for periodic structures, and a cell at all when
-    the model needs one.  Raises ``ValueError`` naming the problem."""
+    closer than 0.1 Å, a cell with volume for periodic structures, a cell at all when the
+    model needs one, and boundaries that fit the model's long-range terms
+    (:func:`lrnn.batch.check_boundaries`).  Raises ``ValueError`` naming the problem."""
+    from lrnn.batch import check_boundaries
     from lrnn.system import validate_structure
 
     positions = np.asarray(positions, np.float64)
@@ -134,6 +136,8 @@ def check_structure(potential, positions, numbers, cell=None, pbc=None, where: s
         raise ValueError(f"{where}: periodic boundary conditions were requested but no cell was given")
     validate_structure(positions, numbers, cell if periodic else None, pbc if periodic else None, where=where,
                        allowed=potential.type_map)
+    if getattr(potential, "config", None) is not None:
+        check_boundaries(potential.config, np.broadcast_to(np.asarray(pbc if periodic else False, bool), (3,)))
     if requires_cell(potential) and not periodic:
         raise ValueError(f"{where}: the model was trained on periodic structures and needs a cell; "
                          "give the structure a cell (Lattice= in extxyz, atoms.cell and atoms.pbc in ASE)")
@@ -200,13 +204,16 @@ class MDSystem:
     (N, 3) Å, ``numbers`` (N,), ``cell`` (3, 3) rows in Å or ``None`` for free space.
     ``skin`` (Å) is added to the model cutoff; the list is rebuilt when an atom moved more
     than ``skin / 2``.  ``extra_energy(R) -> eV`` is an optional additional jittable term
-    (restraints, external fields, terms not in the checkpoint)."""
+    (restraints, external fields, terms not in the checkpoint).  ``total_charge`` (e):
+    ``None`` means neutral, except that a model with latent-charge terms raises for an odd
+    sum of atomic numbers (:func:`lrnn.system.resolve_total_charge`)."""
 
     def __init__(self, model, positions, numbers, cell=None, pbc=None, *, skin: float = 1.0,
-                 capacity_multiplier: float = 1.25, precision: str = "float64", total_charge: float = 0.0,
+                 capacity_multiplier: float = 1.25, precision: str = "float64", total_charge: float | None = None,
                  extra_energy: Optional[Callable] = None):
         from lrnn.models.deeppot import shift_energy
         from lrnn.neighbors import species_to_types
+        from lrnn.system import resolve_total_charge
 
         enable_x64()
         self.potential = pot = _as_potential(model)
@@ -234,7 +241,7 @@ class MDSystem:
         self.rcut = float(pot.config.rcut)
         self.skin = float(skin)
         self.capacity_multiplier = float(capacity_multiplier)
-        self.total_charge = float(total_charge)
+        self.total_charge = resolve_total_charge(total_charge, self.numbers, pot.config.has_charge_terms)
         self.extra_energy = extra_energy
         #: constant per-element energy shifts (eV, float64), added to reported energies
         self.energy_offset = float(shift_energy(self.numbers[None], pot.energy_shift, pot.type_map)[0])
@@ -686,7 +693,7 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
            steps=1000, seed=0, friction=0.01, tau_fs=100.0, log_every=10, traj_every=100, chunk_records=None,
            skin=1.0, precision="float64", traj="md.extxyz", log_path="md.csv", plot="md.png",
            keep_velocities=False, progress=True, extra_energy=None, callback=None,
-           last_good_path=None) -> MDResult:
+           last_good_path=None, total_charge=None) -> MDResult:
     """Run MD and write the trajectory (extxyz, every ``traj_every`` steps), the CSV log
     (every ``log_every`` steps, header :data:`CSV_HEADER`) and the PNG plot.  Everything is
     flushed after every chunk; a first Ctrl-C stops cleanly after the current chunk (a
@@ -695,8 +702,12 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
     ``<traj>.last_good.extxyz``) and :class:`NonFiniteError` is raised.
 
     ``structure``: a path or an ``ase.Atoms``.  ``callback(frames)`` is called after each
-    chunk (it may raise ``KeyboardInterrupt``)."""
+    chunk (it may raise ``KeyboardInterrupt``).  ``total_charge`` (e): given, else the
+    structure's ``charge`` (``atoms.info``, extxyz comment line), else ``None``
+    (:func:`lrnn.system.resolve_total_charge`)."""
     import ase.io
+
+    from lrnn.system import resolve_total_charge
 
     enable_x64()
     pot = _as_potential(model)
@@ -705,9 +716,13 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
     cell = np.asarray(atoms.cell.array, np.float64) if pbc.any() else None
     if traj_every % log_every:
         raise ValueError(f"traj_every ({traj_every}) must be a multiple of log_every ({log_every})")
+    if total_charge is None:
+        total_charge = atoms.info.get("charge", atoms.info.get("total_charge"))
+    total_charge = resolve_total_charge(total_charge, atoms.numbers, pot.config.has_charge_terms,
+                                        how="total_charge=Q (lrnn md --total-charge Q, or charge=Q in the "
+                                            "structure's extxyz comment line)")
     system = MDSystem(pot, atoms.positions, atoms.numbers, cell, pbc if pbc.any() else None, skin=skin,
-                      precision=precision, extra_energy=extra_energy,
-                      total_charge=float(atoms.info.get("total_charge", atoms.info.get("charge", 0.0))))
+                      precision=precision, extra_energy=extra_energy, total_charge=total_charge)
     if chunk_records is None:
         chunk_records = 20
     sim = Simulation(system, ensemble=ensemble, thermostat=thermostat, dt_fs=dt_fs, temperature_K=temperature_K,

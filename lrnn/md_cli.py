@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skin", type=float, default=1.0, help="neighbour-list skin in Å (default 1.0)")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64",
                    help="precision of the network evaluation; integration is always float64")
+    p.add_argument("--total-charge", type=float, default=None,
+                   help="net charge in e (default: the structure's charge=, else neutral; models with "
+                        "latent charges need it for an odd number of electrons)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                      temperature_K=args.temperature, dt_fs=args.dt, steps=args.steps, seed=args.seed,
                      friction=args.friction, tau_fs=args.tau, log_every=args.log_every, traj_every=traj_every,
                      skin=args.skin, precision=args.precision, traj=traj, log_path=log_path, plot=plot,
-                     keep_velocities=args.keep_velocities, progress=not args.no_progress)
+                     keep_velocities=args.keep_velocities, progress=not args.no_progress,
+                     total_charge=args.total_charge)
     except NonFiniteError as err:
         print(f"lrnn md: error: {err}", file=sys.stderr)
         return 3

@@ -28,7 +28,7 @@ from lrnn.batch import make_inputs
 from lrnn.models.deeppot import shift_energy
 from lrnn.neighbors import Capacity
 from lrnn.nn import merge, split
-from lrnn.system import Dataset, validate_structure
+from lrnn.system import Dataset, resolve_total_charge, validate_structure
 
 
 def energy_fn(graphdef, state, stats, inputs):
@@ -74,8 +74,11 @@ def _round_up(x: int, m: int) -> int:
 class Potential:
     """A trained potential: NumPy in, NumPy out, Å and eV.
 
-    ``energy_forces(positions, species, cell=None, total_charge=0.0)`` returns the energy
-    (eV, float) and forces (eV/Å, (N, 3)).  Inputs are validated (finite coordinates,
+    ``energy_forces(positions, species, cell=None, total_charge=None)`` returns the energy
+    (eV, float) and forces (eV/Å, (N, 3)).  ``total_charge`` (e): ``None`` means neutral,
+    except that a model with latent-charge terms raises for an odd sum of atomic numbers
+    (charged or a radical: pass the charge); see :func:`lrnn.system.resolve_total_charge`.
+    Inputs are validated (finite coordinates,
     matching shapes, known species, no atoms closer than 0.1 Å).  Atom counts and
     neighbour capacities are padded to buckets so that changing systems rarely recompile.
     """
@@ -122,6 +125,7 @@ class Potential:
             species = np.array([symbol_to_number(s) for s in species])
         species = species.astype(np.int64)
         validate_structure(positions, species, cell, pbc, allowed=self.type_map)
+        total_charge = resolve_total_charge(total_charge, species, self.config.has_charge_terms)
         n = len(species)
         n_pad = pad_to or _round_up(n, self.atom_bucket)
         pos = np.zeros((1, n_pad, 3))
@@ -134,7 +138,7 @@ class Potential:
             cell_a = np.asarray(cell, np.float64).reshape(3, 3)
             pbc_a = np.ones(3, bool) if pbc is None else np.broadcast_to(np.asarray(pbc, bool), (3,))
         return Dataset(pos, num, np.zeros(1), cell=cell_a[None], pbc=pbc_a[None],
-                       total_charge=np.array([float(total_charge)]))
+                       total_charge=np.array([total_charge]))
 
     def _inputs(self, ds):
         """Inputs with the neighbour capacity grown (reallocated) to fit, in buckets."""
@@ -148,8 +152,9 @@ class Potential:
         return inputs
 
     # ------------------------------------------------------------------------- public API
-    def calculate(self, positions, species, cell=None, total_charge: float = 0.0, pbc=None) -> dict:
-        """Energy (eV), forces (eV/Å), virial (eV) and, with a cell, stress (eV/Å³)."""
+    def calculate(self, positions, species, cell=None, total_charge: float | None = None, pbc=None) -> dict:
+        """Energy (eV), forces (eV/Å), virial (eV) and, with a cell, stress (eV/Å³).
+        ``total_charge`` (e): see the class docstring (``None``: neutral unless ambiguous)."""
         ds = self._dataset(positions, species, cell, pbc, total_charge)
         inputs = self._inputs(ds)
         n = len(np.asarray(species))
@@ -214,7 +219,7 @@ class Potential:
             return None
         return p
 
-    def energy_forces(self, positions, species, cell=None, total_charge: float = 0.0):
+    def energy_forces(self, positions, species, cell=None, total_charge: float | None = None):
         """``(energy_eV, forces_eV_per_A)`` for one structure (NumPy in, NumPy out)."""
         r = self.calculate(positions, species, cell, total_charge)
         return r["energy"], r["forces"]

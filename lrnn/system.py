@@ -180,6 +180,33 @@ def concatenate(datasets: Sequence[Dataset], name: str | None = None) -> Dataset
                    name=name or "+".join(d.name for d in datasets))
 
 
+def resolve_total_charge(total_charge, atomic_numbers, has_charge_terms: bool, *,
+                         how: str = "total_charge=Q") -> float:
+    """The net charge (e) to evaluate a structure with.  An explicit value is always used
+    (it must be finite).  ``None`` means neutral (0.0) when the atomic numbers sum to an
+    even number, or when the model has no term that depends on the total charge
+    (``has_charge_terms``: latent-charge terms equilibrate their charges to it); with
+    charge terms and an odd sum of Z (an odd electron count if neutral: a charged
+    system or a radical) ``None`` raises ``ValueError`` telling the caller to pass the
+    charge (``how``: the way to pass it at this entry point).  ``atomic_numbers`` may
+    contain padding zeros."""
+    if total_charge is not None:
+        try:
+            q = float(total_charge)
+        except (TypeError, ValueError):
+            raise ValueError(f"total charge must be a number (e), got {total_charge!r}") from None
+        if not np.isfinite(q):
+            raise ValueError(f"total charge must be finite, got {q}")
+        return q
+    z_sum = int(np.sum(np.asarray(atomic_numbers, np.int64)))
+    if not has_charge_terms or z_sum % 2 == 0:
+        return 0.0
+    raise ValueError(f"no total charge given, and the system has an odd number of electrons if neutral "
+                     f"(sum of atomic numbers {z_sum}), so it cannot be assumed neutral: it is charged or a "
+                     f"radical, and the model's latent charges are equilibrated to the total charge; pass "
+                     f"{how} (e.g. 1 for a cation, 0 for a neutral radical)")
+
+
 def validate_structure(positions, numbers, cell=None, pbc=None, *, where: str = "structure",
                        allowed: Optional[Sequence[int]] = None) -> None:
     """Raise ``ValueError`` naming the problem for NaN/inf coordinates, mismatched shapes,

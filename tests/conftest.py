@@ -51,3 +51,29 @@ def trained_checkpoint(tiny_config):
     cfg = load_config(tiny_config())
     train(cfg, quiet=True)
     return Path(cfg["output"]) / "checkpoint"
+
+
+#: a latent-Coulomb term: its charges are equilibrated to the total charge (a "charge term")
+LATENT_COULOMB = {"long_range": [{"type": "latent_coulomb", "sigma": 0.5, "fit": [4]}]}
+
+
+def nacl_potential(**model):
+    """An untrained float64 Potential over Na and Cl (TINY_MODEL plus ``model`` options)."""
+    from lrnn.md import untrained_potential
+
+    return untrained_potential([11, 17], dict(TINY_MODEL, **model), seed=1, dtype="float64", output_scale=0.1)
+
+
+@pytest.fixture(scope="session")
+def lc_pot():
+    """An untrained Na/Cl potential with a latent-Coulomb term (its energy depends on the total charge)."""
+    return nacl_potential(**LATENT_COULOMB)
+
+
+def nacl_cluster(numbers):
+    """Positions (Å) of a small open Na/Cl cluster, neighbours 2.6-2.9 Å apart, and the
+    atomic numbers; sum(Z) is odd for an odd number of atoms (Na3Cl2: 67), even for an even one."""
+    import numpy as np
+
+    base = np.array([[0.0, 0.0, 0.0], [2.8, 0.0, 0.0], [2.7, 2.9, 0.2], [0.1, 2.7, 0.0], [1.4, 1.3, 2.6]])
+    return base[: len(numbers)], np.asarray(numbers)

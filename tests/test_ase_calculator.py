@@ -140,3 +140,36 @@ def test_bad_input(pot, calc, atoms):
     needs.calc = LrnnCalculator(periodic_model)
     with pytest.raises(ValueError, match="needs a cell"):
         needs.get_potential_energy()
+
+
+def test_total_charge_from_atoms_info(lc_pot):
+    from tests.conftest import nacl_cluster
+
+    pos, num = nacl_cluster([11, 17, 11, 17, 11])  # sum(Z) = 67: charged or a radical
+    calc = LrnnCalculator(lc_pot)  # a latent-Coulomb model: its energy depends on the charge
+    atoms = Atoms(numbers=num, positions=pos, calculator=calc)
+    with pytest.raises(ValueError, match=r'odd number of electrons.*atoms\.info\["charge"\]'):
+        atoms.get_potential_energy()
+    atoms.info["charge"] = 1
+    e1 = atoms.get_potential_energy()
+    atoms.info["charge"] = 0  # same positions, new charge: recalculated, not the cached result
+    e0 = atoms.get_potential_energy()
+    assert np.isfinite(e1) and abs(e1 - e0) > 1e-6
+    # an even electron count without a charge is neutral, bit for bit
+    even = Atoms(numbers=num[:4], positions=pos[:4], calculator=calc)
+    e_none = even.get_potential_energy()
+    even.info["charge"] = 0.0
+    assert even.get_potential_energy() == e_none
+    # the constructor's total_charge is the fallback when atoms.info has none
+    bare = Atoms(numbers=num, positions=pos, calculator=LrnnCalculator(lc_pot, total_charge=1.0))
+    assert bare.get_potential_energy() == pytest.approx(e1, abs=1e-12)
+
+
+def test_reciprocal_term_on_open_atoms_raises():
+    from tests.conftest import nacl_cluster, nacl_potential
+
+    pot = nacl_potential(long_range=[{"type": "latent_coulomb", "sigma": 0.5, "fit": [4], "method": "reciprocal"}])
+    pos, num = nacl_cluster([11, 17])
+    atoms = Atoms(numbers=num, positions=pos, calculator=LrnnCalculator(pot))
+    with pytest.raises(ValueError, match="'reciprocal' needs a periodic cell.*use method: direct or fmm"):
+        atoms.get_potential_energy()

@@ -47,3 +47,21 @@ def test_empty_dataset_and_missing_forces():
     with pytest.raises(ValueError, match="no force labels but the force weight is non-zero"):
         ds.validate(require_forces=True)
     ds.validate()
+
+
+def test_resolve_total_charge_rule():
+    from lrnn.system import resolve_total_charge
+
+    na2cl, nacl = [11, 11, 17], [11, 17, 0, 0]  # sum(Z) 39 (odd), 28 (even; padding zeros ignored)
+    assert resolve_total_charge(None, nacl, True) == 0.0  # even electron count: neutral
+    assert resolve_total_charge(None, na2cl, False) == 0.0  # no charge terms: the model ignores it
+    with pytest.raises(ValueError, match=r"odd number of electrons.*sum of atomic numbers 39.*pass total_charge="):
+        resolve_total_charge(None, na2cl, True)
+    with pytest.raises(ValueError, match=r"--total-charge"):
+        resolve_total_charge(None, np.array([11]), True, how="--total-charge Q")
+    for q in (1, -1.0, np.float32(2.0), 0):  # an explicit value is always used, as a float
+        got = resolve_total_charge(q, na2cl, True)
+        assert got == float(q) and type(got) is float
+    for bad in (np.nan, np.inf, "one"):
+        with pytest.raises(ValueError, match="total charge must be"):
+            resolve_total_charge(bad, nacl, False)

@@ -105,6 +105,12 @@ class DeepPotConfig:
         need += [t.fmm_leaf_side for t in self.long_range if getattr(t, "method", "") == "fmm"]
         return max(need) if need else None
 
+    @property
+    def has_charge_terms(self) -> bool:
+        """Whether the energy depends on the total charge: a long-range term over latent
+        charges equilibrated to it (``latent_coulomb``, ``sog``)."""
+        return any(getattr(t, "uses_total_charge", False) for t in self.long_range)
+
     def hierarchical_sog_term(self) -> int | None:
         """Index of the SOG term with ``method: hierarchical`` (at most one), or None."""
         idx = [k for k, t in enumerate(self.long_range) if t.type == "sog" and t.method == "hierarchical"]

@@ -90,6 +90,7 @@ class LatentCoulombConfig(_OpenOrReciprocal):
     otherwise, e.g. in training batches) or ``reciprocal`` (periodic cells: Ewald-type
     k-space sum with integer k-indices up to ``k_index_max``)."""
 
+    uses_total_charge = True  # latent charges are equilibrated to the total charge (a class attribute)
     type: str = "latent_coulomb"
     fit: tuple = (32, 32)
     sigma: float = 1.0
@@ -133,6 +134,7 @@ class SOGConfig(_OpenOrReciprocal):
     atoms on; the exact sum otherwise, e.g. in training batches) or ``reciprocal``
     (periodic, integer k-indices up to ``k_index_max``)."""
 
+    uses_total_charge = True  # latent charges are equilibrated to the total charge (a class attribute)
     type: str = "sog"
     fit: tuple = (32, 32)
     n_gaussians: int = 8
@@ -189,6 +191,7 @@ class DispersionConfig:
             raise ValueError("dispersion: r0 must be > 0 Å")
 
     periodic_ok = False
+    uses_total_charge = False
 
 
 class Dispersion(nnx.Module):

@@ -76,27 +76,27 @@ def _fmm_model(**kw):
 
 def test_potential_uses_fmm_plan_and_matches_exact_model():
     pos = cluster(seed=4)
-    species = np.where(np.arange(N) % 3 == 0, 8, 1)
+    species = np.where(np.arange(N) % 3 == 0, 8, 1)  # 533 H: an odd electron count, so the charge is given
     exact = untrained_potential([1, 8], MODEL, seed=3, dtype="float64", output_scale=0.1)
     fast = untrained_potential([1, 8], _fmm_model(), seed=3, dtype="float64", output_scale=0.1)
-    r0, r1 = exact.calculate(pos, species), fast.calculate(pos, species)
+    r0, r1 = exact.calculate(pos, species, total_charge=0.0), fast.calculate(pos, species, total_charge=0.0)
     assert fast.fmm_plan is not None and fast.fmm_replans == 1 and exact.fmm_plan is None
     assert r1["energy"] == pytest.approx(r0["energy"], rel=2e-5)
     df = r1["forces"] - r0["forces"]
     assert np.sqrt(np.mean(df**2) / np.mean(r0["forces"] ** 2)) < 1e-4
     # small moves keep the plan; moving an atom out of its leaf re-plans (never a NaN)
-    fast.calculate(pos + 1e-4, species)
+    fast.calculate(pos + 1e-4, species, total_charge=0.0)
     assert fast.fmm_replans == 1
     far = pos.copy()
     far[0] = pos.max(0) + 5.0
-    e_far = fast.calculate(far, species)["energy"]
+    e_far = fast.calculate(far, species, total_charge=0.0)["energy"]
     assert fast.fmm_replans == 2 and np.isfinite(e_far)
-    assert e_far == pytest.approx(exact.calculate(far, species)["energy"], rel=2e-5)
+    assert e_far == pytest.approx(exact.calculate(far, species, total_charge=0.0)["energy"], rel=2e-5)
     # rotated and translated: the FMM model (new plan) keeps the energy to the FMM error
     from scipy.spatial.transform import Rotation
 
     rot = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
-    e_rot = fast.calculate(pos @ rot.T + [3.0, -7.0, 11.0], species)["energy"]
+    e_rot = fast.calculate(pos @ rot.T + [3.0, -7.0, 11.0], species, total_charge=0.0)["energy"]
     assert e_rot == pytest.approx(r0["energy"], rel=2e-5)
     # below fmm_min_atoms (or with no room for wide enough leaves) the exact sums are used
     small = untrained_potential([1, 8], _fmm_model(), seed=3, dtype="float64", output_scale=0.1)
@@ -144,7 +144,7 @@ def test_nve_with_fmm_terms_through_ase_conserves_energy_across_replans():
     pos = pos[keep]
     species = np.where(np.arange(len(pos)) % 3 == 0, 8, 1)
     pot = untrained_potential([1, 8], _fmm_model(), seed=3, dtype="float64", output_scale=0.05)
-    atoms = Atoms(numbers=species, positions=pos)
+    atoms = Atoms(numbers=species, positions=pos, info={"charge": 0})  # 409 H: odd electron count
     atoms.calc = LrnnCalculator(pot)
     MaxwellBoltzmannDistribution(atoms, temperature_K=800, rng=rng)
     dyn = VelocityVerlet(atoms, timestep=0.5 * u.fs)

@@ -159,7 +159,8 @@ def test_potential_uses_sog_plan_and_matches_exact_model():
     assert np.max(np.abs(r1["forces"] - r0["forces"])) <= 1e-5 * np.max(np.abs(r0["forces"]))
     fast.calculate(pos + 0.01, species)
     assert fast.sog_plan is plan  # small moves keep the plan
-    fast.calculate(pos[:200], species[:200])  # below fmm_min_atoms: the exact sum
+    # below fmm_min_atoms: the exact sum (133 H + 67 O: an odd electron count, so the charge is given)
+    fast.calculate(pos[:200], species[:200], total_charge=0.0)
     assert fast.sog_plan is plan
     with pytest.raises(ValueError, match="at most one sog term"):
         model_config(dict(hmodel, type="deeppot_se", type_map=[1, 8],

@@ -191,6 +191,21 @@ def test_bad_input(pot, mol):
         md.Simulation(md.MDSystem(pot, pos, num), dt_fs=0.0)
 
 
+def test_total_charge_rule_and_open_reciprocal(lc_pot):
+    from tests.conftest import nacl_cluster, nacl_potential
+
+    pos, num = nacl_cluster([11, 17, 11, 17, 11])  # sum(Z) = 67: charged or a radical
+    with pytest.raises(ValueError, match=r"odd number of electrons.*pass total_charge="):
+        md.MDSystem(lc_pot, pos, num)
+    assert md.MDSystem(lc_pot, pos[:4], num[:4]).total_charge == 0.0  # even: neutral
+    system = md.MDSystem(lc_pot, pos, num, total_charge=1.0)
+    assert system.total_energy(system.positions0) == pytest.approx(
+        lc_pot.calculate(pos, num, total_charge=1.0)["energy"], abs=1e-9)  # the charge reaches energy_fn
+    recip = nacl_potential(long_range=[{"type": "latent_coulomb", "sigma": 0.5, "fit": [4], "method": "reciprocal"}])
+    with pytest.raises(ValueError, match="'reciprocal' needs a periodic cell.*use method: direct or fmm"):
+        md.MDSystem(recip, pos[:4], num[:4])
+
+
 def test_units_and_initial_momenta():
     assert md.fs_to_internal(10.1805) == pytest.approx(1.0, rel=1e-4)
     m = md.masses_of([1, 6, 8])

@@ -90,13 +90,41 @@ def test_md_command_bad_input(trained_checkpoint, paracetamol, tmp_path, capsys,
     assert expect in err
 
 
+def test_md_command_total_charge(lc_pot, tmp_path, capsys, monkeypatch):
+    import ase.io
+    from ase import Atoms
+
+    from lrnn import checkpoint, md
+    from lrnn.md_cli import main
+    from tests.conftest import nacl_cluster
+
+    ckpt = checkpoint.save(tmp_path / "lc", meta=lc_pot.meta, params=lc_pot.state)  # a latent-Coulomb model
+    pos, num = nacl_cluster([11, 17, 11, 17, 11])  # sum(Z) = 67: charged or a radical
+    path = tmp_path / "s.extxyz"
+    ase.io.write(path, Atoms(numbers=num, positions=pos))
+    rc = main([str(ckpt), str(path), "--output", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "odd number of electrons" in err and "--total-charge" in err
+    seen = {}
+
+    def fake_run_md(model, atoms, **kw):  # the option reaches run_md
+        seen.update(kw)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(md, "run_md", fake_run_md)
+    assert main([str(ckpt), str(path), "--total-charge", "1", "--output", str(tmp_path / "o")]) == 2
+    assert seen["total_charge"] == 1.0
+    main([str(ckpt), str(path), "--output", str(tmp_path / "o")])
+    assert seen["total_charge"] is None  # default: the structure's charge, else the rule
+
+
 def test_md_help_mentions_options(capsys):
     from lrnn.md_cli import main
 
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for opt in ("--ensemble", "--temperature", "--dt", "--steps", "--seed", "--log"):
+    for opt in ("--ensemble", "--temperature", "--dt", "--steps", "--seed", "--log", "--total-charge"):
         assert opt in out
 
 
