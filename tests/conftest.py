@@ -17,9 +17,14 @@ TINY_MODEL = {"type": "deeppot_se", "rcut": 4.0, "rcut_smth": 1.0, "embed": [4, 
 
 
 def shared_file(rel: str) -> Path:
+    """A file of ../shared/data: skipped where absent, but a failure in CI (``CI`` set),
+    where the data must be there."""
     p = SHARED / rel
     if not p.exists():
-        pytest.skip(f"reference data {p} not available (../shared/data is absent on this machine)")
+        msg = f"reference data {p} not available (../shared/data is absent on this machine)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; CI must have it")
+        pytest.skip(msg)
     return p
 
 
