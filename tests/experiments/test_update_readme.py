@@ -1,0 +1,29 @@
+"""The README results table is what experiments/update_readme.py makes of the result files."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "experiments" / "update_readme.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_table_is_regenerated_from_the_result_files():
+    mod = _module()
+    text = (ROOT / "README.md").read_text()
+    table = text.split("<!-- results:begin -->", 1)[1].split("<!-- results:end -->", 1)[0].strip()
+    assert table == "\n".join(mod.rows()), "README table is stale: run python experiments/update_readme.py"
+
+
+def test_every_ablation_dataset_has_a_row_without_best_of_selection():
+    mod = _module()
+    ab = mod.load("longrange/ablation/results.json")
+    rows = mod.ablation_rows()
+    assert len(rows) == len(ab)
+    for dataset, row in zip(ab, rows):
+        assert f"ablation, {dataset}: {mod.ABLATION_CHOICE} " in row
