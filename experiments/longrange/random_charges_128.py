@@ -1,0 +1,207 @@
+"""Random ±1 charges with the LES protocol (issue 18, benchmark 2a), on lrnn's own generator.
+
+Latent Ewald Summation (King, Cheng et al., npj Comput. Mater. 11, 80 (2025)) reports
+0.041 meV/atom energy MAE and 3.7 meV/Å force MAE on 128 random ±1 charges with ~900
+training configurations and a 4 Å cutoff.  Here: 128 atoms (64 Na⁺, 64 Cl⁻) from the
+generator of ``random_charges.py`` (open boundaries, 0.02 atoms/Å³, no pair closer than
+2 Å, E = Σ_{i<j} k q_i q_j / r_ij + A exp(−r_ij/ρ), A = 1000 eV, ρ = 0.3 Å), 900 training
++ 100 validation configurations, a 4 Å local cutoff; test sets of 128, 512, 1024 and 4096
+atoms (the two largest evaluated with the FMM: ``method: fmm``, ``fmm_min_atoms`` 1000).
+
+Variants (fixed here before any test error was seen; models and epochs are chosen on the
+validation set by the trainer's best checkpoint):
+  local    DeepPot-SE only, rcut 4 Å
+  latent   the same plus latent charges with a Gaussian-smeared Coulomb term,
+           k erf(r/2σ)/r with σ = 0.7 Å (LES's σ = 1 Å with its erf(r/√2σ) convention),
+           whose erfc tail beyond the 4 Å cutoff is ~1e-4 of the bare Coulomb.
+
+The floor of any 4 Å model on these labels: the repulsion A exp(−r/ρ) of pairs beyond the
+cutoff is invisible to it; ``floor`` measures its spread per atom (the part a constant
+cannot absorb), which bounds the reachable energy MAE from below.
+
+Usage:
+  python experiments/longrange/random_charges_128.py generate
+  python experiments/longrange/random_charges_128.py floor
+  python experiments/longrange/random_charges_128.py train [--variants local latent]
+        [--seeds 0 1 2 3 4] [--steps 20000]        (resumable: one record per run)
+  python experiments/longrange/random_charges_128.py report
+Writes experiments/results/longrange/random_charges_128/{results.json,results.md,floor.json}
+and the seed-0 latent model's checkpoint there (``lrnn.load``).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lrnn.data import read_sgdml
+from lrnn.potential import load
+from lrnn.train import load_config, train
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import random_charges as rc  # noqa: E402  (the generator shared with the issue-5 benchmark)
+
+DATA = HERE / "data"  # git-ignored npz files, made by `generate`
+RESULTS = HERE.parent / "results" / "longrange" / "random_charges_128"
+RUNS = HERE.parent.parent / "runs" / "random_charges_128"
+RCUT = 4.0
+SIGMA = 0.7
+N_TRAIN, N_VAL = 900, 100
+TESTS = {128: 100, 512: 40, 1024: 20, 4096: 5}  # atoms: structures
+LES = {"energy_mae_meV_per_atom": 0.041, "force_mae_meV_per_A": 3.7}
+
+
+def generate():
+    """Training (1000 × 128 atoms) and test sets; settings recorded beside them."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    sets = {"train": ((128,), N_TRAIN + N_VAL, 1)}
+    sets.update({f"test_N{n}": ((n,), m, 1000 + n) for n, m in TESTS.items()})
+    for name, (sizes, count, seed) in sets.items():
+        path = DATA / f"rc128_{name}.npz"
+        if path.exists():
+            continue
+        d = rc.make_set(sizes, count, seed)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **d, e_unit="eV", r_unit="Angstrom")
+        os.replace(tmp, path)
+        print(name, d["R"].shape, flush=True)
+    settings = {"generator": "experiments/longrange/random_charges.py make_set (issue-5 recipe)",
+                "k_eV_A": rc.K, "A_eV": rc.A, "rho_A": rc.RHO, "density_per_A3": rc.DENSITY,
+                "min_distance_A": rc.DMIN, "sets": {k: {"sizes": v[0], "count": v[1], "seed": v[2]}
+                                                    for k, v in sets.items()}}
+    (DATA / "rc128_settings.json").write_text(json.dumps(settings, indent=1))
+
+
+def floor(n_structures=200, seed=7):
+    """Spread of the repulsion beyond the cutoff (meV/atom) over 128-atom structures."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    cuts = (3.5, 4.0, 4.5, 5.0)
+    tails = {c: [] for c in cuts}
+    for _ in range(n_structures):
+        pos = rc.place(128, rng)
+        r = np.linalg.norm(pos[:, None] - pos[None], axis=-1)[np.triu_indices(128, 1)]
+        for c in cuts:
+            tails[c].append(np.sum(rc.A * np.exp(-r[r > c] / rc.RHO)) / 128)
+    for c in cuts:
+        t = 1e3 * np.asarray(tails[c])
+        out[f"{c:g}"] = {"mean_meV_per_atom": float(t.mean()), "std_meV_per_atom": float(t.std()),
+                         "mae_about_mean_meV_per_atom": float(np.mean(np.abs(t - t.mean())))}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "floor.json").write_text(json.dumps({"n_structures": n_structures, "seed": seed,
+                                                    "by_cutoff_A": out}, indent=1))
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def run_config(variant, seed, steps):
+    model = {"type": "deeppot_se", "rcut": RCUT, "rcut_smth": 1.0, "embed": [16, 32], "axis_neurons": 4,
+             "fit": [64, 64], "fmm_min_atoms": 1000}
+    if variant == "latent":
+        model["long_range"] = [{"type": "latent_coulomb", "sigma": SIGMA, "fit": [32], "method": "fmm"}]
+    return {"data": {"train": str(DATA / "rc128_train.npz"), "n_train": N_TRAIN, "n_val": N_VAL, "seed": 0,
+                     "report_energy_unit": "eV"},
+            "model": model,
+            "train": {"seed": seed, "batch_size": 4, "max_steps": steps, "decay_steps": max(steps // 50, 1),
+                      "lr_start": 2e-3, "lr_stop": 2e-5, "pref_e_start": 1.0, "pref_e_limit": 100.0,
+                      "pref_f_start": 100.0, "pref_f_limit": 10.0, "checkpoint_every_s": 120,
+                      "progress": False},
+            "output": str(RUNS / f"{variant}_s{seed}")}
+
+
+def test_errors(pot, n):
+    """Energy (meV/atom) and force (meV/Å) MAE on the N-atom test set; FMM from 1000 atoms."""
+    path = DATA / f"rc128_test_N{n}.npz"
+    ds = read_sgdml(path)
+    de, df = [], []
+    t0 = time.perf_counter()
+    for i in range(len(ds)):
+        r = pot.calculate(ds.positions[i][: n], ds.numbers[i][: n])
+        de.append(abs(r["energy"] - ds.energy[i]) / n)
+        df.append(np.abs(r["forces"] - ds.forces[i][: n]).ravel())
+    return {"n_atoms": n, "n_structures": len(ds), "energy_mae_meV_per_atom": 1e3 * float(np.mean(de)),
+            "force_mae_meV_per_A": 1e3 * float(np.mean(np.concatenate(df))),
+            "fmm_replans": int(pot.fmm_replans), "eval_time_s": time.perf_counter() - t0}
+
+
+def _records():
+    p = RESULTS / "results.json"
+    return json.loads(p.read_text()) if p.exists() else []
+
+
+def _save(records):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS / "results.json.tmp"
+    tmp.write_text(json.dumps(records, indent=1))
+    os.replace(tmp, RESULTS / "results.json")
+
+
+def run(variants, seeds, steps):
+    generate()
+    for variant in variants:
+        for seed in seeds:
+            if any(r["variant"] == variant and r["seed"] == seed and r["steps"] == steps for r in _records()):
+                continue
+            cfg = load_config(run_config(variant, seed, steps))
+            t0 = time.perf_counter()
+            summary = train(cfg, resume=(Path(cfg["output"]) / "last").exists(), quiet=True)
+            ckpt = Path(cfg["output"]) / "checkpoint"
+            pot = load(ckpt)
+            rec = {"variant": variant, "seed": seed, "steps": steps, "steps_done": summary["steps"],
+                   "train_time_s": summary["train_time_s"],
+                   "wall_time_s": time.perf_counter() - t0, "best_val_loss": pot.meta["train"]["best_val"],
+                   "tests": [test_errors(load(ckpt), n) for n in TESTS],
+                   "command": " ".join(sys.argv), "load_avg": os.getloadavg(), "machine": platform.processor(),
+                   "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                            cwd=HERE).stdout.strip()}
+            _save(_records() + [rec])
+            if variant == "latent" and seed == 0:
+                shutil.rmtree(RESULTS / "checkpoint", ignore_errors=True)
+                shutil.copytree(ckpt, RESULTS / "checkpoint")
+            print(json.dumps(rec["tests"]), flush=True)
+
+
+def report():
+    recs = _records()
+    fl = json.loads((RESULTS / "floor.json").read_text()) if (RESULTS / "floor.json").exists() else None
+    md = ["# Random ±1 charges, LES protocol (128 atoms, 900 training configurations, 4 Å cutoff)", "",
+          "Command: `python experiments/longrange/random_charges_128.py generate floor train report` "
+          "(see the script's docstring). Mean ± std over seeds; every run is listed in results.json.", "",
+          "| variant | seeds | steps | test N | E MAE (meV/atom) | F MAE (meV/Å) | train time (s) |",
+          "|---|---|---|---|---|---|---|"]
+    for variant in sorted({r["variant"] for r in recs}):
+        rs = [r for r in recs if r["variant"] == variant]
+        for n in TESTS:
+            e = [t["energy_mae_meV_per_atom"] for r in rs for t in r["tests"] if t["n_atoms"] == n]
+            f = [t["force_mae_meV_per_A"] for r in rs for t in r["tests"] if t["n_atoms"] == n]
+            md.append(f"| {variant} | {len(rs)} | {rs[0]['steps']} | {n} | {np.mean(e):.4f} ± {np.std(e):.4f} | "
+                      f"{np.mean(f):.2f} ± {np.std(f):.2f} | {np.mean([r['train_time_s'] for r in rs]):.0f} |")
+    md += ["", f"LES (King, Cheng et al. 2025): {LES['energy_mae_meV_per_atom']} meV/atom, "
+           f"{LES['force_mae_meV_per_A']} meV/Å on its own 128-charge data (a different pair potential)."]
+    if fl:
+        f4 = fl["by_cutoff_A"]["4"]
+        md += ["", f"Floor of any 4 Å model on these labels: the repulsion of pairs beyond 4 Å varies by "
+               f"{f4['mae_about_mean_meV_per_atom']:.4f} meV/atom (mean absolute deviation about its mean, "
+               f"{fl['n_structures']} structures; std {f4['std_meV_per_atom']:.4f}), which no 4 Å model sees."]
+    (RESULTS / "results.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="+", choices=["generate", "floor", "train", "report"])
+    ap.add_argument("--variants", nargs="+", default=["local", "latent"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--steps", type=int, default=20000)
+    a = ap.parse_args()
+    for w in a.what:
+        {"generate": generate, "floor": floor, "report": report,
+         "train": lambda: run(a.variants, a.seeds, a.steps)}[w]()
