@@ -1,0 +1,105 @@
+"""experiments/thesis_table.py on a toy 5-atom molecule (no ../shared/data needed): the records
+carry the required fields in kcal/mol, a rerun skips what is recorded, the report shows
+mean ± std with the thesis columns and failed runs, and shards partition the plan."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrnn.data import read
+from lrnn.potential import load
+from lrnn.units import KCAL_MOL
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("thesis_table", ROOT / "experiments/thesis_table.py")
+tt = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tt)
+
+def toy_npz(path, n=120, seed=0):
+    """CH4-like molecules with harmonic C-H bonds: E = Σ k (r - r0)² kcal/mol, F = -∇E."""
+    rng = np.random.default_rng(seed)
+    base = np.array([[0, 0, 0], [1.1, 0, 0], [0, 1.1, 0], [0, 0, 1.1], [-0.6, -0.6, -0.6]], float)
+    R = base + 0.08 * rng.standard_normal((n, 5, 3))
+    d = R[:, 1:] - R[:, :1]
+    r = np.linalg.norm(d, axis=-1)
+    E = -1000.0 + 50.0 * np.sum((r - 1.09) ** 2, axis=1)
+    g = 100.0 * (r - 1.09)[..., None] * d / r[..., None]  # dE/dR_H
+    F = np.concatenate([g.sum(1, keepdims=True), -g], axis=1)
+    np.savez(path, R=R, z=np.array([6, 1, 1, 1, 1]), E=E, F=F, e_unit="kcal/mol", r_unit="Angstrom")
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    toy_npz(tmp_path / "toy.npz")
+    monkeypatch.setitem(tt.MOLECULES, "toy", {"source": "sgdml", "labels": ["gfn2-xtb"], "step_scale": 1.0,
+                                              "ms": (1, 1), "paths": [tmp_path / "toy.npz"]})
+    monkeypatch.setitem(tt.THESIS, "toy", (4.0, 5.0, 0.5))
+    dirs = ["--out", str(tmp_path / "res"), "--work-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
+    return tmp_path, dirs
+
+
+def test_pipeline_records_resume_report(toy, monkeypatch, capsys):
+    tmp, dirs = toy
+    args = ["--quick", "--steps", "8", "--only", "molecule=toy,protocol=ef1000,variant=local"] + dirs
+    tt.main(args)  # energies and forces
+    tt.main(["--quick", "--steps", "8", "--only", "molecule=toy,protocol=thesis,variant=far_field"] + dirs)
+    path = tmp / "res" / "results.json"
+    recs = {(r["protocol"], r["variant"]): r for r in json.loads(path.read_text())}
+    assert set(recs) == {("ef1000", "local"), ("thesis", "far_field")}
+    for (proto, _var), r in recs.items():
+        assert r["status"] == "ok", r.get("error")
+        for k in ("molecule", "labels", "protocol", "variant", "seed", "n_train", "energy_mae_kcal_mol",
+                  "force_mae_kcal_mol_A", "train_time_s", "val_energy_mae_kcal_mol", "steps", "wall_s",
+                  "command", "git_commit", "loadavg_start"):
+            assert k in r, k
+        assert (r["molecule"], r["labels"], r["seed"]) == ("toy", "gfn2-xtb", 0)
+        assert r["steps"] >= 8 and r["train_time_s"] > 0 and np.isfinite(r["energy_mae_kcal_mol"])
+        assert (r["force_mae_kcal_mol_A"] is None) == (proto == "thesis")
+    assert recs[("thesis", "far_field")]["n_train"] == 96 and recs[("ef1000", "local")]["n_train"] == 32
+    # units: the recorded MAE equals the checkpoint's test error converted from eV to kcal/mol
+    r = recs[("ef1000", "local")]
+    run = tmp / "runs" / "quick" / "toy__gfn2-xtb__ef1000__local__0"
+    test = read(next((tmp / "data").glob("toy_*_ef1000_quick_test.npz")))
+    e, f, _ = load(run / "checkpoint").predict(test)
+    assert np.isclose(np.mean(np.abs(e - test.energy)) / KCAL_MOL, r["energy_mae_kcal_mol"], rtol=1e-5)
+    assert np.isclose(np.mean(np.abs(f - test.forces)) / KCAL_MOL, r["force_mae_kcal_mol_A"], rtol=1e-5)
+
+    # resume: everything recorded is skipped, nothing is trained
+    monkeypatch.setattr(tt, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
+    before = path.read_text()
+    tt.main(args)
+    assert path.read_text() == before
+
+    # report: mean ± std over seeds, thesis and sGDML columns, failures shown
+    for var, seed, mae in (("far_field", 0, 0.5), ("far_field", 1, 0.7)):  # a second variant, two seeds
+        tt.add_record(path, {**recs[("ef1000", "local")], "variant": var, "seed": seed, "energy_mae_kcal_mol": mae})
+    tt.add_record(path, {"molecule": "toy", "labels": "gfn2-xtb", "protocol": "ef1000", "variant": "sog",
+                         "seed": 0, "status": "failed", "error": "RuntimeError: boom"})
+    capsys.readouterr()
+    tt.main(["--report"] + dirs)
+    md = (tmp / "res" / "results.md").read_text()
+    row = next(x for x in md.splitlines() if x.startswith("| toy | gfn2-xtb | ef1000 | 32 |"))
+    assert f"{r['energy_mae_kcal_mol']:.3f} ± 0.000 (n=1)" in row and "0.600 ± 0.100 (n=2)" in row
+    assert "4.0 / 5.0 | 0.5 |" in row
+    assert "**1 failed**" in row and "RuntimeError: boom" in md and "like-for-like" in md.lower()
+    rel = md.split("## Relative change")[1]
+    row = next(x for x in rel.splitlines() if x.startswith("| toy | gfn2-xtb | ef1000 |"))
+    want = 100 * (0.5 / r["energy_mae_kcal_mol"] - 1)  # far_field vs local, paired by seed (seed 0 only)
+    assert f"{want:+.1f} ± 0.0 (n=1)" in row
+    tt.main(["--list", "--only", "molecule=toy"] + dirs)
+    assert "54 runs, 5 recorded" in capsys.readouterr().out
+
+
+def test_shards_partition_the_plan():
+    full = tt.plan([0, 1, 2])
+    assert len(full) == 3 * 6 * 3 * len(tt.VARIANTS)  # seeds x (molecule, labels) x protocols x variants
+    assert full[0]["labels"] == "md17" and full[0]["protocol"] == "thesis"
+    shards = [tt.plan([0, 1, 2], shard=(k, 3)) for k in range(3)]
+    keys = [tt.key(j) for s in shards for j in s]
+    assert sorted(keys) == sorted(map(tt.key, full)) and len(set(keys)) == len(keys)
+    only = tt.parse_only("molecule=aspirin,variant=local+grid,seed=1")
+    assert {(j["molecule"], j["variant"], j["seed"]) for j in tt.plan([0, 1, 2], only)} == {
+        ("aspirin", "local", 1), ("aspirin", "grid", 1)}
