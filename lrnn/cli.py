@@ -6,14 +6,18 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
+
+from lrnn.cm.cli import main as cm_main
+from lrnn.evaluate import evaluate, format_table
+from lrnn.md_cli import main as md_main
+from lrnn.train import load_config, train
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 
 
 def _train(args) -> int:
-    from lrnn.train import load_config, train
-
     cfg = load_config(args.config)
     if args.output:
         cfg["output"] = args.output
@@ -24,8 +28,6 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from lrnn.evaluate import evaluate, format_table
-
     kwargs = {}
     if args.energy_unit:
         kwargs["energy_unit"] = args.energy_unit
@@ -42,11 +44,6 @@ def _evaluate(args) -> int:
 def demo(config=DEMO_CONFIG, output: str | None = None, max_time_s: float | None = None) -> dict:
     """Train the default model on the embedded paracetamol data, evaluate on held-out
     configurations, print the results table and write plots."""
-    import time
-
-    from lrnn.evaluate import evaluate, format_table
-    from lrnn.train import load_config, train
-
     cfg = load_config(config)
     if output:
         cfg["output"] = output
@@ -75,12 +72,8 @@ def _demo(args) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "cm":
-        from lrnn.cm.cli import main as cm_main
-
         return cm_main(argv[1:])
     if argv and argv[0] == "md":
-        from lrnn.md_cli import main as md_main
-
         return md_main(argv[1:])
     p = argparse.ArgumentParser(prog="lrnn", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from lrnn import units
+from lrnn.data import read
+from lrnn.plots import parity
 from lrnn.potential import load as load_potential
+from lrnn.system import Dataset
 from lrnn.train.data import resolve_path
 
 
@@ -15,9 +18,6 @@ def evaluate(checkpoint, data, fmt=None, unit: str | None = None, parity_png=Non
     :class:`~lrnn.system.Dataset`).  Energies in ``unit`` (default: the unit of the training
     data, e.g. kcal/mol for rMD17), forces in ``unit``/Å; force errors are per Cartesian
     component, as in the rMD17 literature."""
-    from lrnn.data import read
-    from lrnn.system import Dataset
-
     pot = load_potential(checkpoint)
     ds = data if isinstance(data, Dataset) else read(resolve_path(data), fmt, **read_kwargs)
     if len(ds) == 0:
@@ -37,8 +37,6 @@ def evaluate(checkpoint, data, fmt=None, unit: str | None = None, parity_png=Non
     else:
         res.update(force_mae=None, force_rmse=None)
     if parity_png:
-        from lrnn.plots import parity
-
         parity(ds.energy, e, None if ds.forces is None else ds.forces[ds.mask],
                None if ds.forces is None else frc[ds.mask], parity_png, unit=unit, title=ds.name)
         res["parity_plot"] = str(parity_png)

@@ -13,6 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
+from lrnn import md  # md.run_md looked up at call time: scripts and tests may replace it
+from lrnn.checkpoint import CheckpointError
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lrnn md", description=__doc__,
@@ -50,9 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    from lrnn.checkpoint import CheckpointError
-    from lrnn.md import NonFiniteError, read_structure, run_md
-
     out = Path(args.output)
     traj = Path(args.traj) if args.traj else out / "trajectory.extxyz"
     log_path = Path(args.log) if args.log else out / "log.csv"
@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--log-every and --traj-every must be >= 1")
         traj_every = max(args.log_every, (args.traj_every // args.log_every) * args.log_every)
         index = int(args.index) if args.index.lstrip("-").isdigit() else args.index
-        atoms = read_structure(args.structure, index=index)
-        res = run_md(args.checkpoint, atoms, ensemble=args.ensemble, thermostat=args.thermostat,
+        atoms = md.read_structure(args.structure, index=index)
+        res = md.run_md(args.checkpoint, atoms, ensemble=args.ensemble, thermostat=args.thermostat,
                      temperature_K=args.temperature, dt_fs=args.dt, steps=args.steps, seed=args.seed,
                      friction=args.friction, tau_fs=args.tau, log_every=args.log_every, traj_every=traj_every,
                      skin=args.skin, precision=args.precision, traj=traj, log_path=log_path, plot=plot,
                      keep_velocities=args.keep_velocities, progress=not args.no_progress,
                      total_charge=args.total_charge)
-    except NonFiniteError as err:
+    except md.NonFiniteError as err:
         print(f"lrnn md: error: {err}", file=sys.stderr)
         return 3
     except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as err:

@@ -24,10 +24,13 @@ exactly zero through the smooth switch) and ``"cutoff"`` (pairs within the cutof
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import jax
 import numpy as np
+
+from lrnn.system import chemical_symbols
 
 
 class NeighborOverflow(RuntimeError):
@@ -72,6 +75,21 @@ class Capacity:
     def fits(self, required: "Capacity") -> bool:
         return all(a >= b for a, b in zip(self.centres, required.centres)) and self.neighbors >= required.neighbors
 
+    def bucketed(self) -> "Capacity":
+        """This capacity rounded up to :func:`bucket` sizes (absent species keep 0)."""
+        return Capacity(tuple(bucket(c) if c else 0 for c in self.centres), bucket(self.neighbors))
+
+
+def bucket(x: int, minimum: int = 4) -> int:
+    """``x`` rounded up to a size bucket: a multiple of max(minimum, 2^(floor(log2 x) - 3)),
+    i.e. at most 12.5 % padding (above ``8 * minimum``) and O(log x) distinct sizes.  The one
+    rule for padded sizes that should rarely change (and so rarely recompile): atom counts
+    and neighbour capacities of :class:`lrnn.potential.Potential` (and so of the ASE
+    calculator) and the species-block capacity of :class:`lrnn.md.MDSystem`."""
+    x = max(int(x), 1)
+    step = max(int(minimum), 2 ** max(int(math.floor(math.log2(x))) - 3, 0))
+    return int(math.ceil(x / step) * step)
+
 
 def species_to_types(numbers, type_map: Sequence[int]) -> np.ndarray:
     """Map atomic numbers to type indices 0..T-1 (padding 0 → -1); unknown species raise."""
@@ -82,8 +100,6 @@ def species_to_types(numbers, type_map: Sequence[int]) -> np.ndarray:
         lut[z] = t
     types = lut[numbers]
     if np.any(types == -2):
-        from lrnn.system import chemical_symbols
-
         bad = sorted(set(int(z) for z in numbers[types == -2]))
         names = [chemical_symbols()[z] if z < 119 else str(z) for z in bad]
         raise ValueError(f"species {names} (Z={bad}) not known to the model, which knows Z={list(type_map)}")

@@ -18,13 +18,11 @@ def _plt():
     return plt
 
 
-def learning_curve(metrics_path, out_png, unit: str = "eV"):
-    """Validation energy and force MAE (in ``unit`` and ``unit``/Å) versus training step."""
-    from lrnn.train.trainer import read_metrics
-
-    rows = read_metrics(metrics_path)
+def learning_curve(rows, out_png, unit: str = "eV"):
+    """Validation energy and force MAE (in ``unit`` and ``unit``/Å) versus training step;
+    ``rows``: the metrics rows (:func:`lrnn.train.metrics.read_metrics`)."""
     if not rows:
-        raise ValueError(f"no metrics in {metrics_path}")
+        raise ValueError("no metrics rows to plot")
     f = 1.0 / units.energy_factor(unit)
     step = np.array([r["step"] for r in rows])
     plt = _plt()

@@ -15,20 +15,28 @@ trainer, evaluator, MD drivers and ASE calculator share:
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from lrnn import checkpoint as ckpt
-from lrnn import models
-from lrnn.batch import make_inputs
-from lrnn.models.deeppot import shift_energy
-from lrnn.neighbors import Capacity
+from lrnn import fmm, models
+from lrnn.batch import check_boundaries, make_inputs
+from lrnn.longrange import sog
+from lrnn.models.deeppot import compute_stats, shift_energy
+from lrnn.neighbors import Capacity, bucket
 from lrnn.nn import merge, split
-from lrnn.system import Dataset, resolve_total_charge, validate_structure
+from lrnn.system import Dataset, resolve_total_charge, symbol_to_number, validate_structure
+
+
+def enable_x64() -> None:
+    """Switch JAX's float64 on (float64 evaluation, MD integration; jax-md truncates to
+    float32 otherwise)."""
+    if not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
 
 
 def energy_fn(graphdef, state, stats, inputs):
@@ -67,10 +75,6 @@ def batched_efv(graphdef, state, stats, inputs, plans=None):
 FMM_SKIN = 0.1
 
 
-def _round_up(x: int, m: int) -> int:
-    return int(math.ceil(max(x, 1) / m) * m)
-
-
 class Potential:
     """A trained potential: NumPy in, NumPy out, Å and eV.
 
@@ -79,8 +83,10 @@ class Potential:
     except that a model with latent-charge terms raises for an odd sum of atomic numbers
     (charged or a radical: pass the charge); see :func:`lrnn.system.resolve_total_charge`.
     Inputs are validated (finite coordinates,
-    matching shapes, known species, no atoms closer than 0.1 Å).  Atom counts and
-    neighbour capacities are padded to buckets so that changing systems rarely recompile.
+    matching shapes, known species, no atoms closer than 0.1 Å).  Atom counts (multiples of
+    ``atom_bucket`` at least) and neighbour capacities are padded to
+    :func:`lrnn.neighbors.bucket` sizes, and capacities only grow, so that changing systems
+    rarely recompile.
     """
 
     def __init__(self, meta: dict, graphdef, state):
@@ -94,7 +100,6 @@ class Potential:
         self.type_map = tuple(self.config.type_map)
         self.capacity: Capacity | None = None
         self.atom_bucket = 8
-        self.capacity_bucket = 4
         self.fmm_plan = None  # FMM plan of the last structure (models with FMM parts, large N)
         self.fmm_replans = 0
         self.sog_plan = None  # plan of the hierarchical SOG term for the last structure
@@ -105,7 +110,7 @@ class Potential:
     def from_checkpoint(cls, path) -> "Potential":
         meta, leaves, _ = ckpt.load(path)
         if meta.get("dtype") == "float64":
-            jax.config.update("jax_enable_x64", True)
+            enable_x64()
         dtype = jnp.float64 if meta.get("dtype") == "float64" else jnp.float32
         module = models.create(meta["model"], dtype=dtype)
         graphdef, template = split(module)
@@ -116,18 +121,16 @@ class Potential:
         return cls(meta, graphdef, state)
 
     # ---------------------------------------------------------------------------- helpers
-    def _dataset(self, positions, species, cell, pbc, total_charge, pad_to=None):
+    def _dataset(self, positions, species, cell, pbc, total_charge, where="structure"):
         positions = np.asarray(positions, np.float64)
         species = np.asarray(species)
         if species.dtype.kind in "US":
-            from lrnn.system import symbol_to_number
-
             species = np.array([symbol_to_number(s) for s in species])
         species = species.astype(np.int64)
-        validate_structure(positions, species, cell, pbc, allowed=self.type_map)
+        validate_structure(positions, species, cell, pbc, where=where, allowed=self.type_map)
         total_charge = resolve_total_charge(total_charge, species, self.config.has_charge_terms)
         n = len(species)
-        n_pad = pad_to or _round_up(n, self.atom_bucket)
+        n_pad = bucket(n, self.atom_bucket)
         pos = np.zeros((1, n_pad, 3))
         pos[0, :n] = positions
         num = np.zeros((1, n_pad), np.int64)
@@ -140,23 +143,30 @@ class Potential:
         return Dataset(pos, num, np.zeros(1), cell=cell_a[None], pbc=pbc_a[None],
                        total_charge=np.array([total_charge]))
 
-    def _inputs(self, ds):
-        """Inputs with the neighbour capacity grown (reallocated) to fit, in buckets."""
+    def _inputs(self, ds, dtype):
+        """Inputs with the neighbour capacity grown (reallocated, never shrunk) to fit, in buckets."""
         floor = self.capacity
-        inputs, cap = make_inputs(ds, self.config, floor, dtype=np.dtype(self.dtype))
+        inputs, cap = make_inputs(ds, self.config, floor, dtype=dtype)
         if cap != floor:
-            b = self.capacity_bucket
-            cap = Capacity(tuple(_round_up(c, b) for c in cap.centres), _round_up(cap.neighbors, b))
+            cap = cap.bucketed()
             self.capacity = cap if floor is None else floor.max(cap)
-            inputs, _ = make_inputs(ds, self.config, self.capacity, dtype=np.dtype(self.dtype))
+            inputs, _ = make_inputs(ds, self.config, self.capacity, dtype=dtype)
         return inputs
 
     # ------------------------------------------------------------------------- public API
-    def calculate(self, positions, species, cell=None, total_charge: float | None = None, pbc=None) -> dict:
+    def calculate(self, positions, species, cell=None, total_charge: float | None = None, pbc=None, *,
+                  precision: str | None = None, where: str = "structure") -> dict:
         """Energy (eV), forces (eV/Å), virial (eV) and, with a cell, stress (eV/Å³).
-        ``total_charge`` (e): see the class docstring (``None``: neutral unless ambiguous)."""
-        ds = self._dataset(positions, species, cell, pbc, total_charge)
-        inputs = self._inputs(ds)
+        ``total_charge`` (e): see the class docstring (``None``: neutral unless ambiguous).
+        ``precision`` (``"float32"`` or ``"float64"``): the precision of the evaluation,
+        default the model's own; float64 evaluates a float32 model with its weights promoted
+        exactly.  ``where`` names the structure in error messages."""
+        if precision not in (None, "float32", "float64"):
+            raise ValueError(f"precision must be float64 or float32, got {precision!r}")
+        if precision == "float64":
+            enable_x64()
+        ds = self._dataset(positions, species, cell, pbc, total_charge, where)
+        inputs = self._inputs(ds, np.dtype(precision or self.dtype))
         n = len(np.asarray(species))
         plans = self.plans_for(np.asarray(positions, np.float64), cell)
         e, f, w = batched_efv(self.graphdef, self.state, self.stats, jax.tree.map(jnp.asarray, inputs), plans)
@@ -185,10 +195,6 @@ class Potential:
         k = self.config.hierarchical_sog_term()
         if k is None or cell is not None or len(positions) < self.config.fmm_min_atoms:
             return None
-        from flax import nnx
-
-        from lrnn.longrange import sog
-
         widths = np.exp(np.asarray(getattr(nnx.merge(self.graphdef, self.state), f"term{k}").log_width[...],
                                    np.float64))
         p = self.sog_plan
@@ -206,8 +212,6 @@ class Potential:
         side = self.config.fmm_leaf_side()
         if side is None or cell is not None or len(positions) < self.config.fmm_min_atoms:
             return None
-        from lrnn import fmm
-
         p = self.fmm_plan
         if p is None or p.n != len(positions) or fmm.needs_replan(p, positions):
             # atoms may drift FMM_SKIN of a leaf side out of their leaves before a re-plan
@@ -223,6 +227,12 @@ class Potential:
         """``(energy_eV, forces_eV_per_A)`` for one structure (NumPy in, NumPy out)."""
         r = self.calculate(positions, species, cell, total_charge)
         return r["energy"], r["forces"]
+
+    @staticmethod
+    def compilations() -> int:
+        """How many shapes the evaluation function :func:`batched_efv` has compiled in this
+        process (all potentials together: compare counts before and after)."""
+        return int(batched_efv._cache_size())
 
     def predict(self, ds: Dataset, batch_size: int = 32):
         """Energies (M,) eV, forces (M, n_max, 3) eV/Å, virials (M, 3, 3) eV for a dataset."""
@@ -253,3 +263,72 @@ class Potential:
 def load(path) -> Potential:
     """Load a checkpoint written by ``lrnn train`` (any model lrnn trains)."""
     return Potential.from_checkpoint(Path(path))
+
+
+def as_potential(model) -> Potential:
+    """``model`` itself if it is a :class:`Potential`, else the checkpoint at that path."""
+    return model if isinstance(model, Potential) else load(model)
+
+
+def requires_cell(potential) -> bool:
+    """Whether a model can only be evaluated on periodic structures (it was trained on
+    periodic data, or one of its terms needs a cell): ``meta["requires_cell"]`` or
+    ``meta["periodic"]`` in the checkpoint."""
+    meta = getattr(potential, "meta", {}) or {}
+    return bool(meta.get("requires_cell") or meta.get("periodic"))
+
+
+def check_needs_cell(potential, periodic: bool, where: str = "structure") -> None:
+    """Raise ``ValueError`` when a model that needs a cell (:func:`requires_cell`) is given
+    a structure that is not periodic."""
+    if requires_cell(potential) and not periodic:
+        raise ValueError(f"{where}: the model was trained on periodic structures and needs a cell; "
+                         "give the structure a cell (Lattice= in extxyz, atoms.cell and atoms.pbc in ASE)")
+
+
+def check_structure(potential, positions, numbers, cell=None, pbc=None, where: str = "structure"):
+    """Validate a structure for ``potential``: finite coordinates, known species, no atoms
+    closer than 0.1 Å, a cell with volume for periodic structures, a cell at all when the
+    model needs one, and boundaries that fit the model's long-range terms
+    (:func:`lrnn.batch.check_boundaries`).  Raises ``ValueError`` naming the problem."""
+    positions = np.asarray(positions, np.float64)
+    numbers = np.asarray(numbers)
+    periodic = pbc is not None and bool(np.any(pbc))
+    if periodic and cell is None:
+        raise ValueError(f"{where}: periodic boundary conditions were requested but no cell was given")
+    validate_structure(positions, numbers, cell if periodic else None, pbc if periodic else None, where=where,
+                       allowed=potential.type_map)
+    if getattr(potential, "config", None) is not None:
+        check_boundaries(potential.config, np.broadcast_to(np.asarray(pbc if periodic else False, bool), (3,)))
+    check_needs_cell(potential, periodic, where)
+
+
+def untrained_potential(type_map, model: dict | None = None, *, seed: int = 0, reference=None,
+                        output_scale: float = 1.0, dtype: str = "float32") -> Potential:
+    """A randomly initialised :class:`Potential` (for timing and tests): ``model`` a model
+    config dict (default: the demo architecture), descriptor statistics from ``reference``
+    (an ``ase.Atoms``) when given, and the last layer of the fitting nets scaled by
+    ``output_scale`` (a small value keeps random forces gentle)."""
+    cfg = {"type": "deeppot_se", "rcut": 6.0, "rcut_smth": 0.5, "embed": [16, 32, 64], "axis_neurons": 8,
+           "fit": [128, 128, 128]}
+    cfg.update(model or {})
+    cfg["type_map"] = [int(z) for z in type_map]
+    jdt = jnp.float64 if dtype == "float64" else jnp.float32
+    module = models.create(cfg, seed=seed, dtype=jdt)
+    _, mc = models.model_config(cfg)
+    if output_scale != 1.0:
+        last = module.fitting.n_layers - 1
+        w = getattr(module.fitting, f"w{last}")
+        w.value = w.value * output_scale
+    graphdef, state = split(module)
+    t = len(type_map)
+    stats = {"s_avg": np.zeros(t), "s_std": np.ones(t), "dir_std": np.ones(t), "n_norm": np.asarray(50.0)}
+    if reference is not None:
+        pbc = np.asarray(reference.pbc, bool)
+        ds = Dataset(reference.positions[None], reference.numbers[None], np.zeros(1),
+                     cell=reference.cell.array[None] if pbc.any() else None, pbc=pbc[None])
+        inputs, _ = make_inputs(ds, mc, None, dtype=np.float64)
+        stats = compute_stats(mc, ds.positions, ds.cell, inputs["layout"])
+    meta = {"model": cfg, "dtype": dtype, "stats": {k: np.asarray(v).tolist() for k, v in stats.items()},
+            "energy_shift": [0.0] * t, "untrained": True}
+    return Potential(meta, graphdef, state)

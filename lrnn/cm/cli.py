@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+import jax
+import numpy as np
+
+from lrnn.cm.data import DataError, load_npz, metrics
+from lrnn.cm.model import COLUMNS, load_model, system_of
 
 
 def _parser():
@@ -27,12 +34,6 @@ def _parser():
 
 def evaluate(model_path, data_path):
     """Metrics dict of a saved model on an npz data set (raises ValueError on bad input)."""
-    import jax
-    import numpy as np
-
-    from lrnn.cm.data import DataError, load_npz, metrics
-    from lrnn.cm.model import COLUMNS, load_model, system_of
-
     model = load_model(model_path)
     want = model.system
     with np.load(data_path, allow_pickle=False) if _exists(data_path) else _nofile(data_path) as z:
@@ -54,14 +55,10 @@ def evaluate(model_path, data_path):
 
 
 def _exists(path):
-    import os
-
     return os.path.isfile(path)
 
 
 def _nofile(path):
-    from lrnn.cm.data import DataError
-
     raise DataError(f"{path}: no such file")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lrnn.fmm.core import potential_with_plan
 from lrnn.longrange.tiles import ROW_BLOCK, map_rows
 from lrnn.units import COULOMB_K
 
@@ -117,8 +118,6 @@ def coulomb_fmm(plan, positions, charges, mask=None, sigma: float = 0.0, k: floa
     least :data:`FMM_LEAF_SIGMAS` σ wide.  ``plan`` is an :class:`lrnn.fmm.FMMPlan` for the
     first ``plan.n`` atoms (the real ones; padding rows must come after them and carry zero
     charge).  O(N); differentiable; NaN (never a wrong number) if the plan is stale."""
-    from lrnn.fmm.core import potential_with_plan
-
     n = plan.n
     q = charges if mask is None else jnp.where(mask, charges, 0.0)
     kernel = (lambda r2: smeared_pair(jnp.sqrt(r2), sigma)) if sigma > 0 else None

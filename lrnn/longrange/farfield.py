@@ -15,9 +15,11 @@ cell; the hierarchical (FMM) evaluation uses the pluggable near-field kernel of
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from lrnn.descriptors.se_e2_a import smooth_switch
+from lrnn.fmm.core import potential_with_plan
 from lrnn.longrange.tiles import ROW_BLOCK, map_rows
 
 
@@ -49,10 +51,6 @@ def far_field_potentials_fmm(plan, positions, types, n_types: int, r_on: float, 
     kernel (1 - f_c(r))/r) holds every pair where the kernel differs from 1/r and the
     multipole far field is exact up to the FMM error.  One FMM pass per species channel,
     sharing the plan."""
-    import jax
-
-    from lrnn.fmm.core import potential_with_plan
-
     n = plan.n
     onehot = (types[:n, None] == jnp.arange(n_types)[None, :]).astype(positions.dtype)
 

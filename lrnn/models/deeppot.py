@@ -28,6 +28,10 @@ import numpy as np
 from flax import nnx
 
 from lrnn.descriptors.se_e2_a import env_matrix
+from lrnn.fmm import MAX_ORDER, MIN_ORDER
+from lrnn.longrange.farfield import far_field_potentials, far_field_potentials_fmm
+from lrnn.longrange.grid import grid_cells, grid_env
+from lrnn.models.terms import create_term, term_config
 from lrnn.nn import StackedMLP
 
 
@@ -51,8 +55,6 @@ class DeepPotConfig:
     fmm_min_atoms: int = 5000  # below this many atoms the exact sums are used (crossover: bench_terms.md)
 
     def __post_init__(self):
-        from lrnn.models.terms import term_config
-
         object.__setattr__(self, "long_range", tuple(term_config(t) for t in self.long_range))
         self.hierarchical_sog_term()  # at most one
         ff = self.far_field
@@ -67,8 +69,6 @@ class DeepPotConfig:
             raise ValueError(f"far_field needs 0 < r_on < r_off (Å), got {self.far_field}")
         if self.far_field_method not in ("direct", "fmm"):
             raise ValueError(f"far_field method must be 'direct' or 'fmm', got {self.far_field_method!r}")
-        from lrnn.fmm import MAX_ORDER, MIN_ORDER
-
         if not MIN_ORDER <= int(self.fmm_order) <= MAX_ORDER:
             raise ValueError(f"fmm_order must be in [{MIN_ORDER}, {MAX_ORDER}], got {self.fmm_order}")
         g = self.grid
@@ -136,8 +136,6 @@ class DeepPotSE(nnx.Module):
         self.fitting = StackedMLP(t, (config.embed[-1] * config.axis_neurons + d_far,) + config.fit + (1,),
                                   act=config.activation, linear_output=True, bias_std=1.0, dtype=dtype,
                                   rngs=rngs)
-        from lrnn.models.terms import create_term
-
         self.n_terms = len(config.long_range)
         for k, tcfg in enumerate(config.long_range):
             setattr(self, f"term{k}", create_term(tcfg, t, config.embed[-1] * config.axis_neurons + d_far, rngs,
@@ -155,8 +153,6 @@ class DeepPotSE(nnx.Module):
         out = []
         extra = []  # per-atom far-field features (N, .) appended to D
         if cfg.far_field:
-            from lrnn.longrange.farfield import far_field_potentials, far_field_potentials_fmm
-
             plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
             if plan is not None:
                 ff = far_field_potentials_fmm(plan, pos, inputs["types"], t, *cfg.far_field)
@@ -191,8 +187,6 @@ class DeepPotSE(nnx.Module):
 
     def _grid_descriptor(self, inputs, pos, n):
         """Thesis grid descriptor (N, M1*M2) of :mod:`lrnn.longrange.grid`."""
-        from lrnn.longrange.grid import grid_cells, grid_env
-
         cfg = self.config
         t = cfg.n_types
         types = inputs["types"]

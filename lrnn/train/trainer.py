@@ -4,7 +4,6 @@ progress bar and learning-curve plot."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -19,11 +18,14 @@ from lrnn import checkpoint as ckpt
 from lrnn import models
 from lrnn.batch import make_inputs, make_labels
 from lrnn.models.deeppot import compute_stats, fit_energy_shift, shift_energy
-from lrnn.nn import count_parameters, split
+from lrnn.nn import count_parameters, merge, split
+from lrnn.plots import learning_curve
 from lrnn.potential import batched_efv, energy_forces_virial
+from lrnn.potential import load as load_potential
 from lrnn.system import concatenate
 from lrnn.train.config import TrainConfig
 from lrnn.train.data import load_data
+from lrnn.train.metrics import MetricsWriter, error_metrics, read_metrics
 
 log = logging.getLogger("lrnn.train")
 
@@ -58,8 +60,6 @@ def loss_terms(pred, labels):
 def charge_loss(graphdef, state, stats, inputs, labels):
     """Mean-square error (e²) of the latent charges against reference charges, over the
     atoms of structures that carry them."""
-    from lrnn.nn import merge
-
     q = jax.vmap(lambda x: merge(graphdef, state).charges(x, stats))(inputs)
     return charge_mse(q, labels)
 
@@ -68,54 +68,6 @@ def charge_mse(q, labels):
     """Masked mean-square error (e²) of predicted charges ``q`` (M, N) against the labels."""
     m = labels["mask"] & labels["has_charges"][:, None]
     return jnp.sum(jnp.where(m, (q - labels["charges"]) ** 2, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)
-
-
-def _error_metrics(e_pred, e_ref, n_atoms, f_pred=None, f_ref=None, mask=None):
-    de = e_pred - e_ref
-    out = {"energy_mae": float(np.mean(np.abs(de))), "energy_rmse": float(np.sqrt(np.mean(de**2))),
-           "energy_mae_per_atom": float(np.mean(np.abs(de / n_atoms))),
-           "energy_rmse_per_atom": float(np.sqrt(np.mean((de / n_atoms) ** 2)))}
-    if f_pred is not None and f_ref is not None:
-        df = (f_pred - f_ref)[mask]
-        out["force_mae"] = float(np.mean(np.abs(df)))
-        out["force_rmse"] = float(np.sqrt(np.mean(df**2)))
-    return out
-
-
-class MetricsWriter:
-    """Append-only CSV or JSON-lines metrics; each row flushed at once."""
-
-    def __init__(self, path: Path, fmt: str, resume: bool):
-        self.path, self.fmt = path, fmt
-        self.fields = None
-        if resume and path.exists():
-            if fmt == "csv":
-                with open(path) as fh:
-                    self.fields = next(csv.reader(fh), None)
-        elif path.exists():
-            path.unlink()
-
-    def write(self, row: dict):
-        if self.fmt == "jsonl":
-            with open(self.path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            return
-        new = self.fields is None
-        if new:
-            self.fields = list(row)
-        with open(self.path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-
-def read_metrics(path) -> list[dict]:
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    with open(path) as fh:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
 def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict | None = None) -> dict:
@@ -226,7 +178,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
 
     def validate(st):
         e, f = _predict_chunks(graphdef, st, stats_j, va_dev, len(val_ds), tc.batch_size * 4)
-        met = _error_metrics(e, va_labels["energy"].astype(np.float64), va_labels["n_atoms"].astype(np.float64),
+        met = error_metrics(e, va_labels["energy"].astype(np.float64), va_labels["n_atoms"].astype(np.float64),
                              f, va_labels["forces"].astype(np.float64), va_labels["mask"])
         # model selection at the final prefactors, with the energy errors centred: the
         # constant offset is re-fitted on the training set after training
@@ -324,8 +276,6 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
                "compile_s": compile_s,
                "stopped_by_time": stopped_by_time, "n_train": n_tr, "n_val": len(val_ds),
                "n_parameters": count_parameters(state)}
-    from lrnn.potential import load as load_potential
-
     pot = load_potential(best_path)
     if tc.refit_shift:
         # re-fit the per-element shifts on the training residuals (float64): the offset
@@ -338,9 +288,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         ckpt.save(best_path, meta=meta, params=[np.asarray(x) for x in leaves])
         summary["shift_refit_eV"] = float(np.abs(shift_energy(train_ds.numbers[:1], delta, mcfg.type_map)[0]))
     try:
-        from lrnn.plots import learning_curve
-
-        learning_curve(out / f"metrics.{tc.metrics_format}", out / "learning_curve.png",
+        learning_curve(read_metrics(out / f"metrics.{tc.metrics_format}"), out / "learning_curve.png",
                        unit=data["report_energy_unit"])
     except Exception as e:  # plotting never loses a run
         log.warning("learning-curve plot failed: %s", e)
