@@ -13,8 +13,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lrnn.models.deeppot import DeepPotConfig, DeepPotSE
+from lrnn.models.equivariant import Equivariant, EquivariantConfig
 
-MODELS = {"deeppot_se": (DeepPotConfig, DeepPotSE)}
+MODELS = {"deeppot_se": (DeepPotConfig, DeepPotSE), "mace": (EquivariantConfig, Equivariant)}
 
 
 def model_config(config: dict):
