@@ -42,6 +42,46 @@ def median_time(fn, repeats, inner):
     return float(np.median(ts)), float(np.min(ts)), float(np.max(ts))
 
 
+def setup_model(model_cfg, ds):
+    """(graphdef, state, stats, inputs, labels) of a fresh float32 model on ``ds``."""
+    _, mcfg = models.model_config(model_cfg)
+    g, st = split(models.create(model_cfg))
+    inputs, _ = make_inputs(ds, mcfg)
+    stats = {k: jnp.asarray(v, jnp.float32) for k, v in compute_stats(mcfg, ds.positions, ds.cell,
+                                                                       inputs["layout"]).items()}
+    labels = make_labels(ds, fit_energy_shift(ds.numbers, ds.energy, mcfg.type_map), mcfg.type_map)
+    return g, st, stats, inputs, labels
+
+
+def adam_step_runner(graphdef, state, stats, dev, batch_size):
+    """A zero-argument function running one jitted Adam step (E + 100 F loss) on the next
+    ``batch_size`` structures of the device arrays ``dev = (inputs, labels)``; returns the loss."""
+    tx = optax.adam(1e-3)
+
+    @jax.jit
+    def step(s, o, idx):
+        i, lab = jax.tree.map(lambda x: x[idx], dev)
+
+        def loss(p):
+            pred = jax.vmap(lambda x: energy_forces_virial(graphdef, p, stats, x))(i)
+            le, lf, _ = loss_terms(pred, lab)
+            return le + 100.0 * lf
+        val, grads = jax.value_and_grad(loss)(s)
+        upd, o = tx.update(grads, o, s)
+        return optax.apply_updates(s, upd), o, val
+
+    carry = {"s": state, "o": tx.init(state), "k": 0}
+    n = len(jax.tree.leaves(dev[1])[0])
+
+    def one():
+        idx = jnp.arange(carry["k"], carry["k"] + batch_size) % n
+        carry["s"], carry["o"], v = step(carry["s"], carry["o"], idx)
+        carry["k"] += batch_size
+        return v
+
+    return one
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default=str(HERE / "aspirin" / "config.yaml"))
@@ -53,12 +93,7 @@ def main():
         raise SystemExit(f"aspirin data not found at {path} (needs ../shared/data/rmd17)")
     ds = read(path).subset(np.arange(256))
     model_cfg = dict(cfg["model"], type_map=ds.elements)
-    _, mcfg = models.model_config(model_cfg)
-    g, st = split(models.create(model_cfg))
-    inputs, _ = make_inputs(ds, mcfg)
-    stats = {k: jnp.asarray(v, jnp.float32) for k, v in compute_stats(mcfg, ds.positions, ds.cell,
-                                                                       inputs["layout"]).items()}
-    labels = make_labels(ds, fit_energy_shift(ds.numbers, ds.energy, mcfg.type_map), mcfg.type_map)
+    g, st, stats, inputs, labels = setup_model(model_cfg, ds)
     dev_in = jax.tree.map(jnp.asarray, inputs)
     rows = {}
     for bs, inner in ((1, 50), (32, 5)):
@@ -67,30 +102,8 @@ def main():
         rows[f"energy_forces_batch{bs}"] = {"batch": bs, "s_per_call": med, "ms_per_config": 1e3 * med / bs,
                                             "min_s": lo, "max_s": hi}
     tc = cfg["train"]
-    tx = optax.adam(1e-3)
-    ost = tx.init(st)
     dev = jax.tree.map(jnp.asarray, (inputs, labels))
-
-    @jax.jit
-    def step(s, o, idx):
-        i, lab = jax.tree.map(lambda x: x[idx], dev)
-
-        def loss(p):
-            pred = jax.vmap(lambda x: energy_forces_virial(g, p, stats, x))(i)
-            le, lf, _ = loss_terms(pred, lab)
-            return le + 100.0 * lf
-        val, grads = jax.value_and_grad(loss)(s)
-        upd, o = tx.update(grads, o, s)
-        return optax.apply_updates(s, upd), o, val
-
-    state = {"s": st, "o": ost, "k": 0}
-
-    def one():
-        idx = jnp.arange(state["k"], state["k"] + tc.batch_size) % len(ds)
-        state["s"], state["o"], v = step(state["s"], state["o"], idx)
-        state["k"] += tc.batch_size
-        return v
-
+    one = adam_step_runner(g, st, stats, dev, tc.batch_size)
     med, lo, hi = median_time(one, args.repeats, 50)
     rows["train_step"] = {"batch": tc.batch_size, "s_per_step": med, "steps_per_s": 1.0 / med, "min_s": lo,
                           "max_s": hi}

@@ -13,48 +13,30 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from lrnn import models
-from lrnn.batch import make_inputs, make_labels
 from lrnn.data import read
-from lrnn.models.deeppot import compute_stats, fit_energy_shift
-from lrnn.nn import count_parameters, split
-from lrnn.potential import batched_efv, energy_forces_virial
+from lrnn.nn import count_parameters
+from lrnn.potential import batched_efv
 from lrnn.train import load_config
 from lrnn.train.data import resolve_path
-from lrnn.train.trainer import loss_terms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_deeppot import adam_step_runner, median_time, setup_model  # noqa: E402  (the shared timing loops)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-def median_time(fn, repeats, inner):
-    jax.block_until_ready(fn())  # compile / warm up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(inner):
-            out = fn()
-        jax.block_until_ready(out)
-        ts.append((time.perf_counter() - t) / inner)
-    return float(np.median(ts))
-
-
 def bench(model_cfg, ds, repeats, batch):
     model_cfg = dict(model_cfg, type_map=ds.elements)
-    _, mcfg = models.model_config(model_cfg)
-    g, st = split(models.create(model_cfg))
-    inputs, _ = make_inputs(ds, mcfg)
-    stats = {k: jnp.asarray(v, jnp.float32) for k, v in compute_stats(mcfg, ds.positions, ds.cell,
-                                                                       inputs["layout"]).items()}
-    labels = make_labels(ds, fit_energy_shift(ds.numbers, ds.energy, mcfg.type_map), mcfg.type_map)
+    g, st, stats, inputs, labels = setup_model(model_cfg, ds)
     dev = jax.tree.map(jnp.asarray, (inputs, labels))
     row = {"model": model_cfg, "n_parameters": count_parameters(st)}
     for bs, inner in ((1, 20), (32, 3)):
@@ -62,33 +44,13 @@ def bench(model_cfg, ds, repeats, batch):
         t0 = time.perf_counter()
         jax.block_until_ready(batched_efv(g, st, stats, chunk))
         row[f"compile_efv{bs}_s"] = time.perf_counter() - t0
-        row[f"ef_ms_batch{bs}"] = 1e3 * median_time(lambda c=chunk: batched_efv(g, st, stats, c), repeats, inner) / bs
-    tx = optax.adam(1e-3)
-
-    @jax.jit
-    def step(s, o, idx):
-        i, lab = jax.tree.map(lambda x: x[idx], dev)
-
-        def loss(p):
-            pred = jax.vmap(lambda x: energy_forces_virial(g, p, stats, x))(i)
-            le, lf, _ = loss_terms(pred, lab)
-            return le + 100.0 * lf
-        val, grads = jax.value_and_grad(loss)(s)
-        upd, o = tx.update(grads, o, s)
-        return optax.apply_updates(s, upd), o, val
-
-    state = {"s": st, "o": tx.init(st), "k": 0}
-
-    def one():
-        idx = jnp.arange(state["k"], state["k"] + batch) % len(ds)
-        state["s"], state["o"], v = step(state["s"], state["o"], idx)
-        state["k"] += batch
-        return v
+        row[f"ef_ms_batch{bs}"] = 1e3 * median_time(lambda c=chunk: batched_efv(g, st, stats, c), repeats, inner)[0] / bs
+    one = adam_step_runner(g, st, stats, dev, batch)
 
     t0 = time.perf_counter()
     jax.block_until_ready(one())
     row["compile_train_s"] = time.perf_counter() - t0
-    row["train_steps_per_s"] = 1.0 / median_time(one, repeats, 10)
+    row["train_steps_per_s"] = 1.0 / median_time(one, repeats, 10)[0]
     return row
 
 
