@@ -23,12 +23,12 @@ import numpy as np
 from flax import nnx
 
 from lrnn import checkpoint as ckpt
-from lrnn import fmm, models
+from lrnn import models
+from lrnn import plans as plans_lib
 from lrnn.batch import check_boundaries, make_inputs
-from lrnn.longrange import sog
 from lrnn.models.deeppot import compute_stats, shift_energy
 from lrnn.neighbors import Capacity, bucket
-from lrnn.nn import merge, split
+from lrnn.nn import StackedMLP, merge, split
 from lrnn.system import Dataset, resolve_total_charge, symbol_to_number, validate_structure
 
 
@@ -71,10 +71,6 @@ def batched_efv(graphdef, state, stats, inputs, plans=None):
     return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, dict(x, **plans)))(inputs)
 
 
-#: Relative slack of the FMM plans the Potential builds (see :func:`lrnn.fmm.plan`, ``tol``).
-FMM_SKIN = 0.1
-
-
 class Potential:
     """A trained potential: NumPy in, NumPy out, Å and eV.
 
@@ -100,9 +96,8 @@ class Potential:
         self.type_map = tuple(self.config.type_map)
         self.capacity: Capacity | None = None
         self.atom_bucket = 8
-        self.fmm_plan = None  # FMM plan of the last structure (models with FMM parts, large N)
+        self.plans: plans_lib.Plans | None = None  # O(N) plans of the last structure (lrnn.plans)
         self.fmm_replans = 0
-        self.sog_plan = None  # plan of the hierarchical SOG term for the last structure
         self.sog_replans = 0
 
     # ----------------------------------------------------------------------- construction
@@ -182,46 +177,25 @@ class Potential:
         return out
 
     def plans_for(self, positions, cell) -> dict:
-        """The plans of the model's O(N) parts for this structure (``fmm_plan``,
-        ``sog_plan``), only those in use; see :meth:`fmm_plan_for`, :meth:`sog_plan_for`."""
-        plans = {"fmm_plan": self.fmm_plan_for(positions, cell), "sog_plan": self.sog_plan_for(positions, cell)}
-        return {k: v for k, v in plans.items() if v is not None}
+        """The model inputs of the O(N) parts' plans for this structure (``fmm_plan``,
+        ``sog_plan``; only those in use): :attr:`plans`, kept while they hold and
+        re-allocated (:func:`lrnn.plans.allocate`) when they do not (see :mod:`lrnn.plans`)."""
+        widths = plans_lib.sog_widths(self.config, self.state)
+        if plans_lib.needs_replan(self.plans, positions, cell, widths):
+            self.plans = plans_lib.allocate(self.config, positions, cell, sog_widths=widths, previous=self.plans)
+            self.fmm_replans += self.plans.fmm is not None
+            self.sog_replans += self.plans.sog is not None
+        return self.plans.inputs()
 
-    def sog_plan_for(self, positions, cell):
-        """A :func:`lrnn.longrange.sog.sog_plan` for the model's SOG term with ``method:
-        hierarchical`` and its current widths, kept while the atoms stay within half its
-        skin and rebuilt otherwise; None (exact sum) for other models, periodic cells and
-        fewer than ``fmm_min_atoms`` atoms."""
-        k = self.config.hierarchical_sog_term()
-        if k is None or cell is not None or len(positions) < self.config.fmm_min_atoms:
-            return None
-        widths = np.exp(np.asarray(getattr(nnx.merge(self.graphdef, self.state), f"term{k}").log_width[...],
-                                   np.float64))
-        p = self.sog_plan
-        if p is None or sog.sog_needs_replan(p, positions, widths):
-            p = self.sog_plan = sog.sog_plan(positions, widths)
-            self.sog_replans += 1
-        return p
+    @property
+    def fmm_plan(self):
+        """The FMM plan of the last structure (None: exact sums)."""
+        return None if self.plans is None else self.plans.fmm
 
-    def fmm_plan_for(self, positions, cell):
-        """An FMM plan for the model's FMM parts (far-field or latent Coulomb with
-        ``method: fmm``), kept while the atoms stay in their leaves and rebuilt (an O(N)
-        check, then NumPy) when they leave; None (exact sums) for models without FMM parts,
-        periodic cells, fewer than ``fmm_min_atoms`` atoms, or systems too small for
-        leaves as wide as the near-field kernels need."""
-        side = self.config.fmm_leaf_side()
-        if side is None or cell is not None or len(positions) < self.config.fmm_min_atoms:
-            return None
-        p = self.fmm_plan
-        if p is None or p.n != len(positions) or fmm.needs_replan(p, positions):
-            # atoms may drift FMM_SKIN of a leaf side out of their leaves before a re-plan
-            # (MD steps); pairs in non-adjacent leaves stay >= (1 - FMM_SKIN) leaf sides apart
-            p = fmm.plan(positions, order=self.config.fmm_order, min_leaf_side=side / (1 - FMM_SKIN),
-                         tol=FMM_SKIN)
-            self.fmm_plan, self.fmm_replans = p, self.fmm_replans + 1
-        if float(p.leaf_side) * (1 - FMM_SKIN) < side:  # a depth-2 tree is still too fine: exact sums
-            return None
-        return p
+    @property
+    def sog_plan(self):
+        """The hierarchical SOG term's plan of the last structure (None: exact sums)."""
+        return None if self.plans is None else self.plans.sog
 
     def energy_forces(self, positions, species, cell=None, total_charge: float | None = None):
         """``(energy_eV, forces_eV_per_A)`` for one structure (NumPy in, NumPy out)."""
@@ -304,22 +278,29 @@ def check_structure(potential, positions, numbers, cell=None, pbc=None, where: s
 
 
 def untrained_potential(type_map, model: dict | None = None, *, seed: int = 0, reference=None,
-                        output_scale: float = 1.0, dtype: str = "float32") -> Potential:
+                        output_scale: float = 1.0, term_scale: float | None = None,
+                        dtype: str = "float32") -> Potential:
     """A randomly initialised :class:`Potential` (for timing and tests): ``model`` a model
     config dict (default: the demo architecture), descriptor statistics from ``reference``
     (an ``ase.Atoms``) when given, and the last layer of the fitting nets scaled by
-    ``output_scale`` (a small value keeps random forces gentle)."""
+    ``output_scale`` (a small value keeps random forces gentle), and the output layers of
+    the long-range terms' nets (latent charges) by ``term_scale`` (default ``output_scale``)."""
     cfg = {"type": "deeppot_se", "rcut": 6.0, "rcut_smth": 0.5, "embed": [16, 32, 64], "axis_neurons": 8,
            "fit": [128, 128, 128]}
     cfg.update(model or {})
     cfg["type_map"] = [int(z) for z in type_map]
+    if dtype == "float64":
+        enable_x64()  # else the weights would be drawn, silently, in float32
     jdt = jnp.float64 if dtype == "float64" else jnp.float32
     module = models.create(cfg, seed=seed, dtype=jdt)
     _, mc = models.model_config(cfg)
-    if output_scale != 1.0:
-        last = module.fitting.n_layers - 1
-        w = getattr(module.fitting, f"w{last}")
-        w.value = w.value * output_scale
+    term_scale = output_scale if term_scale is None else term_scale
+    nets = [(module.fitting, output_scale)] + [(m.net, term_scale) for _, m in nnx.iter_modules(module)
+                                               if isinstance(getattr(m, "net", None), StackedMLP)]
+    for net, scale in nets:  # the output layers of the fitting net and of the terms' nets (latent charges)
+        if scale != 1.0:
+            w = getattr(net, f"w{net.n_layers - 1}")
+            w.value = w.value * scale
     graphdef, state = split(module)
     t = len(type_map)
     stats = {"s_avg": np.zeros(t), "s_std": np.ones(t), "dir_std": np.ones(t), "n_norm": np.asarray(50.0)}

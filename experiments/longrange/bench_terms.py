@@ -61,7 +61,7 @@ def water_cluster(n_atoms, seed=0):
 
 def bench_n(n, repeats, only=None):
     from lrnn import fmm
-    from lrnn.potential import FMM_SKIN
+    from lrnn.plans import FMM_SKIN
 
     pos, num = water_cluster(n)
     base = {"type": "deeppot_se", "type_map": [1, 8], "rcut": 5.0, "rcut_smth": 0.5, "embed": [16, 32, 64],

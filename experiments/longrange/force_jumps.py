@@ -59,7 +59,7 @@ def fmm_replan_jumps(orders=(6, 10), n=1200):
     error, which the order controls)."""
     from lrnn import fmm
     from lrnn.md import untrained_potential
-    from lrnn.potential import FMM_SKIN
+    from lrnn.plans import FMM_SKIN
 
     rng = np.random.default_rng(3)
     pos = rng.uniform(0, (n / 0.05) ** (1 / 3), (n, 3))

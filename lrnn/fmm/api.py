@@ -24,14 +24,16 @@ DEFAULT_ORDER = 8
 
 def plan(positions, *, order: int = DEFAULT_ORDER, leaf_size: int = 32,
          max_leaf: int | None = None, depth: int | None = None,
-         min_leaf_side: float | None = None, tol: float = 1e-6) -> FMMPlan:
+         min_leaf_side: float | None = None, tol: float = 1e-6, like: FMMPlan | None = None,
+         headroom: float = 0.0) -> FMMPlan:
     """Build an :class:`~lrnn.fmm.tree.FMMPlan` for concrete ``positions`` (NumPy, not jittable).
 
     See :func:`lrnn.fmm.tree.build_plan` for the arguments.  Re-use the plan across calls
     (and pass it through ``jit``) while :func:`needs_replan` is False.
     """
     return build_plan(_concrete(positions, "plan"), order=order, leaf_size=leaf_size,
-                      max_leaf=max_leaf, depth=depth, min_leaf_side=min_leaf_side, tol=tol)
+                      max_leaf=max_leaf, depth=depth, min_leaf_side=min_leaf_side, tol=tol, like=like,
+                      headroom=headroom)
 
 
 @functools.partial(jax.jit, static_argnames=("near_kernel", "check"))

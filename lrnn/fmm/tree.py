@@ -29,6 +29,7 @@ identical shapes and a jitted evaluation is reused instead of recompiled.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +68,15 @@ def _bucket(n: int, quantum: int = 1) -> int:
     step = 1 << e
     v = -(-n // step) * step
     return -(-v // quantum) * quantum
+
+
+def _size(need: int, floor: int = 0, quantum: int = 1, headroom: float = 0.0) -> int:
+    """Padded size for ``need`` entries: the bucket of ``need·(1 + headroom)``, or, given a
+    previous plan's size ``floor``, that size while it fits and a bucket with 25 % headroom
+    when it does not (capacities only grow: re-plans along a trajectory rarely change shapes)."""
+    if not floor:
+        return _bucket(math.ceil(need * (1 + headroom)), quantum)
+    return floor if need <= floor else _bucket(-(-5 * need // 4), quantum)
 
 
 def _spread_slow(v: np.ndarray) -> np.ndarray:
@@ -297,7 +307,7 @@ def _check_positions(x):
 
 def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int | None = None,
                depth: int | None = None, min_leaf_side: float | None = None,
-               tol: float = 1e-6) -> FMMPlan:
+               tol: float = 1e-6, like: FMMPlan | None = None, headroom: float = 0.0) -> FMMPlan:
     """Build the adaptive octree and every interaction list for ``positions`` (N, 3).
 
     ``order``: expansion order p (``MIN_ORDER..MAX_ORDER``); ``leaf_size``: near-field chunk
@@ -306,7 +316,10 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
     this depth; ``min_leaf_side``: no box smaller than this (use it when a custom
     near-field kernel differs from 1/r below some distance: every pair closer than the
     smallest box side is in the near field); ``tol``: relative slack of the box-membership
-    check (:func:`plan_is_valid`).
+    check (:func:`plan_is_valid`); ``like``: a previous plan whose padded sizes are floors for
+    this one (same depth, order and leaf size), so that re-planning along a trajectory keeps
+    the array shapes and the jitted evaluation does not recompile (capacities only grow);
+    ``headroom``: relative padding of a plan made without ``like``.
 
     The tree (see the module docstring): boxes with more than ``max_leaf`` particles are
     split; the tree is 2:1 balanced; a leaf that touches a split box of its own level gets
@@ -344,6 +357,9 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
     tree.balance()
     depth = max(tree.keys)
     levels = range(2, depth + 1)
+    if like is not None and (like.depth, like.order, like.leaf_size) != (depth, order, C):
+        like = None
+    floor = (lambda name, k=1: 0) if like is None else (lambda name, k=1: getattr(like, name).shape[0] // k)
 
     # --- leaves, and which of them need virtual children ------------------------------
     leaf_level = np.zeros(n, np.int64)  # per sorted particle
@@ -376,7 +392,7 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
     for lvl in levels:
         bkeys[lvl], bcoords[lvl], bvirt[lvl] = _level_boxes(tree, virt_keys[lvl],
                                                             virt_coords[lvl], lvl)
-        n_boxes[lvl] = _bucket(len(bkeys[lvl]) + 1)
+        n_boxes[lvl] = _size(len(bkeys[lvl]) + 1, like.n_boxes[lvl] if like else 0, 1, headroom)
         box_offset[lvl] = off
         off += n_boxes[lvl]
     n_total = off
@@ -395,7 +411,7 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
     eb, _, ecount = _runs(ebox)  # particles are in Morton order: each box is one run
     nec, _, eslot_sorted = _chunks(ecount, E_CHUNK)
     n_ech = int(nec.sum())
-    n_ech_pad = _bucket(n_ech + 1, CHUNK_BLOCK)
+    n_ech_pad = _size(n_ech + 1, floor("echunk_box"), CHUNK_BLOCK, headroom)
     echunk_box = np.full(n_ech_pad, n_total - 1, np.int64)
     echunk_box[:n_ech] = np.repeat(eb, nec)
     eslot_src = np.full(n_ech_pad * E_CHUNK, n, np.int64)
@@ -408,7 +424,7 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
     _, lfirst, lcount = _runs(lid)
     nc, chunk_off, slot_sorted = _chunks(lcount, C)
     n_chunks = int(nc.sum())
-    n_chunks_pad = _bucket(n_chunks + 1)
+    n_chunks_pad = _size(n_chunks + 1, floor("slot_src", C), 1, headroom)
     slot_src = np.full(n_chunks_pad * C, n, np.int64)
     slot_src[slot_sorted] = order_idx
     particle_slot = np.empty(n, np.int64)
@@ -458,7 +474,7 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
     G = P2P_GROUP
     rows_per, row_off, slot = _chunks(np.bincount(p_t, minlength=n_chunks), G)
     n_rows = int(row_off[-1])
-    n_rows_pad = _bucket(n_rows + 1, P2P_BLOCK)
+    n_rows_pad = _size(n_rows + 1, floor("p2p_tgt"), P2P_BLOCK, headroom)
     p2p_tgt = np.full(n_rows_pad, n_chunks_pad - 1, dtype=np.int64)
     p2p_src = np.full(n_rows_pad * G, n_chunks_pad - 1, dtype=np.int64)
     p2p_tgt[:n_rows] = np.repeat(np.arange(n_chunks), rows_per)
@@ -502,7 +518,8 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
                 pair_s.append(box_offset[lvl] + s[a, j])
                 pair_d.append(oct_idx[o][j])
     m2l_tgt, m2l_src, m2l_op = _m2l_tiles(np.concatenate(pair_t), np.concatenate(pair_s),
-                                          np.concatenate(pair_d), n_total - 1)
+                                          np.concatenate(pair_d), n_total - 1,
+                                          like.m2l_tgt.shape if like else (0, 0), headroom)
 
     ops = _device_ops(order)
     i32 = lambda a: jnp.asarray(a.astype(np.int32))  # noqa: E731
@@ -523,22 +540,23 @@ def build_plan(positions, *, order: int = 8, leaf_size: int = 32, max_leaf: int 
         tol=float(tol))
 
 
-def _m2l_tiles(t, s, d, dummy):
+def _m2l_tiles(t, s, d, dummy, floor=(0, 0), headroom=0.0):
     """Group M2L pairs (target box, source box, offset number) into tiles of ``P`` pairs of
     one offset each, so that a tile is one ``(P, K) @ (K, K)`` GEMM.  ``P`` is the largest
     power of two in [M2L_MIN_TILE, M2L_MAX_TILE] whose padding of the 316 offset groups
     (P/2 each on average) stays under a quarter of the pairs.  Returns tile arrays
     ``tgt``, ``src`` (tiles, P) and ``op`` (tiles,), dummy-padded to a bucketed number of
-    tiles."""
+    tiles; ``floor`` (tiles, P) of a previous plan: at least as many tiles, of that P."""
     n_ops = len(M2L_OFFSETS)
     P = M2L_MIN_TILE
     while P < M2L_MAX_TILE and n_ops * P <= 0.25 * len(t):
         P *= 2
+    P = floor[1] or P
     srt = np.lexsort((t, d))
     t, s, d = t[srt], s[srt], d[srt]
     tiles_per, _, slot = _chunks(np.bincount(d, minlength=n_ops), P)
     n_tiles = int(tiles_per.sum())
-    n_pad = _bucket(n_tiles + 1)
+    n_pad = _size(n_tiles + 1, floor[0], 1, headroom)
     tgt = np.full(n_pad * P, dummy, np.int64)
     src = np.full(n_pad * P, dummy, np.int64)
     tgt[slot], src[slot] = t, s

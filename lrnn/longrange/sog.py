@@ -236,8 +236,18 @@ def sog_needs_replan(plan: SOGPlan, positions, widths, mask=None) -> bool:
     if not np.allclose(s, plan.planned_widths, rtol=1e-12, atol=0):
         return True
     real = np.ones(len(pos), bool) if mask is None else np.asarray(mask, bool)
-    d2 = np.sum((pos[real] - ref[real]) ** 2, axis=-1)
-    return bool(d2.size and d2.max() > (plan.skin / 2) ** 2)
+    return not bool(sog_plan_is_valid(plan, jnp.asarray(pos), jnp.asarray(real)))
+
+
+def sog_plan_is_valid(plan: SOGPlan, positions, mask=None) -> jax.Array:
+    """True (a traced bool) while every atom of ``positions`` (rows after the planned atoms
+    are padding) lies within ``skin``/2 of its planned position: max_i |r_i − r_i⁰|² ≤
+    (skin/2)².  Jittable, O(N); the widths are checked by :func:`sog_needs_replan`."""
+    n = plan.ref_positions.shape[0]
+    d2 = jnp.sum((positions[:n] - plan.ref_positions.astype(positions.dtype)) ** 2, axis=-1)
+    if mask is not None:
+        d2 = jnp.where(mask[:n], d2, 0.0)
+    return jnp.all(d2 <= (plan.skin / 2) ** 2)
 
 
 def _spread(level: GridLevel, positions, q):

@@ -3,10 +3,14 @@
 NVE (velocity Verlet, :func:`jax_md.simulate.nve`) and NVT (Langevin BAOAB,
 :func:`jax_md.simulate.nvt_langevin`; Nosé–Hoover chain,
 :func:`jax_md.simulate.nvt_nose_hoover`) run in chunks of ``lax.fori_loop`` steps,
-recording potential and kinetic energy every ``log_every`` steps.  :class:`Simulation`
-checks for overflow after every chunk (the jax-md list or the species blocks of
-:class:`~lrnn.md.system.MDSystem`), logs a warning, re-allocates from the state at the
-start of the chunk and runs the chunk again: nothing is silently truncated.  Non-finite
+recording potential and kinetic energy every ``log_every`` steps.  The integrator state
+carries the jax-md neighbour list and the long-range plans (:mod:`lrnn.plans`: FMM and
+hierarchical SOG layouts), both updated after every step.  A step after which either
+overflowed (the jax-md list, the species blocks of :class:`~lrnn.md.system.MDSystem`, or a
+plan that no longer holds) is dropped and the chunk stops at the step before;
+:class:`Simulation` re-allocates what overflowed on the host from that state (quietly for
+plans, which go stale as atoms move; with a warning for neighbour capacity) and goes on:
+nothing is silently truncated and long-range terms stay O(N) through the run.  Non-finite
 values stop the run with :class:`NonFiniteError`, which carries the last good frame.
 
 The jitted chunk :func:`run_chunk` takes everything static (system, capacity, ensemble,
@@ -28,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrnn import plans as plans_lib
 from lrnn.md.system import (
     EnergySpec,
     MDSystem,
@@ -110,42 +115,60 @@ class Ensemble:
 
 def make_chunk(energy_fn: Callable, shift_fn: Callable, overflowed_fn: Callable, ensemble: Ensemble,
                n_atoms: int, n_records: int) -> Callable:
-    """The chunk function ``chunk(state, nbrs, n_rec, log_every, dt, kT) -> (state, nbrs,
-    overflowed, (epot, ekin, positions, momenta))``: ``n_rec`` (at most ``n_records``)
-    records of ``log_every`` steps each, the neighbour list updated after every step and
-    ``overflowed_fn(nbrs)`` accumulated.  Pure (it builds the integrator when traced); jit it."""
-    def chunk(state, nbrs, n_rec, log_every, dt, kT):
+    """The chunk function ``chunk(state, nbrs, plans, step0, n_rec, log_every, dt, kT) ->
+    (state, nbrs, plans, n_steps, n_done, (nbrs_overflowed, plans_overflowed), (step,
+    epot, ekin, positions, momenta))``: steps from absolute step ``step0`` on, recording
+    at every multiple of ``log_every``, until ``n_rec`` (at most ``n_records``) records are
+    taken.  After every step the neighbour list (``overflowed_fn(nbrs)``) and the plans
+    (:func:`lrnn.plans.update`) are updated; a step after which either overflowed is
+    dropped and the chunk stops there, returning the state, list and plans of the step
+    before (``n_steps`` steps and ``n_done`` records done), so that the host re-allocates
+    and goes on losing one step.  Pure (it builds the integrator when traced); jit it."""
+    def chunk(state, nbrs, plans, step0, n_rec, log_every, dt, kT):
         _, apply_fn, kw = ensemble.build(energy_fn, shift_fn, dt, kT)
-        buf = (jnp.zeros(n_records), jnp.zeros(n_records), jnp.zeros((n_records, n_atoms, 3)),
-               jnp.zeros((n_records, n_atoms, 3)))
+        buf = (jnp.zeros(n_records, jnp.int32), jnp.zeros(n_records), jnp.zeros(n_records),
+               jnp.zeros((n_records, n_atoms, 3)), jnp.zeros((n_records, n_atoms, 3)))
+        no = jnp.zeros((), bool)
+        zero = jnp.zeros((), jnp.int32)
 
-        def step(_, c):
-            st, nb, ov = c
-            st = apply_fn(st, neighbor=nb, **kw)
-            nb = nb.update(st.position)
-            return st, nb, ov | overflowed_fn(nb)
+        def step(c):
+            j, i, st, nb, pl, _, recs = c
+            st2 = apply_fn(st, neighbor=nb, plans=pl, **kw)
+            nb2 = nb.update(st2.position)
+            pl2 = plans_lib.update(pl, st2.position)
+            ov = (overflowed_fn(nb2), pl2.did_overflow)
+            bad = ov[0] | ov[1]
+            take = ~bad & ((step0 + j + 1) % log_every == 0)
 
-        def record(i, c):
-            st, nb, ov, (ep, ek, pos, mom) = c
-            st, nb, ov = jax.lax.fori_loop(0, log_every, step, (st, nb, ov))
-            e = energy_fn(st.position, neighbor=nb)
-            k = 0.5 * jnp.sum(st.momentum ** 2 / st.mass)
-            return st, nb, ov, (ep.at[i].set(e), ek.at[i].set(k), pos.at[i].set(st.position),
-                                mom.at[i].set(st.momentum))
+            def record(r):
+                ks, ep, ek, pos, mom = r
+                e = energy_fn(st2.position, neighbor=nb2, plans=pl2)
+                k = 0.5 * jnp.sum(st2.momentum ** 2 / st2.mass)
+                return (ks.at[i].set(step0 + j + 1), ep.at[i].set(e), ek.at[i].set(k),
+                        pos.at[i].set(st2.position), mom.at[i].set(st2.momentum))
 
-        return jax.lax.fori_loop(0, n_rec, record, (state, nbrs, jnp.zeros((), bool), buf))
+            recs = jax.lax.cond(take, record, lambda r: r, recs)
+            st, nb, pl = jax.lax.cond(bad, lambda: (st, nb, pl), lambda: (st2, nb2, pl2))
+            return j + jnp.where(bad, 0, 1), i + take.astype(jnp.int32), st, nb, pl, ov, recs
+
+        def more(c):
+            i, ov = c[1], c[5]
+            return (i < n_rec) & ~(ov[0] | ov[1])
+
+        j, i, st, nb, pl, ov, recs = jax.lax.while_loop(more, step, (zero, zero, state, nbrs, plans, (no, no), buf))
+        return st, nb, pl, j, i, ov, recs
 
     return chunk
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def run_chunk(spec: EnergySpec, S: int, ensemble: Ensemble, n_records: int, params, state, nbrs, n_rec,
-              log_every, dt, kT):
+def run_chunk(spec: EnergySpec, S: int, ensemble: Ensemble, n_records: int, params, state, nbrs, plans, step0,
+              n_rec, log_every, dt, kT):
     """:func:`make_chunk` for an :class:`~lrnn.md.system.MDSystem`'s energy (``spec``,
     capacity ``S``, ``params``), jitted."""
     chunk = make_chunk(functools.partial(energy, spec, S, params), spec.shift_fn,
                        lambda nb: overflowed(spec, nb, S), ensemble, spec.n, n_records)
-    return chunk(state, nbrs, n_rec, log_every, dt, kT)
+    return chunk(state, nbrs, plans, step0, n_rec, log_every, dt, kT)
 
 
 def clear_caches() -> None:
@@ -199,18 +222,20 @@ class Simulation:
         self._compiled: dict = {}  # chunk variant (capacities) -> compilations counted for it
         self.state = None
         self.nbrs = None
+        self.plans = None  # lrnn.plans.Plans of the current state
         self.step = 0
         self.last_good: Frame | None = None
 
     # ------------------------------------------------------------------ building blocks
-    def _call_chunk(self, state, nbrs, n_rec):
+    def _call_chunk(self, state, nbrs, plans, n_rec):
         sysm = self.system
         before = run_chunk._cache_size()
-        out = run_chunk(sysm.spec, sysm.S, self.integrator, self.chunk_records, sysm.params, state, nbrs,
-                        jnp.asarray(n_rec, jnp.int32), jnp.asarray(self.log_every, jnp.int32),
+        out = run_chunk(sysm.spec, sysm.S, self.integrator, self.chunk_records, sysm.params, state, nbrs, plans,
+                        jnp.asarray(self.step, jnp.int32), jnp.asarray(n_rec, jnp.int32), jnp.asarray(self.log_every, jnp.int32),
                         jnp.asarray(self.dt, jnp.float32), jnp.asarray(self.kT, jnp.float64))
         new = run_chunk._cache_size() - before
-        variant = (sysm.S, nbrs.idx.shape)
+        variant = (sysm.S, nbrs.idx.shape, jax.tree.structure(plans),
+                   tuple(np.shape(x) for x in jax.tree.leaves(plans)))
         # a variant counts once whether it was compiled now or by an earlier simulation of
         # the same system; compiling a variant already in use again is a recompilation
         self._compiled[variant] = self._compiled[variant] + new if variant in self._compiled else max(new, 1)
@@ -235,9 +260,10 @@ class Simulation:
             momenta = initial_momenta(sysm.masses, t, self.seed)
         momenta = np.asarray(momenta, np.float64).reshape(sysm.n, 3)
         self.nbrs = sysm.allocate(R)
+        self.plans = sysm.allocate_plans(R)
         Rj, pj = jnp.asarray(R), jnp.asarray(momenta)
         mass = jnp.asarray(sysm.masses)[:, None]
-        e, g = energy_and_grad(sysm.spec, sysm.S, sysm.params, Rj, self.nbrs)
+        e, g = energy_and_grad(sysm.spec, sysm.S, sysm.params, Rj, self.nbrs, self.plans)
         key = jax.random.PRNGKey(self.seed)
         if self.ensemble == "nve":  # the state jax-md's init_fn builds, from one compiled evaluation
             self.state = simulate.NVEState(Rj, pj, -g, mass)
@@ -245,7 +271,7 @@ class Simulation:
             self.state = simulate.NVTLangevinState(Rj, pj, -g, mass, jax.random.split(key)[0])
         else:
             init_fn, _, _ = self.integrator.build(sysm.energy_fn, sysm.shift_fn, self.dt, self.kT)
-            self.state = init_fn(key, Rj, mass=mass[:, 0], momenta=pj, neighbor=self.nbrs)
+            self.state = init_fn(key, Rj, mass=mass[:, 0], momenta=pj, neighbor=self.nbrs, plans=self.plans)
         e = float(e) + sysm.energy_offset
         self.step = 0
         frame = self._frame(0, R, momenta, e, 0.5 * float(np.sum(momenta ** 2 / sysm.masses[:, None])))
@@ -265,33 +291,23 @@ class Simulation:
             self.init()
         sysm = self.system
         n_records = -(-int(n_steps) // self.log_every)
-        done = 0
+        done, stalled = 0, 0
         while done < n_records:
             n_rec = min(self.chunk_records, n_records - done)
-            state0, nbrs0 = self.state, self.nbrs
-            for _attempt in range(20):
-                state, nbrs, over, (ep, ek, pos, mom) = self._call_chunk(state0, nbrs0, n_rec)
-                if not bool(over):
-                    break
-                old_k, old_s = nbrs0.idx.shape[1], sysm.S
-                nbrs0 = sysm.allocate(state0.position)
-                sysm.reallocations += 1
-                log.warning("neighbour list overflow during steps %d-%d: reallocated (jax-md capacity %d -> %d, "
-                            "species blocks %d -> %d) and repeating the chunk", self.step,
-                            self.step + n_rec * self.log_every, old_k, nbrs0.idx.shape[1], old_s, sysm.S)
-            else:  # pragma: no cover
-                raise RuntimeError("neighbour list kept overflowing after 20 reallocations")
-            ep = np.asarray(ep[:n_rec], np.float64) + sysm.energy_offset
-            ek = np.asarray(ek[:n_rec], np.float64)
-            pos, mom = np.asarray(pos[:n_rec]), np.asarray(mom[:n_rec])
+            state, nbrs, plans, n_steps_done, n_ok, (over_n, over_p), (ks, ep, ek, pos, mom) = self._call_chunk(
+                self.state, self.nbrs, self.plans, n_rec)
+            n_ok, n_steps_done = int(n_ok), int(n_steps_done)
+            ks = np.asarray(ks[:n_ok])
+            ep = np.asarray(ep[:n_ok], np.float64) + sysm.energy_offset
+            ek = np.asarray(ek[:n_ok], np.float64)
+            pos, mom = np.asarray(pos[:n_ok]), np.asarray(mom[:n_ok])
             ok = np.isfinite(ep) & np.isfinite(ek) & np.isfinite(pos).all((1, 2)) & np.isfinite(mom).all((1, 2))
-            n_ok = n_rec if ok.all() else int(np.argmin(ok))
-            frames = [self._frame(self.step + (i + 1) * self.log_every, pos[i], mom[i], ep[i], ek[i])
-                      for i in range(n_ok)]
+            n_good = n_ok if ok.all() else int(np.argmin(ok))
+            frames = [self._frame(int(ks[i]), pos[i], mom[i], ep[i], ek[i]) for i in range(n_good)]
             if frames:
                 self.last_good = frames[-1]
-            if n_ok < n_rec:
-                bad_step = self.step + (n_ok + 1) * self.log_every
+            if n_good < n_ok:
+                bad_step = int(ks[n_good])
                 self.step = self.last_good.step
                 if frames:
                     yield frames
@@ -300,7 +316,23 @@ class Simulation:
                     f"(t = {bad_step * self.dt_fs:g} fs); the last good frame is step {self.last_good.step} "
                     f"(t = {self.last_good.time_fs:g} fs). A too large time step, atoms colliding or a "
                     "model evaluated far from its training data are the usual causes.", self.last_good)
-            self.state, self.nbrs = state, nbrs
-            self.step += n_rec * self.log_every
-            done += n_rec
-            yield frames
+            self.state, self.nbrs, self.plans = state, nbrs, plans
+            self.step += n_steps_done
+            done += n_ok
+            stalled = 0 if n_steps_done else stalled + 1
+            if stalled > 20:  # pragma: no cover
+                raise RuntimeError("the neighbour list or the long-range plans kept overflowing after 20 "
+                                   f"re-allocations at step {self.step}")
+            if bool(over_n):
+                old_k, old_s = self.nbrs.idx.shape[1], sysm.S
+                self.nbrs = sysm.allocate(state.position)
+                sysm.reallocations += 1
+                log.warning("neighbour list overflow after step %d: reallocated (jax-md capacity %d -> %d, "
+                            "species blocks %d -> %d) and going on from there", self.step, old_k,
+                            self.nbrs.idx.shape[1], old_s, sysm.S)
+            if bool(over_p):
+                self.plans = sysm.allocate_plans(state.position, previous=self.plans)
+                sysm.replans += 1
+                log.info("long-range plans re-allocated after step %d", self.step)
+            if frames:
+                yield frames

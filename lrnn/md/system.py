@@ -8,7 +8,10 @@ sorted into lrnn's species-blocked :class:`~lrnn.neighbors.Layout`
 (:func:`blocked_layout`), with the periodic image of each pair taken from jax-md's
 minimum-image displacement.  Pairs in the skin (between ``rcut`` and ``rcut + skin``)
 contribute exactly zero through the smooth switch.  ``energy_fn`` returns NaN when the
-per-species capacity ``S`` overflowed (:meth:`MDSystem.overflowed`).
+per-species capacity ``S`` overflowed (:meth:`MDSystem.overflowed`).  Models with O(N)
+long-range parts (FMM, hierarchical SOG) take their plans as ``energy_fn(R, neighbor=nbrs,
+plans=plans)`` (:meth:`MDSystem.allocate_plans`, :mod:`lrnn.plans`); the energy is NaN when a
+plan no longer holds for ``R``, never silently wrong.
 
 The energy is a pure function of a hashable :class:`EnergySpec` (everything static about
 the system: network structure, species, cell, precision) and the network's arrays
@@ -28,9 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrnn import plans as plans_lib
 from lrnn.md.units import enable_x64, masses_of
 from lrnn.models.deeppot import shift_energy
 from lrnn.neighbors import Layout, bucket, species_to_types
+from lrnn.plans import Plans
 from lrnn.potential import as_potential, check_structure
 from lrnn.potential import energy_fn as model_energy
 from lrnn.system import resolve_total_charge
@@ -38,10 +43,19 @@ from lrnn.system import resolve_total_charge
 log = logging.getLogger(__name__)
 
 
+#: From this many atoms a free-space neighbour list uses jax-md's cell list (O(N)) over a
+#: bounding box instead of the O(N²) all-pairs search.
+CELL_LIST_MIN_ATOMS = 2000
+
+
 @functools.lru_cache(maxsize=32)
-def jax_md_space(periodic: bool, cell: tuple | None, rcut: float, skin: float, capacity_multiplier: float):
+def jax_md_space(periodic: bool, cell: tuple | None, rcut: float, skin: float, capacity_multiplier: float,
+                 free_box: float | None = None):
     """jax-md's ``(displacement_fn, shift_fn, neighbor_fn)`` for a geometry (``cell``: rows
-    as a tuple of tuples, or None in free space).
+    as a tuple of tuples, or None in free space).  ``free_box`` (Å, free space only): the
+    side of a cube for jax-md's cell list; cells are indexed modulo the box, so atoms that
+    drift outside it only share cells with others (more candidates, none missed); None: the
+    all-pairs search.
 
     Memoised by value, on purpose: a jax-md neighbour list carries its update function in
     its pytree structure, so jit can only reuse a compiled chunk or energy function for a
@@ -60,7 +74,7 @@ def jax_md_space(periodic: bool, cell: tuple | None, rcut: float, skin: float, c
             box, disable_cl = cell.T, True  # jax-md's cell list wants an orthorhombic box here
     else:
         displacement_fn, shift_fn = space.free()
-        box, disable_cl = 1000.0, True
+        box, disable_cl = (1000.0, True) if free_box is None else (float(free_box), False)
     neighbor_fn = partition.neighbor_list(displacement_fn, box, rcut, dr_threshold=skin,
                                           capacity_multiplier=capacity_multiplier, disable_cell_list=disable_cl,
                                           format=partition.Dense)
@@ -144,10 +158,12 @@ def overflowed(spec: EnergySpec, nbrs, S: int):
     return over | (nbrs.did_buffer_overflow > 0)
 
 
-def energy(spec: EnergySpec, S: int, params, R, neighbor=None, **unused):
-    """The jax-md energy (eV, float64) of positions ``R`` with neighbour list ``neighbor``:
-    the network energy without the constant per-element shifts, plus ``extra_energy``; NaN
-    if the capacity ``S`` is too small for the list.  ``params``: ``MDSystem.params``."""
+def energy(spec: EnergySpec, S: int, params, R, neighbor=None, plans: Plans | None = None, **unused):
+    """The jax-md energy (eV, float64) of positions ``R`` with neighbour list ``neighbor``
+    and long-range ``plans`` (:class:`lrnn.plans.Plans`; None: exact sums): the network
+    energy without the constant per-element shifts, plus ``extra_energy``; NaN if the
+    capacity ``S`` is too small for the list or a plan no longer holds for ``R``.
+    ``params``: ``MDSystem.params``."""
     if neighbor is None:
         raise ValueError("energy_fn needs neighbor=nbrs (from MDSystem.allocate)")
     cd = spec.cdtype
@@ -155,6 +171,9 @@ def energy(spec: EnergySpec, S: int, params, R, neighbor=None, **unused):
     inputs = {"positions": R.astype(cd), "cell": jnp.asarray(np.array(spec.cell), cd),
               "types": jnp.asarray(np.array(spec.types, np.int32)), "total_charge": params["total_charge"],
               "layout": layout}
+    if plans is not None:
+        inputs.update(plans.inputs())
+        over = over | ~plans_lib.valid(plans, jax.lax.stop_gradient(R))
     e = model_energy(spec.graphdef, params["state"], params["stats"], inputs).astype(jnp.float64)
     if spec.extra_energy is not None:
         e = e + spec.extra_energy(R)
@@ -229,8 +248,12 @@ class MDSystem:
             self.cell = np.zeros((3, 3))
             self.inv_cell = np.zeros((3, 3))
         cell_key = tuple(map(tuple, self.cell.tolist())) if self.periodic else None
+        free_box = None
+        if not self.periodic and self.n >= CELL_LIST_MIN_ATOMS:  # cells of >= rcut + skin, 3+ per side
+            free_box = float(max(np.ptp(positions, axis=0).max() + 2 * r_list, 3 * r_list))
+            free_box = math.ceil(free_box / r_list) * r_list  # one box per size class: shared compilations
         self.displacement_fn, self.shift_fn, self.neighbor_fn = jax_md_space(
-            self.periodic, cell_key, self.rcut, self.skin, self.capacity_multiplier)
+            self.periodic, cell_key, self.rcut, self.skin, self.capacity_multiplier, free_box)
         #: the static part of the energy function (a jit static argument)
         self.spec = EnergySpec(pot.graphdef, tuple(self.types.tolist()), tuple(tuple(c.tolist()) for c in self.centres),
                                self.periodic, tuple(map(tuple, self.cell.tolist())),
@@ -241,6 +264,9 @@ class MDSystem:
                                                                                              self.cdtype)}
         self._energy_fns: dict = {}
         self.positions0 = self.wrap(positions)
+        #: widths (Å) of the hierarchical SOG term the plans are made for (None: no such term)
+        self.sog_widths = plans_lib.sog_widths(pot.config, pot.state)
+        self.replans = 0  # long-range plans allocated after the first
 
     def wrap(self, R) -> np.ndarray:
         """Positions wrapped into the cell (periodic systems; unchanged in free space)."""
@@ -274,13 +300,22 @@ class MDSystem:
             self.S = max(new, self.S)
         return nbrs
 
+    def allocate_plans(self, R=None, previous: Plans | None = None) -> Plans:
+        """Long-range plans (:func:`lrnn.plans.allocate`) for positions ``R`` (default: the
+        initial ones); empty for periodic systems, models without O(N) parts and fewer than
+        ``fmm_min_atoms`` atoms.  ``previous``: the plans replaced (their sizes are floors:
+        no recompilation for a re-plan that fits)."""
+        R = np.asarray(self.positions0 if R is None else R, np.float64)
+        return plans_lib.allocate(self.potential.config, R, self.cell if self.periodic else None,
+                                  sog_widths=self.sog_widths, previous=previous)
+
     def overflowed(self, nbrs, S: int | None = None):
         """True (a traced bool) when ``nbrs`` or the species blocks of capacity ``S`` overflowed."""
         return overflowed(self.spec, nbrs, self.S if S is None else S)
 
     # ------------------------------------------------------------------ energy
     def energy_fn_for(self, S: int) -> Callable:
-        """jax-md energy function ``energy_fn(R, neighbor=nbrs, **kwargs) -> eV`` (network
+        """jax-md energy function ``energy_fn(R, neighbor=nbrs, plans=None, **kwargs) -> eV`` (network
         energy without the constant per-element shifts, plus ``extra_energy``) for
         species-block capacity ``S``; NaN if ``S`` is too small for ``nbrs``."""
         if S not in self._energy_fns:  # one function object per S: jitting it again reuses the compilation
@@ -294,8 +329,9 @@ class MDSystem:
             raise RuntimeError("call MDSystem.allocate(R) before asking for energy_fn")
         return self.energy_fn_for(self.S)
 
-    def total_energy(self, R, nbrs=None) -> float:
+    def total_energy(self, R, nbrs=None, plans: Plans | None = None) -> float:
         """Potential energy (eV, float64) including the per-element shifts."""
         nbrs = nbrs if nbrs is not None else self.allocate(R)
-        e = energy_jit(self.spec, self.S, self.params, jnp.asarray(R, jnp.float64), nbrs)
+        plans = plans if plans is not None else self.allocate_plans(R)
+        e = energy_jit(self.spec, self.S, self.params, jnp.asarray(R, jnp.float64), nbrs, plans)
         return float(e) + self.energy_offset

@@ -143,7 +143,7 @@ def test_nve_with_fmm_terms_through_ase_conserves_energy_across_replans():
             keep.append(i)
     pos = pos[keep]
     species = np.where(np.arange(len(pos)) % 3 == 0, 8, 1)
-    pot = untrained_potential([1, 8], _fmm_model(), seed=3, dtype="float64", output_scale=0.05)
+    pot = untrained_potential([1, 8], _fmm_model(), seed=3, dtype="float64", output_scale=0.05, term_scale=1.0)
     atoms = Atoms(numbers=species, positions=pos, info={"charge": 0})  # 409 H: odd electron count
     atoms.calc = LrnnCalculator(pot)
     MaxwellBoltzmannDistribution(atoms, temperature_K=800, rng=rng)

@@ -160,8 +160,9 @@ def test_potential_uses_sog_plan_and_matches_exact_model():
     fast.calculate(pos + 0.01, species)
     assert fast.sog_plan is plan  # small moves keep the plan
     # below fmm_min_atoms: the exact sum (133 H + 67 O: an odd electron count, so the charge is given)
+    replans = fast.sog_replans
     fast.calculate(pos[:200], species[:200], total_charge=0.0)
-    assert fast.sog_plan is plan
+    assert fast.sog_plan is None and fast.sog_replans == replans
     with pytest.raises(ValueError, match="at most one sog term"):
         model_config(dict(hmodel, type="deeppot_se", type_map=[1, 8],
                           long_range=[hmodel["long_range"][0], hmodel["long_range"][0]]))
@@ -186,7 +187,7 @@ def test_nve_with_hierarchical_sog_through_ase_conserves_energy_across_replans()
     model = {"rcut": 4.0, "rcut_smth": 1.0, "embed": [4, 8], "axis_neurons": 2, "fit": [8], "fmm_min_atoms": 100,
              "long_range": [{"type": "sog", "n_gaussians": 4, "s_min": 1.5, "s_max": 9.0, "fit": [4],
                              "method": "hierarchical"}]}
-    pot = untrained_potential([1, 8], model, seed=3, dtype="float64", output_scale=0.05)
+    pot = untrained_potential([1, 8], model, seed=3, dtype="float64", output_scale=0.05, term_scale=1.0)
     atoms = Atoms(numbers=species, positions=pos)
     atoms.calc = LrnnCalculator(pot)
     MaxwellBoltzmannDistribution(atoms, temperature_K=1500, rng=np.random.default_rng(11))
