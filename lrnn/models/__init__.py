@@ -13,9 +13,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lrnn.models.deeppot import DeepPotConfig, DeepPotSE
+from lrnn.models.eann import EANN, EANNConfig
 from lrnn.models.equivariant import Equivariant, EquivariantConfig
 
-MODELS = {"deeppot_se": (DeepPotConfig, DeepPotSE), "mace": (EquivariantConfig, Equivariant)}
+MODELS = {"deeppot_se": (DeepPotConfig, DeepPotSE), "mace": (EquivariantConfig, Equivariant),
+          "eann": (EANNConfig, EANN)}
 
 
 def model_config(config: dict):

@@ -1,0 +1,164 @@
+r"""Embedded-atom neural network (EANN) local model (model type ``eann``).
+
+Zhang, Hu & Jiang, J. Phys. Chem. Lett. 10, 4962 (2019): the environment of atom i is an
+"embedded density" built from Gaussian-type orbitals of its neighbours,
+
+.. math::
+
+    \varphi^{\ell_x\ell_y\ell_z}_k(\mathbf r) = x^{\ell_x} y^{\ell_y} z^{\ell_z}\,
+        e^{-(r - r_k)^2/\Delta^2} f_c(r), \qquad
+    f_c(r) = \big(\tfrac12\cos(\pi r/r_c) + \tfrac12\big)^2 \ (r < r_c),\ 0 \text{ beyond},
+
+with Gaussian centres :math:`r_k` on a uniform grid over :math:`[0, r_c]`
+(``n_radial`` of them, spacing and width :math:`\Delta = r_c/(n_{radial}-1)`) and the
+coordinates in units of :math:`r_c`.  The orbitals of the neighbours are combined with
+element-dependent coefficients into ``channels`` orbitals per centre, and the density of
+channel c and angular order L is the rotation-invariant square norm
+
+.. math::
+
+    A_{i,c,\ell_x\ell_y\ell_z} &= \frac1{\sqrt{\bar N}}\sum_{j\ne i}\sum_k
+        W_{z_j,kc}\,\varphi^{\ell_x\ell_y\ell_z}_k(\mathbf r_{ij}), \\
+    \rho_{i,cL} &= \sum_{\ell_x+\ell_y+\ell_z=L}\frac{L!}{\ell_x!\,\ell_y!\,\ell_z!}
+        A_{i,c,\ell_x\ell_y\ell_z}^2
+        = \frac1{\bar N}\sum_{j,j'} a_{jc}\, a_{j'c}\, (\mathbf r_{ij}\cdot\mathbf r_{ij'})^L
+
+(:math:`a_{jc}` the radial part), for :math:`L = 0..` ``l_max``.  The descriptor
+:math:`D_i = (\rho_{i,cL})` (plus the far-field features if configured) feeds a
+per-species MLP :math:`\mathcal F_{z_i}` (``fit``); every long-range term of
+``long_range`` receives the same :math:`D_i`, exactly as with DeepPot-SE, whose energy
+composition this class inherits.  :math:`\bar N` is the ``n_norm`` neighbour count of the
+training statistics.  f_c and its first derivative vanish at r_c, so energy and forces are
+continuous as a neighbour crosses the cutoff; the energy is invariant under rotations,
+reflections, translations and permutations.  Forces and virial come from ``jax.grad``.
+(The recursive REANN variant, which updates the coefficients by message passing, is not
+implemented.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lrnn.longrange.farfield import far_field_potentials, far_field_potentials_fmm
+from lrnn.models.deeppot import DeepPotConfig, DeepPotSE
+from lrnn.models.terms import create_term
+from lrnn.nn import StackedMLP
+
+
+@dataclasses.dataclass(frozen=True)
+class EANNConfig(DeepPotConfig):
+    """Hyper-parameters (lengths in Å).  Shares type_map, rcut, neighbor_mode, long_range,
+    far_field and the FMM settings with :class:`DeepPotConfig`; ``embed`` and
+    ``axis_neurons`` are not used (``rcut_smth`` only enters the statistics)."""
+
+    rcut: float = 5.0
+    n_radial: int = 8  # Gaussians per orbital
+    l_max: int = 2  # angular orders L = 0..l_max
+    channels: int = 16  # orbitals per centre (linear combinations of the neighbours' Gaussians)
+    fit: tuple = (64, 64)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.grid:
+            raise ValueError("grid: the fixed-grid descriptor is not supported with model type 'eann' "
+                             "(use far_field or a long_range term)")
+        for k, lo in {"n_radial": 2, "channels": 1, "l_max": 0}.items():
+            if int(getattr(self, k)) < lo:
+                raise ValueError(f"{k} must be >= {lo}, got {getattr(self, k)}")
+        if self.l_max > 4:
+            raise ValueError(f"l_max <= 4, got {self.l_max}")
+
+
+def monomials(l_max: int):
+    """Exponents (M, 3) of all x^a y^b z^c with a+b+c <= l_max, their order L (M,) and the
+    multinomial weights L!/(a! b! c!) (M,)."""
+    exps = [e for L in range(l_max + 1) for e in itertools.product(range(L + 1), repeat=3) if sum(e) == L]
+    exps = np.asarray(exps, np.int32)
+    order = exps.sum(1)
+    weight = np.array([math.factorial(L) / np.prod([math.factorial(int(v)) for v in e])
+                       for e, L in zip(exps, order)])
+    return exps, order, weight
+
+
+def cutoff_fn(r, rcut):
+    """(½ cos(π r/r_c) + ½)² for r < r_c, 0 beyond."""
+    c = 0.5 * jnp.cos(jnp.pi * jnp.minimum(r, rcut) / rcut) + 0.5
+    return jnp.where(r < rcut, c * c, 0.0)
+
+
+class EANN(DeepPotSE):
+    """EANN local model (module docstring).  Inherits the energy, charge and long-range
+    term composition of :class:`DeepPotSE`; only the descriptors differ."""
+
+    def __init__(self, config: EANNConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.config = config
+        t = config.n_types
+        self.coeff = nnx.Param(jax.random.normal(rngs.params(), (t, config.n_radial, config.channels), dtype)
+                               / math.sqrt(config.n_radial))
+        d = self.descriptor_width
+        self.fitting = StackedMLP(t, (d,) + tuple(config.fit) + (1,), act=config.activation, linear_output=True,
+                                  bias_std=1.0, dtype=dtype, rngs=rngs)
+        self.n_terms = len(config.long_range)
+        for k, tcfg in enumerate(config.long_range):
+            setattr(self, f"term{k}", create_term(tcfg, t, d, rngs, dtype))
+
+    @property
+    def descriptor_width(self) -> int:
+        cfg = self.config
+        return cfg.channels * (cfg.l_max + 1) + (cfg.n_types if cfg.far_field else 0)
+
+    def descriptors(self, inputs, stats):
+        """Per centre species ``a``: D (C_a, descriptor_width) and the centre mask (C_a,)."""
+        cfg = self.config
+        t = cfg.n_types
+        pos = inputs["positions"]
+        dt = pos.dtype
+        n = pos.shape[0]
+        pos_ext = jnp.concatenate([pos, jnp.zeros((1, 3), dt)], axis=0)
+        cell = inputs["cell"].astype(dt)
+        lay = inputs["layout"]
+        exps, order, weight = monomials(cfg.l_max)
+        centres_k = jnp.linspace(0.0, cfg.rcut, cfg.n_radial, dtype=dt)
+        width = cfg.rcut / (cfg.n_radial - 1)
+        onehot_l = jnp.asarray((order[:, None] == np.arange(cfg.l_max + 1)[None]) * weight[:, None], dt)  # (M, L)
+        inv_norm = 1.0 / jnp.sqrt(jnp.asarray(stats["n_norm"], dt))
+        far = None
+        if cfg.far_field:
+            plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
+            if plan is not None:
+                ff = far_field_potentials_fmm(plan, pos, inputs["types"], t, *cfg.far_field)
+            else:
+                ff = far_field_potentials(pos, inputs["types"], t, *cfg.far_field)
+            far = jnp.concatenate([ff * cfg.far_field[1], jnp.zeros((1, ff.shape[1]), ff.dtype)], axis=0)
+        out = []
+        for a in range(t):
+            cidx, nb = lay.centres[a], lay.neighbors[a]  # (C_a,), (C_a, T, S)
+            if cidx.shape[0] == 0:
+                out.append(None)
+                continue
+            d = pos_ext[nb] - pos_ext[cidx][:, None, None, :] + lay.shifts[a].astype(dt) @ cell
+            mask = (nb < n) & (cidx < n)[:, None, None]
+            d = jnp.where(mask[..., None], d, 2.0 * cfg.rcut)  # padding: beyond the cutoff, safe norm
+            r = jnp.sqrt(jnp.sum(d * d, axis=-1))
+            g = jnp.exp(-(((r[..., None] - centres_k) / width) ** 2)) * (cutoff_fn(r, cfg.rcut) * mask)[..., None]
+            radial = jnp.einsum("cbsk,bkh->cbsh", g, self.coeff.value.astype(dt))  # per neighbour species b
+            u = d / cfg.rcut
+            pw = [jnp.ones_like(u)]
+            for _ in range(cfg.l_max):  # powers by products: no pow (NaN gradients at 0, negative bases)
+                pw.append(pw[-1] * u)
+            pw = jnp.stack(pw, axis=-1)  # (C_a, T, S, 3, l_max + 1)
+            mono = pw[..., 0, exps[:, 0]] * pw[..., 1, exps[:, 1]] * pw[..., 2, exps[:, 2]]  # (C_a, T, S, M)
+            amp = jnp.einsum("cbsh,cbsm->chm", radial, mono) * inv_norm
+            rho = (amp * amp) @ onehot_l  # (C_a, channels, L)
+            dflat = rho.reshape(cidx.shape[0], -1)
+            if far is not None:
+                dflat = jnp.concatenate([dflat, far[cidx]], axis=-1)
+            out.append((dflat, cidx < n))
+        return out
