@@ -67,7 +67,7 @@ def test_jax_md_with_fmm_plans_matches_ase_step_by_step(n_steps, temperature_K):
     assert sim.plans.fmm is not None
     frames = [f0] + [f for ch in sim.run(n_steps) for f in ch]
     assert system.replans >= 1  # atoms left their leaves along the way
-    assert sim.compilations() == 1  # re-plans keep the array shapes (capacities only grow)
+    assert sim.compilations() == 1 + system.reallocations  # re-plans keep the shapes; neighbour growth may not
     calc_pot = md.untrained_potential([1, 8], MODEL, seed=3, dtype="float64", output_scale=0.05)
     atoms = Atoms(numbers=species, positions=pos)
     atoms.set_masses(system.masses)
