@@ -1,6 +1,8 @@
 """MD speed of lrnn + jax-md: steps/s and ns/day, median of several runs after compile.
 
     .venv/bin/python experiments/bench_md.py [--quick] [--out experiments/results/md/bench_md.json]
+    .venv/bin/python experiments/bench_md.py --longrange [--sizes 10000 30000]
+        (writes experiments/results/md/bench_longrange.json; see time_longrange)
 
 Systems:
   * demo: the 20-atom paracetamol molecule with the demo checkpoint (runs/demo/checkpoint;
@@ -111,15 +113,101 @@ def time_ase(pot, atoms, *, precision, dt_fs=0.5, steps=200, repeats=3):
             "steps_per_run": steps}
 
 
+def water_cluster(n_atoms, seed=0):
+    """An open water-like cluster of about ``n_atoms`` atoms: a cube of randomly oriented
+    H2O at 1 g/cm^3 (:func:`water_box` without its cell)."""
+    box = water_box(max(2, round((n_atoms / 3) ** (1 / 3))), seed=seed)
+    box.pbc = False
+    box.cell = None
+    return box
+
+
+#: the latent-charge term of the long-range model in :func:`time_longrange`
+LATENT_FMM = {"type": "latent_coulomb", "sigma": 0.5, "fit": [32], "method": "fmm"}
+#: FMM expansion order of that model (relative RMS error of the potential ~1e-4 at p = 6,
+#: experiments/results/fmm/bench.md; the network runs in float32)
+FMM_ORDER = 6
+
+
+def time_longrange(n_atoms, *, steps=20, log_every=5, repeats=2, precision="float32", skin=0.5):
+    """ms per NVE step (jax-md, dt 0.5 fs, 300 K) on an open water-like cluster for the
+    demo-architecture DeepPot-SE alone and with an FMM latent-Coulomb term (randomly
+    initialised, last layer x0.01: the cost per step does not depend on the values).  The
+    FMM plans travel in the integrator state; ``replans`` counts the plans rebuilt on the
+    host during the timed runs (their cost, and the steps repeated after a stale plan, are
+    in the timings).  Compilation is in the first, untimed run."""
+    atoms = water_cluster(n_atoms)
+    out = {"n_atoms": len(atoms), "method": "fmm", "precision_network": precision, "dt_fs": 0.5,
+           "steps_per_run": steps, "runs": repeats, "skin_A": skin}
+    for name, extra in (("local", {}), ("with_longrange", {"long_range": [LATENT_FMM], "fmm_min_atoms": 1000, "fmm_order": FMM_ORDER})):
+        pot = md.untrained_potential([1, 8], extra, reference=atoms, output_scale=0.01)
+        system = md.MDSystem(pot, atoms.positions, atoms.numbers, precision=precision, skin=skin)
+        sim = md.Simulation(system, ensemble="nve", dt_fs=0.5, temperature_K=300.0, seed=0, log_every=log_every,
+                            chunk_records=steps // log_every)
+        t0 = time.perf_counter()
+        sim.init()
+        for _ in sim.run(steps):
+            pass
+        first = time.perf_counter() - t0
+        r0, c1 = system.replans, sim.compilations()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in sim.run(steps):
+                pass
+            times.append(time.perf_counter() - t0)
+        out[f"ms_per_step_{name}"] = 1000 * float(np.median(times)) / steps
+        out[f"run_times_s_{name}"] = times
+        out[f"first_run_incl_compile_s_{name}"] = first
+        out[f"recompilations_{name}"] = sim.compilations() - c1
+        if name == "with_longrange":
+            out["replans"] = system.replans - r0
+            out["replans_first_run"] = r0
+            out["fmm_leaf_side_A"] = float(sim.plans.fmm.leaf_side)
+            out["fmm_depth"] = int(sim.plans.fmm.depth)
+            out["fmm_order"] = int(pot.config.fmm_order)
+        print(f"{len(atoms)} atoms {name}: {out[f'ms_per_step_{name}']:.0f} ms/step "
+              f"(first run incl. compile {first:.0f} s)", flush=True)
+    out["ratio_longrange_to_local"] = out["ms_per_step_with_longrange"] / out["ms_per_step_local"]
+    out["load_avg_end"] = os.getloadavg()
+    return out
+
+
+def main_longrange(args, header):
+    rows = []
+    for n in args.sizes:
+        rows.append(time_longrange(n, steps=args.lr_steps, repeats=args.lr_repeats))
+    res = dict(header, rows=rows)
+    if len(rows) >= 2:
+        per_atom = [r["ms_per_step_with_longrange"] / r["n_atoms"] for r in rows]
+        res["time_per_atom_growth_with_longrange"] = per_atom[-1] / per_atom[0]
+        per_atom = [r["ms_per_step_local"] / r["n_atoms"] for r in rows]
+        res["time_per_atom_growth_local"] = per_atom[-1] / per_atom[0]
+    res["bars"] = {"longrange_at_most_2x_local": all(r["ratio_longrange_to_local"] <= 2 for r in rows),
+                   "time_per_atom_growth_at_most_1.5x": res.get("time_per_atom_growth_with_longrange", 0) <= 1.5}
+    out = Path(args.out or ROOT / "experiments/results/md/bench_longrange.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, out)
+    print(json.dumps(res["bars"]), f"wrote {out}")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(ROOT / "runs/demo/checkpoint"))
-    p.add_argument("--out", default=str(ROOT / "experiments/results/md/bench_md.json"))
+    p.add_argument("--out", default=None, help="default experiments/results/md/bench_md.json "
+                   "(bench_longrange.json with --longrange)")
     p.add_argument("--box-steps", type=int, default=20)
     p.add_argument("--box-repeats", type=int, default=3)
     p.add_argument("--demo-steps", type=int, default=2000)
     p.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     p.add_argument("--skip-box", action="store_true")
+    p.add_argument("--longrange", action="store_true", help="local vs FMM latent Coulomb on open clusters")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10000, 30000])
+    p.add_argument("--lr-steps", type=int, default=20)
+    p.add_argument("--lr-repeats", type=int, default=2)
     args = p.parse_args(argv)
     from ase import Atoms
 
@@ -128,7 +216,10 @@ def main(argv=None):
 
     results = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
                "device": str(jax.devices()[0]), "command": " ".join(["python", "experiments/bench_md.py"] + (argv or sys.argv[1:])),
-               "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+               "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "load_avg_start": os.getloadavg()}
+    if args.longrange:
+        return main_longrange(args, results)
+    args.out = args.out or str(ROOT / "experiments/results/md/bench_md.json")
     ds = read(ROOT / "lrnn/data/embedded/rmd17_paracetamol_test01_subset.npz")
     mol = Atoms(numbers=ds.numbers[0], positions=ds.positions[0])
     if Path(args.checkpoint).exists():
