@@ -7,6 +7,8 @@ Usage: python experiments/update_readme.py
 import json
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "experiments" / "results"
 
@@ -64,6 +66,41 @@ def rows():
                        f"{'met' if max(h) <= 2 else 'NOT met'} | "
                        "`python experiments/longrange/bench_terms.py --only sog \"sog (hierarchical)\"` |")
     out += fmm_rows()
+    out += les_rows()
+    m = load("md/bench_longrange.json")
+    if m and m.get("rows"):
+        ratios = ", ".join(f"N = {r['n_atoms']}: {r['ratio_longrange_to_local']:.2f}x "
+                           f"({r['ms_per_step_with_longrange'] / 1e3:.1f} vs {r['ms_per_step_local'] / 1e3:.1f} s, "
+                           f"{r['replans']} re-plans, {r['recompilations_with_longrange']} recompilations)"
+                           for r in m["rows"])
+        g = m.get("time_per_atom_growth_with_longrange")
+        ok = m["bars"]["longrange_at_most_2x_local"] and m["bars"]["time_per_atom_growth_at_most_1.5x"]
+        out.append(f"| jax-md NVE on open water-like clusters, FMM latent Coulomb vs local, per step "
+                   f"({m['rows'][0]['steps_per_run']} timed steps, float32 network) | {ratios}; time per atom "
+                   f"10k→30k with long range: {g:.2f}x | | | ≤ 2x, ≤ 1.5x: {'met' if ok else 'NOT met'} | "
+                   "`python experiments/bench_md.py --longrange` |")
+    return out
+
+
+def les_rows():
+    """Random ±1 charges with the LES protocol (random_charges_128.py): every variant and
+    run length, 128-atom and 4096-atom test sets, mean ± std over the seeds run."""
+    recs = load("longrange/random_charges_128/results.json") or []
+    out = []
+    for variant, steps in sorted({(r["variant"], r["steps"]) for r in recs}):
+        rs = [r for r in recs if r["variant"] == variant and r["steps"] == steps]
+        cells = []
+        for n in (128, 4096):
+            e = np.array([t["energy_mae_meV_per_atom"] for r in rs for t in r["tests"] if t["n_atoms"] == n])
+            f = np.array([t["force_mae_meV_per_A"] for r in rs for t in r["tests"] if t["n_atoms"] == n])
+            cells.append((n, e, f))
+        out.append(f"| random ±1 charges, LES protocol (128 atoms, 900 train, 4 Å): {variant}, {steps} steps, "
+                   f"{len(rs)} seed(s); test N = 128 / 4096 | "
+                   + " / ".join(f"{e.mean():.3g} ± {e.std():.2g}" for _, e, _ in cells) + " meV/atom | "
+                   + " / ".join(f"{f.mean():.3g} ± {f.std():.2g}" for _, _, f in cells) + " meV/Å | | "
+                   f"LES 0.041 meV/atom, 3.7 meV/Å at 128, 5 seeds: "
+                   f"{'met' if len(rs) >= 5 and cells[0][1].mean() <= 0.041 and cells[0][2].mean() <= 3.7 else 'NOT met'} | "
+                   "`python experiments/longrange/random_charges_128.py train report` |")
     return out
 
 
