@@ -136,10 +136,25 @@ class DeepPotSE(nnx.Module):
         self.fitting = StackedMLP(t, (config.embed[-1] * config.axis_neurons + d_far,) + config.fit + (1,),
                                   act=config.activation, linear_output=True, bias_std=1.0, dtype=dtype,
                                   rngs=rngs)
-        self.n_terms = len(config.long_range)
-        for k, tcfg in enumerate(config.long_range):
-            setattr(self, f"term{k}", create_term(tcfg, t, config.embed[-1] * config.axis_neurons + d_far, rngs,
-                                                          dtype))
+        self.add_terms(config.embed[-1] * config.axis_neurons + d_far, rngs, dtype)
+
+    def add_terms(self, d_desc: int, rngs, dtype):
+        """The long-range terms of the config (``term0``, …), on descriptors of width ``d_desc``."""
+        self.n_terms = len(self.config.long_range)
+        for k, tcfg in enumerate(self.config.long_range):
+            setattr(self, f"term{k}", create_term(tcfg, self.config.n_types, d_desc, rngs, dtype))
+
+    def far_field_features(self, inputs):
+        """Far-field descriptor features (N, n_types) scaled by r_off (FMM with a plan in
+        ``inputs``, else the exact sum)."""
+        cfg = self.config
+        pos = inputs["positions"]
+        plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
+        if plan is not None:
+            ff = far_field_potentials_fmm(plan, pos, inputs["types"], cfg.n_types, *cfg.far_field)
+        else:
+            ff = far_field_potentials(pos, inputs["types"], cfg.n_types, *cfg.far_field)
+        return ff * cfg.far_field[1]
 
     def descriptors(self, inputs, stats):
         """Per centre species ``a``: D (C_a, M1*M2) and the centre mask (C_a,)."""
@@ -153,12 +168,7 @@ class DeepPotSE(nnx.Module):
         out = []
         extra = []  # per-atom far-field features (N, .) appended to D
         if cfg.far_field:
-            plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
-            if plan is not None:
-                ff = far_field_potentials_fmm(plan, pos, inputs["types"], t, *cfg.far_field)
-            else:
-                ff = far_field_potentials(pos, inputs["types"], t, *cfg.far_field)
-            extra.append(ff * cfg.far_field[1])
+            extra.append(self.far_field_features(inputs))
         if cfg.grid:
             extra.append(self._grid_descriptor(inputs, pos, n))
         far = None

@@ -46,9 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrnn.longrange.farfield import far_field_potentials, far_field_potentials_fmm
 from lrnn.models.deeppot import DeepPotConfig, DeepPotSE
-from lrnn.models.terms import create_term
 from lrnn.nn import StackedMLP
 
 
@@ -105,9 +103,7 @@ class EANN(DeepPotSE):
         d = self.descriptor_width
         self.fitting = StackedMLP(t, (d,) + tuple(config.fit) + (1,), act=config.activation, linear_output=True,
                                   bias_std=1.0, dtype=dtype, rngs=rngs)
-        self.n_terms = len(config.long_range)
-        for k, tcfg in enumerate(config.long_range):
-            setattr(self, f"term{k}", create_term(tcfg, t, d, rngs, dtype))
+        self.add_terms(d, rngs, dtype)
 
     @property
     def descriptor_width(self) -> int:
@@ -131,12 +127,8 @@ class EANN(DeepPotSE):
         inv_norm = 1.0 / jnp.sqrt(jnp.asarray(stats["n_norm"], dt))
         far = None
         if cfg.far_field:
-            plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
-            if plan is not None:
-                ff = far_field_potentials_fmm(plan, pos, inputs["types"], t, *cfg.far_field)
-            else:
-                ff = far_field_potentials(pos, inputs["types"], t, *cfg.far_field)
-            far = jnp.concatenate([ff * cfg.far_field[1], jnp.zeros((1, ff.shape[1]), ff.dtype)], axis=0)
+            ff = self.far_field_features(inputs)
+            far = jnp.concatenate([ff, jnp.zeros((1, ff.shape[1]), ff.dtype)], axis=0)
         out = []
         for a in range(t):
             cidx, nb = lay.centres[a], lay.neighbors[a]  # (C_a,), (C_a, T, S)

@@ -67,9 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrnn.longrange.farfield import far_field_potentials, far_field_potentials_fmm
 from lrnn.models.deeppot import DeepPotConfig, DeepPotSE
-from lrnn.models.terms import create_term
 from lrnn.nn import StackedMLP
 
 SILU_NORM = 1.6791767923989418  # 1/sqrt(E[silu(z)^2]), z ~ N(0, 1): unit second moment
@@ -251,9 +249,7 @@ class Equivariant(DeepPotSE):
         d = self.descriptor_width
         self.fitting = StackedMLP(t, (d,) + config.readout + (1,), act=config.activation, linear_output=True,
                                   resnet=False, bias_std=0.0, dtype=dtype, rngs=rngs)
-        self.n_terms = len(config.long_range)
-        for k, tcfg in enumerate(config.long_range):
-            setattr(self, f"term{k}", create_term(tcfg, t, d, rngs, dtype))
+        self.add_terms(d, rngs, dtype)
 
     @property
     def descriptor_width(self) -> int:
@@ -304,12 +300,8 @@ class Equivariant(DeepPotSE):
             h = getattr(self, f"layer{k}")(h, senders, sh, radial, row_mask.astype(dt), species, n_norm)
             feats.append(h[0][:, 0, :])
         if cfg.far_field:
-            plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
-            if plan is not None:
-                ff = far_field_potentials_fmm(plan, pos, inputs["types"], cfg.n_types, *cfg.far_field)
-            else:
-                ff = far_field_potentials(pos, inputs["types"], cfg.n_types, *cfg.far_field)
-            ff = jnp.concatenate([ff * cfg.far_field[1], jnp.zeros((1, ff.shape[1]), ff.dtype)])
+            ff = self.far_field_features(inputs)
+            ff = jnp.concatenate([ff, jnp.zeros((1, ff.shape[1]), ff.dtype)])
             feats.append(ff[jnp.minimum(cen, n)])
         desc = jnp.concatenate(feats, axis=-1)
         out = [None] * cfg.n_types

@@ -6,7 +6,6 @@ composed with it, and training and loading."""
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
