@@ -52,14 +52,21 @@ def _design(params, config, data):
 
 
 def refit_output_layer(params, config, data, weights=None, ridge=1e-14, l2=0.0):
-    """Solve the (linear) output layer exactly by weighted least squares; returns params."""
+    r"""Solve the (linear) output layer exactly by weighted least squares; returns params.
+
+    Minimises :math:`\|w\odot(Dx - u)\|^2 + \lambda\|x\|^2` with
+    :math:`\lambda = \mathrm{ridge}\,\mathrm{tr}(A^\top A)/n + l_2`, solved as the augmented
+    least-squares problem :math:`[A; \sqrt\lambda I]\,x = [w\odot u; 0]` by an SVD
+    (not the normal equations, whose squared condition number made the answer depend on
+    the number of CPU threads)."""
     D = _design(params, config, {k: jnp.asarray(v) for k, v in data.items()})
     u = jnp.asarray(data["u_cm"])
     w = jnp.ones_like(u) if weights is None else jnp.asarray(weights)
     A = D * w[:, None]
-    AtA = A.T @ A
-    AtA = AtA + (ridge * jnp.trace(AtA) / AtA.shape[0] + l2) * jnp.eye(AtA.shape[0])
-    sol = jnp.linalg.solve(AtA, A.T @ (u * w))
+    n = A.shape[1]
+    lam = ridge * jnp.sum(A * A) / n + l2
+    A_aug = jnp.concatenate([A, jnp.sqrt(lam) * jnp.eye(n, dtype=A.dtype)], axis=0)
+    sol = jnp.linalg.lstsq(A_aug, jnp.concatenate([u * w, jnp.zeros(n, A.dtype)]))[0]
     n_out = params["W"][-1].shape[1]
     M = sol.reshape(-1, n_out)
     W_last = M[:-1]
