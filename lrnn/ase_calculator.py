@@ -41,7 +41,10 @@ def _info_charge(atoms):
 
 class LrnnCalculator(Calculator):
     """ASE calculator for a checkpoint path or a :class:`~lrnn.potential.Potential`
-    (``atom_bucket``, when given, sets the potential's smallest atom-count bucket)."""
+    (``atom_bucket``, when given, sets the potential's smallest atom-count bucket).  For a
+    committee the energy and forces are the members' mean, and ``results`` also holds
+    ``energy_std`` (eV), ``forces_std`` (N,) (eV/Å, per atom) and ``model_deviation``
+    (eV/Å, the largest per-atom force deviation)."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
@@ -88,6 +91,9 @@ class LrnnCalculator(Calculator):
         self._compilations += Potential.compilations() - before
         self.results["energy"] = self.results["free_energy"] = r["energy"]
         self.results["forces"] = r["forces"]
+        for key in ("energy_std", "forces_std", "model_deviation"):  # a committee's spread (eV, eV/Å)
+            if key in r:
+                self.results[key] = r[key]
         if pbc.all():
             s = -r["virial"] / abs(np.linalg.det(cell))
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])

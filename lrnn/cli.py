@@ -32,12 +32,17 @@ def _evaluate(args) -> int:
     if args.energy_unit:
         kwargs["energy_unit"] = args.energy_unit
     res = evaluate(args.checkpoint, args.data, fmt=args.format, unit=args.unit,
-                   parity_png=None if args.json and not args.parity else (args.parity or "parity.png"), **kwargs)
+                   parity_png=None if args.json and not args.parity else (args.parity or "parity.png"),
+                   calibration_png=args.calibration, **kwargs)
     if args.json:
         print(json.dumps(res))
     else:
         print(format_table(res, f"{args.checkpoint} on {args.data}"))
         print(f"parity plot: {res['parity_plot']}")
+        if "force_spearman" in res:
+            print(f"committee of {res['committee']}: force Spearman {res['force_spearman']:.3f}, miscalibration "
+                  f"area {res['miscalibration_area']:.3f} (recalibrated: "
+                  f"{res.get('miscalibration_area_recalibrated', float('nan')):.3f})")
     return 0
 
 
@@ -91,6 +96,7 @@ def main(argv=None) -> int:
     e.add_argument("--energy-unit", help="energy unit of an extxyz file (default eV)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--parity", help="parity plot PNG path (default parity.png)")
+    e.add_argument("--calibration", help="committees: calibration and error-uncertainty plot PNG path")
     e.set_defaults(func=_evaluate)
     d = sub.add_parser("demo", help="train and evaluate the default model on embedded data")
     d.add_argument("--output", help="output directory (default runs/demo)")

@@ -1,7 +1,10 @@
-"""Pure energy/force/virial functions and the user-facing :class:`Potential`.
+"""The user-facing :class:`Potential` (NumPy in, NumPy out) over a model bundle.
 
-``energy_forces_virial(graphdef, state, stats, inputs)`` is the one jitted function the
-trainer, evaluator, MD drivers and ASE calculator share:
+A :class:`Potential` is a :class:`lrnn.bundle.Model` with its :class:`lrnn.bundle.Params`
+plus host-side bookkeeping (validation, padding buckets, neighbour capacities, O(N) plans).
+Its forces and virials come from :func:`lrnn.bundle.efv`, the one function the trainer,
+evaluator, MD drivers and ASE calculator share (``energy_forces_virial`` here is that
+function on a model-inputs dict):
 
 .. math::
 
@@ -22,13 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lrnn import bundle, models
 from lrnn import checkpoint as ckpt
-from lrnn import models
 from lrnn import plans as plans_lib
 from lrnn.batch import check_boundaries, make_inputs
-from lrnn.models.deeppot import compute_stats, shift_energy
-from lrnn.neighbors import Capacity, bucket
-from lrnn.nn import StackedMLP, merge, split
+from lrnn.models.deeppot import compute_stats
+from lrnn.neighbors import Capacity, bucket, species_to_types
+from lrnn.nn import StackedMLP, split
 from lrnn.system import Dataset, resolve_total_charge, symbol_to_number, validate_structure
 
 
@@ -40,25 +43,19 @@ def enable_x64() -> None:
 
 
 def energy_fn(graphdef, state, stats, inputs):
-    """Energy (eV, without per-element shifts) of one structure."""
-    return merge(graphdef, state).energy(inputs, stats)
+    """Energy (eV, without per-element shifts) of one structure from a model-inputs dict
+    (:func:`lrnn.bundle.network_energy`)."""
+    system, layout, plans = bundle.from_inputs(inputs)
+    return bundle.network_energy(graphdef, bundle.Params(state, stats, None), system, layout, plans)
 
 
 def energy_forces_virial(graphdef, state, stats, inputs, with_charges: bool = False):
     """(E eV, F (N,3) eV/Å, W (3,3) eV) of one structure from a single backward pass;
-    with ``with_charges`` also the latent charges (N,) e from the same descriptors."""
-    pos, cell = inputs["positions"], inputs["cell"]
-
-    def e_of(p, eps):
-        f = jnp.eye(3, dtype=p.dtype) + eps
-        x = dict(inputs, positions=p @ f.T, cell=cell @ f.T)
-        if with_charges:
-            return merge(graphdef, state).energy_and_charges(x, stats)
-        return energy_fn(graphdef, state, stats, x), None
-
-    (e, q), (g_pos, g_eps) = jax.value_and_grad(e_of, argnums=(0, 1), has_aux=True)(
-        pos, jnp.zeros((3, 3), pos.dtype))
-    return (e, -g_pos, -g_eps, q) if with_charges else (e, -g_pos, -g_eps)
+    with ``with_charges`` also the latent charges (N,) e from the same descriptors
+    (:func:`lrnn.bundle.efv` on a model-inputs dict, without per-element shifts)."""
+    system, layout, plans = bundle.from_inputs(inputs)
+    r = bundle.efv(graphdef, bundle.Params(state, stats, None), system, layout, plans, with_charges)
+    return (r.model_energy, r.forces, r.virial, r.charges) if with_charges else (r.model_energy, r.forces, r.virial)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -69,6 +66,15 @@ def batched_efv(graphdef, state, stats, inputs, plans=None):
     handed to the model's O(N) parts as extra inputs."""
     plans = plans or {}
     return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, dict(x, **plans)))(inputs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def committee_efv(graphdef, states, stats, inputs, plans=None):
+    """:func:`batched_efv` for a committee: ``states`` stacked on a leading member axis;
+    returns (K, M), (K, M, N, 3), (K, M, 3, 3)."""
+    plans = plans or {}
+    one = lambda st: jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats, dict(x, **plans)))(inputs)  # noqa: E731
+    return jax.vmap(one)(states)
 
 
 class Potential:
@@ -85,14 +91,14 @@ class Potential:
     rarely recompile.
     """
 
-    def __init__(self, meta: dict, graphdef, state):
+    def __init__(self, meta: dict, model: bundle.Model, params: bundle.Params):
         self.meta = meta
-        self.model_config = meta["model"]
-        _, self.config = models.model_config(self.model_config)
-        self.graphdef, self.state = graphdef, state
-        self.dtype = jnp.float64 if meta.get("dtype") == "float64" else jnp.float32
-        self.stats = {k: jnp.asarray(v, self.dtype) for k, v in meta["stats"].items()}
-        self.energy_shift = np.asarray(meta["energy_shift"], np.float64)
+        self.model, self.params = model, params
+        self.model_config = model.model_config
+        self.config = model.config
+        self.dtype = model.dtype
+        #: number of committee members (1: a single model)
+        self.committee = int(meta.get("committee", 1))
         self.type_map = tuple(self.config.type_map)
         self.capacity: Capacity | None = None
         self.atom_bucket = 8
@@ -103,17 +109,31 @@ class Potential:
     # ----------------------------------------------------------------------- construction
     @classmethod
     def from_checkpoint(cls, path) -> "Potential":
-        meta, leaves, _ = ckpt.load(path)
-        if meta.get("dtype") == "float64":
-            enable_x64()
-        dtype = jnp.float64 if meta.get("dtype") == "float64" else jnp.float32
-        module = models.create(meta["model"], dtype=dtype)
-        graphdef, template = split(module)
-        t_leaves, treedef = jax.tree.flatten(template)
-        if len(t_leaves) != len(leaves) or any(a.shape != np.shape(b) for a, b in zip(t_leaves, leaves)):
-            raise ckpt.CheckpointError(f"{path}: parameters do not match the model config in lrnn.json")
-        state = jax.tree.unflatten(treedef, [jnp.asarray(x, dtype) for x in leaves])
-        return cls(meta, graphdef, state)
+        model, params = bundle.load(path)
+        return cls(ckpt.read_meta(path), model, params)
+
+    def reference_energy(self, numbers) -> np.ndarray:
+        """Σ_i e_{Z_i} (eV, float64) of each row of atomic numbers (0: padding)."""
+        return bundle.reference_energy(self.params, species_to_types(numbers, self.type_map))
+
+    # the parts of the params pytree, by name (read-only views)
+    @property
+    def graphdef(self):
+        return self.model.graphdef
+
+    @property
+    def state(self):
+        """The network weights (``params.weights``)."""
+        return self.params.weights
+
+    @property
+    def stats(self) -> dict:
+        return self.params.stats
+
+    @property
+    def energy_shift(self) -> np.ndarray:
+        """Per-element energy shifts (eV, float64), ``type_map`` order."""
+        return np.asarray(self.params.energy_shift, np.float64)
 
     # ---------------------------------------------------------------------------- helpers
     def _dataset(self, positions, species, cell, pbc, total_charge, where="structure"):
@@ -164,14 +184,22 @@ class Potential:
         inputs = self._inputs(ds, np.dtype(precision or self.dtype))
         n = len(np.asarray(species))
         plans = self.plans_for(np.asarray(positions, np.float64), cell)
-        e, f, w = batched_efv(self.graphdef, self.state, self.stats, jax.tree.map(jnp.asarray, inputs), plans)
-        energy = float(np.asarray(e, np.float64)[0]) + float(shift_energy(ds.numbers, self.energy_shift,
-                                                                          self.type_map)[0])
-        forces = np.asarray(f[0], np.float64)[:n]
-        virial = np.asarray(w[0], np.float64)
+        inputs = jax.tree.map(jnp.asarray, inputs)
+        out = {}
+        if self.committee > 1:
+            e, f, w = committee_efv(self.graphdef, self.state, self.stats, inputs, plans)
+            e_k = np.asarray(e, np.float64)[:, 0] + self.reference_energy(ds.numbers)[0]  # (K,)
+            f_k = np.asarray(f, np.float64)[:, 0, :n]
+            energy, forces, virial = float(e_k.mean()), f_k.mean(0), np.asarray(w, np.float64)[:, 0].mean(0)
+            out = committee_spread(e_k, f_k)
+        else:
+            e, f, w = batched_efv(self.graphdef, self.state, self.stats, inputs, plans)
+            energy = float(np.asarray(e, np.float64)[0]) + float(self.reference_energy(ds.numbers)[0])
+            forces = np.asarray(f[0], np.float64)[:n]
+            virial = np.asarray(w[0], np.float64)
         if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
             raise FloatingPointError("the potential returned a non-finite energy or forces for this structure")
-        out = {"energy": energy, "forces": forces, "virial": virial}
+        out.update(energy=energy, forces=forces, virial=virial)
         if cell is not None and abs(np.linalg.det(np.asarray(cell, float))) > 1e-12:
             out["stress"] = -virial / abs(np.linalg.det(np.asarray(cell, float)))
         return out
@@ -206,10 +234,19 @@ class Potential:
     def compilations() -> int:
         """How many shapes the evaluation function :func:`batched_efv` has compiled in this
         process (all potentials together: compare counts before and after)."""
-        return int(batched_efv._cache_size())
+        return int(batched_efv._cache_size()) + int(committee_efv._cache_size())
 
     def predict(self, ds: Dataset, batch_size: int = 32):
-        """Energies (M,) eV, forces (M, n_max, 3) eV/Å, virials (M, 3, 3) eV for a dataset."""
+        """Energies (M,) eV, forces (M, n_max, 3) eV/Å, virials (M, 3, 3) eV for a dataset
+        (a committee's mean; :meth:`predict_members` gives each member's)."""
+        e, f, w = self.predict_members(ds, batch_size)
+        if self.committee > 1:
+            return e.mean(0), f.mean(0), w.mean(0)
+        return e, f, w
+
+    def predict_members(self, ds: Dataset, batch_size: int = 32):
+        """As :meth:`predict`; for a committee with a leading member axis: (K, M), (K, M,
+        n_max, 3), (K, M, 3, 3)."""
         ds.validate()
         for z in ds.elements:
             if z not in self.type_map:
@@ -221,17 +258,28 @@ class Potential:
             idx = np.arange(start, start + batch_size)
             idx = np.minimum(idx, m - 1)  # pad the last batch by repetition: one compiled shape
             chunk = jax.tree.map(lambda x: jnp.asarray(x[idx]), inputs)
-            e, f, w = batched_efv(self.graphdef, self.state, self.stats, chunk)
+            fn = committee_efv if self.committee > 1 else batched_efv
+            e, f, w = fn(self.graphdef, self.state, self.stats, chunk)
             k = min(batch_size, m - start)
-            es.append(np.asarray(e, np.float64)[:k])
-            fs.append(np.asarray(f, np.float64)[:k])
-            ws.append(np.asarray(w, np.float64)[:k])
-        e = np.concatenate(es) + shift_energy(ds.numbers, self.energy_shift, self.type_map)
-        return e, np.concatenate(fs), np.concatenate(ws)
+            es.append(np.asarray(e, np.float64)[..., :k])
+            fs.append(np.asarray(f, np.float64)[..., :k, :, :])
+            ws.append(np.asarray(w, np.float64)[..., :k, :, :])
+        e = np.concatenate(es, axis=-1) + self.reference_energy(ds.numbers).T  # (M,) or (K, M)
+        return e, np.concatenate(fs, axis=-3), np.concatenate(ws, axis=-3)
 
     def __repr__(self):
         return (f"Potential({self.model_config.get('type', 'deeppot_se')}, species Z={list(self.type_map)}, "
                 f"rcut={self.config.rcut} Å, dtype={np.dtype(self.dtype).name})")
+
+
+def committee_spread(e_k, f_k) -> dict:
+    r"""A committee's spread: ``energy_std`` (eV), ``forces_std`` (N,) eV/Å per atom,
+    :math:`\sqrt{\langle|F_{k,i} - \bar F_i|^2\rangle_k}`, and ``model_deviation`` (eV/Å),
+    its maximum over atoms (DP-GEN's max force deviation), from member energies ``e_k``
+    (K,) and forces ``f_k`` (K, N, 3)."""
+    fstd = np.sqrt(np.mean(np.sum((f_k - f_k.mean(0)) ** 2, axis=-1), axis=0))
+    return {"energy_std": float(np.std(e_k)), "forces_std": fstd, "model_deviation": float(fstd.max(initial=0.0)),
+            "member_energies": e_k}
 
 
 def load(path) -> Potential:
@@ -301,7 +349,7 @@ def untrained_potential(type_map, model: dict | None = None, *, seed: int = 0, r
         if scale != 1.0:
             w = getattr(net, f"w{net.n_layers - 1}")
             w.value = w.value * scale
-    graphdef, state = split(module)
+    _, state = split(module)
     t = len(type_map)
     stats = {"s_avg": np.zeros(t), "s_std": np.ones(t), "dir_std": np.ones(t), "n_norm": np.asarray(50.0)}
     if reference is not None:
@@ -312,4 +360,5 @@ def untrained_potential(type_map, model: dict | None = None, *, seed: int = 0, r
         stats = compute_stats(mc, ds.positions, ds.cell, inputs["layout"])
     meta = {"model": cfg, "dtype": dtype, "stats": {k: np.asarray(v).tolist() for k, v in stats.items()},
             "energy_shift": [0.0] * t, "untrained": True}
-    return Potential(meta, graphdef, state)
+    params = bundle.Params(state, {k: jnp.asarray(v, jdt) for k, v in stats.items()}, np.zeros(t))
+    return Potential(meta, bundle.model(cfg, dtype), params)

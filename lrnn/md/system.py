@@ -31,13 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrnn import bundle
 from lrnn import plans as plans_lib
 from lrnn.md.units import enable_x64, masses_of
-from lrnn.models.deeppot import shift_energy
 from lrnn.neighbors import Layout, bucket, species_to_types
 from lrnn.plans import Plans
 from lrnn.potential import as_potential, check_structure
-from lrnn.potential import energy_fn as model_energy
 from lrnn.system import resolve_total_charge
 
 log = logging.getLogger(__name__)
@@ -96,6 +95,7 @@ class EnergySpec:
     displacement_fn: Callable
     shift_fn: Callable
     extra_energy: Optional[Callable]
+    committee: int = 1  # members of a committee model (the energy is their mean)
 
     @property
     def n(self) -> int:
@@ -168,13 +168,16 @@ def energy(spec: EnergySpec, S: int, params, R, neighbor=None, plans: Plans | No
         raise ValueError("energy_fn needs neighbor=nbrs (from MDSystem.allocate)")
     cd = spec.cdtype
     layout, over = blocked_layout(spec, R, neighbor.idx, S)
-    inputs = {"positions": R.astype(cd), "cell": jnp.asarray(np.array(spec.cell), cd),
-              "types": jnp.asarray(np.array(spec.types, np.int32)), "total_charge": params["total_charge"],
-              "layout": layout}
+    system = bundle.System(R.astype(cd), jnp.asarray(np.array(spec.types, np.int32)),
+                           jnp.asarray(np.array(spec.cell), cd), params["total_charge"])
     if plans is not None:
-        inputs.update(plans.inputs())
         over = over | ~plans_lib.valid(plans, jax.lax.stop_gradient(R))
-    e = model_energy(spec.graphdef, params["state"], params["stats"], inputs).astype(jnp.float64)
+    if spec.committee > 1:  # the committee mean: one vmap over the stacked weights
+        e = jnp.mean(jax.vmap(lambda w: bundle.network_energy(spec.graphdef, bundle.Params(w, params["model"].stats, None),
+                                                              system, layout, plans))(params["model"].weights))
+    else:
+        e = bundle.network_energy(spec.graphdef, params["model"], system, layout, plans)
+    e = e.astype(jnp.float64)
     if spec.extra_energy is not None:
         e = e + spec.extra_energy(R)
     return jnp.where(over, jnp.nan, e)
@@ -230,7 +233,7 @@ class MDSystem:
         self.total_charge = resolve_total_charge(total_charge, self.numbers, pot.config.has_charge_terms)
         self.extra_energy = extra_energy
         #: constant per-element energy shifts (eV, float64), added to reported energies
-        self.energy_offset = float(shift_energy(self.numbers[None], pot.energy_shift, pot.type_map)[0])
+        self.energy_offset = float(np.mean(pot.reference_energy(self.numbers[None])[0]))  # committee: the mean
         self.S: int = 0  # per-species neighbour capacity of the blocked layout
         self.reallocations = 0
         r_list = self.rcut + self.skin
@@ -258,10 +261,11 @@ class MDSystem:
         self.spec = EnergySpec(pot.graphdef, tuple(self.types.tolist()), tuple(tuple(c.tolist()) for c in self.centres),
                                self.periodic, tuple(map(tuple, self.cell.tolist())),
                                tuple(map(tuple, self.inv_cell.tolist())), precision, self.displacement_fn,
-                               self.shift_fn, extra_energy)
-        #: the arrays of the energy function (network parameters, statistics, total charge)
-        self.params = {"state": pot.state, "stats": pot.stats, "total_charge": jnp.asarray(self.total_charge,
-                                                                                             self.cdtype)}
+                               self.shift_fn, extra_energy, pot.committee)
+        #: the arrays of the energy function: the model's params (without the constant
+        #: shifts, reported through ``energy_offset``) and the total charge (e)
+        self.params = {"model": bundle.Params(pot.state, pot.stats, None),
+                       "total_charge": jnp.asarray(self.total_charge, self.cdtype)}
         self._energy_fns: dict = {}
         self.positions0 = self.wrap(positions)
         #: widths (Å) of the hierarchical SOG term the plans are made for (None: no such term)

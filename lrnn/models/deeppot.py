@@ -15,6 +15,13 @@ set: the embedding input is :math:`(s - \bar s_t)/\sigma_t` and the environment 
 divided by :math:`(\sigma_t, \sigma^{dir}_t, \sigma^{dir}_t, \sigma^{dir}_t)`; no mean is
 subtracted from the matrix, so a neighbour at the cutoff contributes exactly zero and the
 energy does not depend on padding.
+
+``two_body: true`` appends the first column of :math:`T_i`,
+:math:`T_{i,m0} = \frac{1}{N_c}\sum_j G_{j,m}\, s_j/\sigma_t` (DeePMD's radial
+se_e2_r descriptor, computed for free), to :math:`D_i`.  :math:`D_i` is quadratic in the
+neighbour sums, so a pair-additive energy :math:`\sum_j \phi(r_{ij})` (a steep
+repulsion, say) needs the fitting net to take a square root over the whole dynamic range;
+the linear features make it one linear map.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class DeepPotConfig:
     long_range: tuple = ()  # long-range terms (lrnn.models.terms), e.g. [{type: latent_coulomb}]
     far_field: tuple = ()  # (r_on, r_off) in Å: append the smooth far-field descriptor to D
     grid: tuple = ()  # (spacing Å, cells per axis): the thesis's fixed-grid descriptor (baseline)
+    two_body: bool = False  # append the linear radial features T_i[:, 0] (se_e2_r-like) to D
     far_field_method: str = "direct"  # "direct" (exact O(N²)) or "fmm" (O(N) when a plan is given)
     fmm_order: int = 10  # expansion order of the FMM plans built for "fmm" parts
     fmm_min_atoms: int = 5000  # below this many atoms the exact sums are used (crossover: bench_terms.md)
@@ -128,6 +136,8 @@ class DeepPotSE(nnx.Module):
         self.embedding = StackedMLP(t * t, (1,) + config.embed, act=config.activation, linear_output=False,
                                     dtype=dtype, rngs=rngs)
         d_far = t if config.far_field else 0
+        if config.two_body:
+            d_far += config.embed[-1]
         if config.grid:
             m1 = config.embed[-1]
             self.grid_embedding = StackedMLP(1, (1 + t,) + config.embed, act=config.activation,
@@ -190,6 +200,8 @@ class DeepPotSE(nnx.Module):
             tmat = jnp.einsum("cbsm,cbsk->cmk", g, env / scale) / stats["n_norm"]
             dmat = jnp.einsum("cmk,cnk->cmn", tmat, tmat[:, : cfg.axis_neurons, :])
             dflat = dmat.reshape(cidx.shape[0], -1)
+            if cfg.two_body:  # linear in the neighbour sum: pair-additive energies need no square root
+                dflat = jnp.concatenate([dflat, tmat[:, :, 0]], axis=-1)
             if far is not None:
                 dflat = jnp.concatenate([dflat, far[cidx]], axis=-1)
             out.append((dflat, cidx < n))

@@ -64,6 +64,9 @@ class EANNConfig(DeepPotConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.two_body:
+            raise ValueError("two_body: the linear radial features are a DeepPot-SE option, not supported with "
+                             "model type 'eann'")
         if self.grid:
             raise ValueError("grid: the fixed-grid descriptor is not supported with model type 'eann' "
                              "(use far_field or a long_range term)")

@@ -94,6 +94,9 @@ class EquivariantConfig(DeepPotConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.two_body:
+            raise ValueError("two_body: the linear radial features are a DeepPot-SE option, not supported with "
+                             "model type 'mace'")
         for k in ("radial_mlp", "readout"):
             object.__setattr__(self, k, tuple(int(x) for x in getattr(self, k)))
         if self.grid:

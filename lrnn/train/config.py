@@ -42,6 +42,7 @@ class TrainConfig:
     metrics_format: str = "csv"  # csv or jsonl
     refit_shift: bool = True
     progress: bool = True
+    committee: int = 1  # K > 1: train K models (seeds seed..seed+K-1) at once, one vmap over stacked weights
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -56,6 +57,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'steps' or 'time', got {self.schedule!r}")
         if self.schedule == "time" and self.max_time_s <= 0:
             raise ValueError("schedule: time needs max_time_s > 0 (the budget over which the lr decays)")
+        if int(self.committee) != self.committee or self.committee < 1:
+            raise ValueError(f"committee must be an integer >= 1 (models trained together), got {self.committee}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.metrics_format not in ("csv", "jsonl"):

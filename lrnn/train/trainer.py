@@ -20,8 +20,7 @@ from lrnn.batch import make_inputs, make_labels
 from lrnn.models.deeppot import compute_stats, fit_energy_shift, shift_energy
 from lrnn.nn import count_parameters, merge, split
 from lrnn.plots import learning_curve
-from lrnn.potential import batched_efv, energy_forces_virial
-from lrnn.potential import load as load_potential
+from lrnn.potential import batched_efv, committee_efv, energy_forces_virial
 from lrnn.system import concatenate
 from lrnn.train.config import TrainConfig
 from lrnn.train.data import load_data
@@ -131,8 +130,12 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     tr_labels = jax.tree.map(lambda x: x[:n_tr], jl)
     va_labels = jax.tree.map(lambda x: x[n_tr:], jl)
 
+    K = int(tc.committee)
     module = models.create(model_cfg, seed=tc.seed, dtype=dtype)
     graphdef, state = split(module)
+    if K > 1:  # a committee: members from seeds seed..seed+K-1, weights stacked on a leading axis
+        members = [state] + [split(models.create(model_cfg, seed=tc.seed + k, dtype=dtype))[1] for k in range(1, K)]
+        state = jax.tree.map(lambda *x: jnp.stack(x), *members)
     schedule = make_schedule(tc)
 
     def lr_at(step, elapsed):
@@ -143,20 +146,21 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
 
     tx = optax.inject_hyperparams(optax.adam)(learning_rate=tc.lr_start)
     opt_state = tx.init(state)
-    step0, epoch0, best_val, elapsed0 = 0, 0, np.inf, 0.0
+    step0, epoch0, best_val, elapsed0 = 0, 0, (np.inf if K == 1 else np.full(K, np.inf)), 0.0
     if resumed is not None:
         meta, leaves, ts = resumed
         state = jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x) for x in leaves])
         opt_leaves, opt_def = jax.tree.flatten(opt_state)
         opt_state = jax.tree.unflatten(opt_def, [jnp.asarray(x) for x in ts[: len(opt_leaves)]])
         step0, epoch0 = int(meta["train"]["step"]), int(meta["train"]["epoch"])
-        best_val, elapsed0 = float(meta["train"]["best_val"]), float(meta["train"].get("time_s", 0.0))
+        best_val, elapsed0 = np.asarray(meta["train"]["best_val"], float), float(meta["train"].get("time_s", 0.0))
+        best_val = float(best_val) if K == 1 else best_val
 
     tr_dev = jax.tree.map(jnp.asarray, (tr_inputs, tr_labels))
     bs = min(tc.batch_size, n_tr)
     n_batches = n_tr // bs
 
-    def loss_fn(st, inputs, labels, pref):
+    def member_loss(st, inputs, labels, pref):
         with_q = tc.pref_q > 0  # charges from the same descriptor pass as the energy
         pred = jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats_j, x, with_charges=with_q))(inputs)
         le, lf, lv = loss_terms(pred[:3], labels)
@@ -165,6 +169,13 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             loss = loss + tc.pref_q * charge_mse(pred[3], labels)
         return loss, (le, lf, lv)
 
+    def loss_fn(st, inputs, labels, pref):
+        if K == 1:
+            return member_loss(st, inputs, labels, pref)
+        # members are independent: the sum's gradient is each member's own loss gradient
+        loss, terms = jax.vmap(member_loss, in_axes=(0, None, None, None))(st, inputs, labels, pref)
+        return jnp.sum(loss), jax.tree.map(jnp.mean, terms)
+
     @jax.jit
     def train_step(st, ost, lr, idx, dev):
         inputs, labels = jax.tree.map(lambda x: x[idx], dev)
@@ -172,20 +183,26 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         pref = prefactors(tc, lr)
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(st, inputs, labels, pref)
         updates, ost = tx.update(grads, ost, st)
-        return optax.apply_updates(st, updates), ost, loss, terms
+        return optax.apply_updates(st, updates), ost, loss / K, terms  # a committee logs its mean loss
 
     va_dev = jax.tree.map(jnp.asarray, va_inputs)
 
-    def validate(st):
-        e, f = _predict_chunks(graphdef, st, stats_j, va_dev, len(val_ds), tc.batch_size * 4)
-        met = error_metrics(e, va_labels["energy"].astype(np.float64), va_labels["n_atoms"].astype(np.float64),
-                             f, va_labels["forces"].astype(np.float64), va_labels["mask"])
+    def score_of(e, f):
         # model selection at the final prefactors, with the energy errors centred: the
         # constant offset is re-fitted on the training set after training
         pe, pf, _ = prefactors(tc, tc.lr_stop)
         de = (e - va_labels["energy"]) / va_labels["n_atoms"]
-        score = pe * float(np.mean((de - de.mean()) ** 2)) + (pf * met.get("force_rmse", 0.0) ** 2
-                                                              if tc.uses_forces else 0.0)
+        df = (f - va_labels["forces"])[va_labels["mask"]]
+        return pe * float(np.mean((de - de.mean()) ** 2)) + (pf * float(np.mean(df**2)) if tc.uses_forces else 0.0)
+
+    def validate(st):
+        """Metrics of the model (the committee mean) and the selection score (one per member)."""
+        e, f = _predict_chunks(graphdef, st, stats_j, va_dev, len(val_ds), tc.batch_size * 4, K > 1)
+        score = score_of(e, f) if K == 1 else np.array([score_of(e[k], f[k]) for k in range(K)])
+        if K > 1:
+            e, f = e.mean(0), f.mean(0)
+        met = error_metrics(e, va_labels["energy"].astype(np.float64), va_labels["n_atoms"].astype(np.float64),
+                             f, va_labels["forces"].astype(np.float64), va_labels["mask"])
         return met, score
 
     meta_base = {"model": model_cfg, "dtype": tc.dtype, "stats": stats, "energy_shift": shift,
@@ -194,11 +211,15 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
                  "data": {k: str(v) for k, v in cfg["data"].items()}, "n_parameters": count_parameters(state),
                  "periodic": bool(train_ds.is_periodic),
                  "requires_cell": any(getattr(t, "needs_cell", False) for t in mcfg.long_range)}
+    if K > 1:
+        meta_base["committee"] = K
 
     def save(path, st, ost, step, epoch, bv, t, with_state):
+        bv = bv.tolist() if isinstance(bv, np.ndarray) else bv
         meta = dict(meta_base, train={"step": step, "epoch": epoch, "best_val": bv, "time_s": t,
                                       "config": {k: getattr(tc, k) for k in tc.__dataclass_fields__}})
         ckpt.save(path, meta=meta, params=st, train_state=ost if with_state else None)
+        return meta["train"]
 
     metrics = MetricsWriter(out / f"metrics.{tc.metrics_format}", tc.metrics_format, resume)
     if not quiet:
@@ -215,7 +236,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
                    unit="step", dynamic_ncols=True, mininterval=1.0)
     t_start = time.perf_counter() - elapsed0
     last_save = time.perf_counter()
-    best_state = None
+    best_state = None  # the best weights not yet written
+    best_weights, best_record = None, None  # the best weights and their record, for the shift re-fit
     compile_s = None
     step, epoch = step0, epoch0
     stopped_by_time = False
@@ -252,14 +274,20 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
                "val_force_rmse_eV_per_A": met.get("force_rmse", float("nan"))}
         loss_acc = []
         metrics.write(row)
-        if score < best_val:
-            best_val = score
-            best_state = state
+        improved = score < best_val
+        if np.any(improved):
+            if K == 1 or best_weights is None:
+                best_weights = state
+            else:  # each member keeps its own best epoch
+                best_weights = jax.tree.map(lambda a, b: jnp.where(
+                    jnp.asarray(improved).reshape((K,) + (1,) * (a.ndim - 1)), a, b), state, best_weights)
+            best_val = np.where(improved, score, best_val) if K > 1 else score
+            best_state = best_weights
         done = epoch + 1 >= max_epochs
         out_of_time = tc.max_time_s > 0 and now >= tc.max_time_s
         if done or out_of_time or time.perf_counter() - last_save >= tc.checkpoint_every_s:
             if best_state is not None:
-                save(best_path, best_state, None, step, epoch + 1, best_val, now, False)
+                best_record = save(best_path, best_state, None, step, epoch + 1, best_val, now, False)
                 best_state = None
             save(last_path, state, opt_state, step, epoch + 1, best_val, now, True)
             last_save = time.perf_counter()
@@ -269,23 +297,32 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     if bar is not None:
         bar.close()
     if best_state is not None or not best_path.exists():
-        save(best_path, best_state if best_state is not None else state, None, step, epoch + 1, best_val,
-             time.perf_counter() - t_start, False)
+        best_weights = best_state if best_state is not None else state
+        best_record = save(best_path, best_weights, None, step, epoch + 1, best_val,
+                           time.perf_counter() - t_start, False)
 
     summary = {"steps": step, "epochs": epoch + 1, "train_time_s": time.perf_counter() - t_start,
                "compile_s": compile_s,
                "stopped_by_time": stopped_by_time, "n_train": n_tr, "n_val": len(val_ds),
                "n_parameters": count_parameters(state)}
-    pot = load_potential(best_path)
     if tc.refit_shift:
         # re-fit the per-element shifts on the training residuals (float64): the offset
-        # drifts while the energy prefactor is small
-        e_tr, _, _ = pot.predict(train_ds, batch_size=tc.batch_size * 4)
-        delta = fit_energy_shift(train_ds.numbers, train_ds.energy - e_tr, mcfg.type_map)
-        meta, leaves, _ = ckpt.load(best_path)
-        meta["energy_shift"] = np.asarray(meta["energy_shift"]) + delta
-        meta["energy_shift_refit"] = True
-        ckpt.save(best_path, meta=meta, params=[np.asarray(x) for x in leaves])
+        # drifts while the energy prefactor is small.  The best checkpoint is written once
+        # more, with the new shifts (its weights and record unchanged).
+        if best_weights is None:  # a resumed run that had nothing left to train
+            meta, leaves, _ = ckpt.load(best_path)
+            best_weights = jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x) for x in leaves])
+            best_record = meta["train"]
+        e_tr, _ = _predict_chunks(graphdef, best_weights, stats_j, tr_dev[0], n_tr, tc.batch_size * 4, K > 1)
+        resid = train_ds.energy - (e_tr + shift_energy(train_ds.numbers, shift, mcfg.type_map))
+        delta = (fit_energy_shift(train_ds.numbers, resid, mcfg.type_map) if K == 1 else
+                 np.stack([fit_energy_shift(train_ds.numbers, r, mcfg.type_map) for r in resid]))  # (K, T)
+        meta_base.update(energy_shift=np.asarray(shift) + delta, energy_shift_refit=True)
+        delta = delta if K == 1 else delta[0]
+        if K > 1:
+            meta_base["calibration"] = calibrate_committee(graphdef, best_weights, stats_j, va_dev, va_labels,
+                                                           len(val_ds), tc.batch_size * 4)
+        ckpt.save(best_path, meta=dict(meta_base, train=best_record), params=best_weights)
         summary["shift_refit_eV"] = float(np.abs(shift_energy(train_ds.numbers[:1], delta, mcfg.type_map)[0]))
     try:
         learning_curve(read_metrics(out / f"metrics.{tc.metrics_format}"), out / "learning_curve.png",
@@ -296,12 +333,31 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     return summary
 
 
-def _predict_chunks(graphdef, state, stats, inputs, m, chunk):
+def _predict_chunks(graphdef, state, stats, inputs, m, chunk, committee=False):
+    """Energies (M,) and forces (M, N, 3) in chunks; ``committee``: (K, M), (K, M, N, 3)."""
     es, fs = [], []
+    fn = committee_efv if committee else batched_efv
     for start in range(0, m, chunk):
         idx = np.minimum(np.arange(start, start + chunk), m - 1)
-        e, f, _ = batched_efv(graphdef, state, stats, jax.tree.map(lambda x: x[idx], inputs))
+        e, f, _ = fn(graphdef, state, stats, jax.tree.map(lambda x: x[idx], inputs))
         k = min(chunk, m - start)
-        es.append(np.asarray(e, np.float64)[:k])
-        fs.append(np.asarray(f, np.float64)[:k])
-    return np.concatenate(es), np.concatenate(fs)
+        es.append(np.asarray(e, np.float64)[..., :k])
+        fs.append(np.asarray(f, np.float64)[..., :k, :, :])
+    return np.concatenate(es, axis=-1), np.concatenate(fs, axis=-3)
+
+
+def calibrate_committee(graphdef, state, stats, inputs, labels, m, chunk) -> dict:
+    r"""One-parameter recalibration of a committee's force uncertainty on validation data.
+
+    Each force component is modelled as Gaussian with mean :math:`\bar F` (committee
+    mean) and standard deviation :math:`s\,\sigma`, :math:`\sigma` the committee spread
+    (population std over members).  The scale minimising the negative log-likelihood of
+    the validation errors :math:`\delta = \bar F - F_{\rm ref}` is
+    :math:`s^2 = \langle \delta^2/\sigma^2 \rangle` (closed form)."""
+    _, f = _predict_chunks(graphdef, state, stats, inputs, m, chunk, True)
+    mask = np.asarray(labels["mask"])
+    sigma = f.std(axis=0)[mask].ravel()
+    err = (f.mean(axis=0) - np.asarray(labels["forces"], np.float64))[mask].ravel()
+    sigma = np.maximum(sigma, 1e-12)
+    return {"force_std_scale": float(np.sqrt(np.mean((err / sigma) ** 2))), "fitted_on": "validation",
+            "n_components": int(err.size)}

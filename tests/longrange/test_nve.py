@@ -6,16 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrnn import models
-from lrnn.batch import make_inputs
-from lrnn.nn import split
-from lrnn.potential import energy_forces_virial
-from lrnn.system import Dataset
+from lrnn import bundle
 
 TIME_UNIT_FS = 10.1805054836  # sqrt(amu Å² / eV) in fs
 BASE = {"type": "deeppot_se", "type_map": [1, 8], "rcut": 3.5, "rcut_smth": 1.0, "embed": [4, 8],
         "axis_neurons": 2, "fit": [8]}
-STATS = {"s_avg": jnp.zeros(2), "s_std": jnp.ones(2) * 0.3, "dir_std": jnp.ones(2) * 0.3, "n_norm": 5.0}
+STATS = {"s_avg": jnp.zeros(2), "s_std": jnp.ones(2) * 0.3, "dir_std": jnp.ones(2) * 0.3,
+         "n_norm": jnp.asarray(5.0)}
 
 
 @pytest.mark.parametrize("extra", [
@@ -26,14 +23,17 @@ STATS = {"s_avg": jnp.zeros(2), "s_std": jnp.ones(2) * 0.3, "dir_std": jnp.ones(
 ], ids=["latent_coulomb", "sog", "dispersion", "far_field"])
 def test_nve_energy_conservation(extra):
     cfg = dict(BASE, **extra)
-    g, st = split(models.create(cfg, seed=0, dtype=jnp.float64))
-    _, mcfg = models.model_config(cfg)
+    model = bundle.model(cfg, "float64")
+    params = bundle.Params(model.init(0).weights, STATS, np.zeros(2))
     # two water-like molecules 3-4 Å apart: atoms cross r_cs/r_c and the far-field switch
     pos0 = np.array([[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0], [3.2, 0.5, 0.3], [4.1, 0.8, 0.3], [3.0, 1.4, 0.6]])
     num = np.array([8, 1, 1, 8, 1, 1])
-    ds = Dataset(pos0[None], num[None], [0.0])
-    inp, _ = make_inputs(ds, mcfg, dtype=np.float64)
-    inp = jax.tree.map(lambda x: jnp.asarray(x[0]), inp)  # all-pairs layout: valid for any geometry
+    system, nbrs = bundle.prepare(model, pos0, num)  # all-pairs layout: valid for any geometry
+
+    def forces(p):
+        r = bundle.energy_forces_virial(model, params, bundle.System(p, system.species, system.cell,
+                                                                     system.total_charge), nbrs)
+        return r.energy, r.forces
     mass = jnp.asarray([16.0, 1.0, 1.0] * 2)[:, None]
 
     @jax.jit
@@ -44,11 +44,11 @@ def test_nve_energy_conservation(extra):
             p, v, f = carry
             v = v + 0.5 * dt * f / mass
             p = p + dt * v
-            e, f, _ = energy_forces_virial(g, st, STATS, dict(inp, positions=p))
+            e, f = forces(p)
             v = v + 0.5 * dt * f / mass
             return (p, v, f), e + 0.5 * jnp.sum(mass * v * v)
 
-        _, f0, _ = energy_forces_virial(g, st, STATS, dict(inp, positions=pos))
+        _, f0 = forces(pos)
         return jax.lax.scan(step, (pos, vel, f0), None, length=1500)[1]
 
     vel = jax.random.normal(jax.random.PRNGKey(0), (6, 3)) * jnp.sqrt(0.05 / mass)  # ~ 600 K

@@ -32,11 +32,7 @@ def test_committed_les_protocol_checkpoint():
     """The model of the LES-protocol benchmark (random_charges_128.py, 128 atoms, 4 Å
     cutoff) loads and reproduces fresh labels of a 256-atom system; its latent charges
     are the ±1 of the generator."""
-    import jax
-
-    from lrnn.batch import make_inputs
-    from lrnn.potential import energy_forces_virial
-    from lrnn.system import Dataset
+    from lrnn import bundle
 
     ckpt = ROOT / "experiments/results/longrange/random_charges_128/checkpoint"
     assert ckpt.exists(), f"the committed LES-protocol checkpoint is missing: {ckpt}"
@@ -52,7 +48,6 @@ def test_committed_les_protocol_checkpoint():
     e, f = pot.energy_forces(pos, z)
     assert abs(e - e_ref) / n < 0.02  # eV/atom (recorded test MAE at 512 atoms: ~3 meV/atom)
     assert np.mean(np.abs(f - f_ref)) < 0.1  # eV/Å (recorded: ~0.04)
-    inputs, _ = make_inputs(Dataset(pos[None], z[None], np.zeros(1)), pot.config, None, dtype=np.float32)
-    x = jax.tree.map(lambda a: a[0], inputs)
-    *_, charges = energy_forces_virial(pot.graphdef, pot.state, pot.stats, x, with_charges=True)
-    np.testing.assert_allclose(np.asarray(charges)[:n], q, atol=0.02)
+    system, nbrs = bundle.prepare(pot.model, pos, z)
+    charges = bundle.energy_forces_virial(pot.model, pot.params, system, nbrs, with_charges=True).charges
+    np.testing.assert_allclose(np.asarray(charges), q, atol=0.02)

@@ -184,3 +184,50 @@ def test_bad_model_configs():
         models.model_config(dict(TINY_MODEL, type_map=[1], cutof=3))
     with pytest.raises(ValueError, match="unknown model type"):
         models.model_config({"type": "schnet", "type_map": [1]})
+
+
+def test_two_body_features_are_the_linear_neighbour_sum():
+    """``two_body: true`` appends (1/N_c) Σ_j G(s_j) s_j / σ to D, checked against a direct
+    sum over the neighbours with the model's own embedding nets; the model stays smooth
+    and invariant, and its forces are the gradient."""
+    from lrnn.descriptors.se_e2_a import smooth_switch
+
+    cfg = dict(TINY_MODEL, type_map=[1, 8], two_body=True)
+    mod = models.create(cfg, seed=0, dtype=jnp.float64)
+    _, mcfg = models.model_config(cfg)
+    stats = {"s_avg": jnp.array([0.2, 0.25]), "s_std": jnp.array([0.3, 0.35]), "dir_std": jnp.array([0.2, 0.25]),
+             "n_norm": jnp.asarray(5.0)}
+    pos = np.array([[0.0, 0, 0], [0.96, 0.1, 0.0], [-0.3, 0.9, 0.1], [2.6, 0.4, -0.5], [3.2, 1.0, -0.2]])
+    num = np.array([8, 1, 1, 8, 1])
+    inp, _ = inputs_for(mcfg, pos, num)
+    desc = mod.descriptors(inp, stats)
+    m1, width = TINY_MODEL["embed"][-1], TINY_MODEL["embed"][-1] * TINY_MODEL["axis_neurons"]
+    t = 2
+    for a, z in enumerate(mcfg.type_map):  # each species' first centre
+        i = int(np.flatnonzero(num == z)[0])
+        feat = np.asarray(desc[a][0][0, width:])
+        ref = np.zeros(m1)
+        for j in range(len(num)):
+            r = np.linalg.norm(pos[j] - pos[i])
+            if j == i or r >= mcfg.rcut:
+                continue
+            s = float(smooth_switch(r, mcfg.rcut_smth, mcfg.rcut)) / r
+            b = mcfg.type_map.index(int(num[j]))
+            x = jnp.asarray([[(s - float(stats["s_avg"][a])) / float(stats["s_std"][a])]])
+            ref += np.asarray(mod.embedding(a * t + b, x))[0] * s / float(stats["s_std"][a])
+        np.testing.assert_allclose(feat, ref / 5.0, rtol=1e-10, atol=1e-12)
+    g, st = split(mod)
+    e0, f0, _ = energy_forces_virial(g, st, stats, inp)
+    rot = Rotation.random(random_state=3).as_matrix()
+    e1, f1, _ = energy_forces_virial(g, st, stats, inputs_for(mcfg, pos @ rot.T + 1.0, num)[0])
+    assert float(e1) == pytest.approx(float(e0), abs=1e-10)
+    np.testing.assert_allclose(np.asarray(f1), np.asarray(f0) @ rot.T, atol=1e-10)
+    h = 1e-5
+    for i, k in [(0, 0), (3, 2), (4, 1)]:
+        dp = np.zeros_like(pos)
+        dp[i, k] = h
+        fd = -(float(energy_fn(g, st, stats, dict(inp, positions=jnp.asarray(pos + dp))))
+               - float(energy_fn(g, st, stats, dict(inp, positions=jnp.asarray(pos - dp))))) / (2 * h)
+        assert float(f0[i, k]) == pytest.approx(fd, rel=1e-6, abs=1e-8)
+    with pytest.raises(ValueError, match="two_body"):
+        models.model_config({"type": "eann", "type_map": [1], "two_body": True})

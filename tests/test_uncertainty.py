@@ -1,0 +1,51 @@
+"""Calibration metrics (lrnn.uncertainty) against independent references."""
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from lrnn import uncertainty
+
+
+def test_miscalibration_area_calibrated_and_overconfident():
+    rng = np.random.default_rng(0)
+    sigma = rng.uniform(0.05, 0.5, 200_000)
+    err = rng.normal(size=sigma.size) * sigma
+    assert uncertainty.miscalibration_area(err, sigma) < 0.005
+    # errors twice as large as claimed: observed coverage 2Φ(z_p / 2) - 1 at level p
+    def gap(p):
+        z = stats.norm.ppf((1 + p) / 2)
+        return abs(2 * stats.norm.cdf(z / 2) - 1 - p)
+    expected = integrate.quad(gap, 0, 1 - 1e-12, limit=200)[0]
+    assert uncertainty.miscalibration_area(2 * err, sigma) == pytest.approx(expected, abs=0.005)
+
+
+def test_nll_matches_scipy():
+    rng = np.random.default_rng(1)
+    sigma = rng.uniform(0.1, 1.0, 1000)
+    err = rng.normal(size=1000)
+    ref = -np.mean(stats.norm.logpdf(err, scale=1.7 * sigma))
+    assert uncertainty.gaussian_nll(err, sigma, 1.7) == pytest.approx(ref, rel=1e-12)
+
+
+def test_committee_metrics_on_a_synthetic_committee():
+    """Members scatter around a prediction whose error grows with their spread: the
+    Spearman correlation of the per-structure maxima is high and matches scipy's."""
+    rng = np.random.default_rng(2)
+    k, m, n = 4, 60, 5
+    scale = rng.uniform(0.01, 1.0, m)[:, None, None]  # per-structure difficulty
+    truth = rng.normal(size=(m, n, 3))
+    members = truth + scale * rng.normal(size=(k, m, n, 3))
+    mask = np.ones((m, n), bool)
+    mask[0, -1] = False  # a padding slot
+    res = uncertainty.committee_metrics(members, truth, mask, scale=1.3)
+    sigma, d = uncertainty.spread(members, mask)
+    err = members.mean(0) - truth
+    e_max = np.where(mask, np.linalg.norm(err, axis=-1), 0).max(1)
+    assert res["force_spearman"] == pytest.approx(stats.spearmanr(e_max, d.max(1)).statistic, abs=1e-12)
+    assert res["force_spearman"] > 0.8
+    np.testing.assert_allclose(sigma[1], members[:, 1].std(axis=0))
+    assert sigma[0, -1].sum() == 0 and d[0, -1] == 0
+    assert set(res) >= {"miscalibration_area", "nll", "nll_recalibrated", "miscalibration_area_recalibrated"}
+    with pytest.raises(ValueError, match="K >= 2"):
+        uncertainty.committee_metrics(members[:1], truth, mask)

@@ -1,0 +1,94 @@
+"""Committees (train.committee: K): trained as one vmap, each member as if trained alone."""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import lrnn
+from lrnn import bundle
+from lrnn import checkpoint as ckpt
+from lrnn.data import read
+from lrnn.train import load_config, train
+from lrnn.train.data import resolve_path
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_config, tmp_path_factory):
+    """A committee of 2 (seeds 5, 6) and the single model of seed 5."""
+    root = tmp_path_factory.mktemp("committee")
+    out = {}
+    for name, extra in (("committee", {"seed": 5, "committee": 2}), ("seed5", {"seed": 5})):
+        cfg = load_config(tiny_config(root / name, max_steps=20, **extra))
+        train(cfg, quiet=True)
+        out[name] = Path(cfg["output"]) / "checkpoint"
+    return out
+
+
+def test_members_equal_models_trained_alone(runs):
+    """The committee's objective is the sum of its members' losses and Adam is elementwise,
+    so member 0 (seed 5) follows the single seed-5 run (same batches) to float32 rounding;
+    member 1 starts from seed 6 (it shares the batch order of seed 5)."""
+    ds = read(resolve_path("embedded:paracetamol-test"))
+    members = lrnn.load(runs["committee"]).predict_members(ds)
+    assert members[0].shape == (2, len(ds))
+    e, f, _ = lrnn.load(runs["seed5"]).predict(ds)
+    np.testing.assert_allclose(members[0][0], e, atol=1e-4)  # eV, on energies of ~1.4e4 eV
+    np.testing.assert_allclose(members[1][0], f, atol=1e-5)  # eV/Å
+    assert np.abs(members[1][0] - members[1][1]).max() > 1e-2  # the members differ
+
+
+def test_committee_checkpoint_spread_and_calibration(runs):
+    meta = ckpt.read_meta(runs["committee"])
+    assert meta["committee"] == 2 and len(meta["train"]["best_val"]) == 2
+    assert np.shape(meta["energy_shift"]) == (2, len(meta["model"]["type_map"]))
+    assert meta["calibration"]["force_std_scale"] > 0 and meta["calibration"]["fitted_on"] == "validation"
+    pot = lrnn.load(runs["committee"])
+    ds = read(resolve_path("embedded:paracetamol-test"))
+    n = int(ds.n_atoms[0])
+    r = pot.calculate(ds.positions[0][:n], ds.numbers[0][:n])
+    # an independent evaluation of each member through the bundle
+    model, params = bundle.load(runs["committee"])
+    system, nbrs = bundle.prepare(model, ds.positions[0][:n], ds.numbers[0][:n])
+    res = jax.vmap(bundle.energy_forces_virial, in_axes=(None, bundle.MEMBER_AXES, None, None))(
+        model, params, system, nbrs)
+    e_k = np.asarray(res.model_energy, np.float64) + bundle.reference_energy(params, np.asarray(system.species))
+    f_k = np.asarray(res.forces, np.float64)
+    assert r["energy"] == pytest.approx(e_k.mean(), abs=1e-3)
+    np.testing.assert_allclose(r["forces"], f_k.mean(0), atol=1e-4)
+    assert r["energy_std"] == pytest.approx(e_k.std(), abs=1e-3)
+    dev = np.linalg.norm(f_k - f_k.mean(0), axis=-1)  # (K, N): per-member deviation per atom
+    np.testing.assert_allclose(r["forces_std"], np.sqrt((dev**2).mean(0)), atol=1e-4)
+    assert r["model_deviation"] == pytest.approx(r["forces_std"].max())
+
+
+def test_ase_calculator_reports_the_spread(runs):
+    from ase import Atoms
+
+    from lrnn.ase_calculator import LrnnCalculator
+
+    ds = read(resolve_path("embedded:paracetamol-test"))
+    n = int(ds.n_atoms[0])
+    atoms = Atoms(numbers=ds.numbers[0][:n], positions=ds.positions[0][:n])
+    atoms.calc = LrnnCalculator(runs["committee"])
+    atoms.get_potential_energy()
+    assert atoms.calc.results["forces_std"].shape == (n,) and atoms.calc.results["energy_std"] > 0
+
+
+def test_committee_size_is_validated(tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="committee must be an integer >= 1"):
+        load_config(tiny_config(tmp_path, committee=0))
+
+
+def test_evaluate_reports_calibration(runs, tmp_path, capsys):
+    from lrnn.cli import main
+
+    assert main(["evaluate", str(runs["committee"]), "embedded:paracetamol-test", "--json",
+                 "--calibration", str(tmp_path / "cal.png")]) == 0
+    import json
+
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["committee"] == 2 and -1 <= res["force_spearman"] <= 1
+    assert 0 <= res["miscalibration_area"] <= 0.5 and np.isfinite(res["nll_recalibrated"])
+    assert (tmp_path / "cal.png").stat().st_size > 1000
