@@ -92,3 +92,14 @@ def test_evaluate_reports_calibration(runs, tmp_path, capsys):
     assert res["committee"] == 2 and -1 <= res["force_spearman"] <= 1
     assert 0 <= res["miscalibration_area"] <= 0.5 and np.isfinite(res["nll_recalibrated"])
     assert (tmp_path / "cal.png").stat().st_size > 1000
+
+
+def test_jax_md_energy_of_a_committee_is_the_mean(runs):
+    from lrnn.md import MDSystem
+
+    pot = lrnn.load(runs["committee"])
+    ds = read(resolve_path("embedded:paracetamol-test"))
+    n = int(ds.n_atoms[0])
+    system = MDSystem(pot, ds.positions[0][:n], ds.numbers[0][:n])
+    r = pot.calculate(ds.positions[0][:n], ds.numbers[0][:n], precision="float64")
+    assert system.total_energy(ds.positions[0][:n]) == pytest.approx(r["energy"], abs=1e-6)
