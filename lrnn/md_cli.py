@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lrnn import md  # md.run_md looked up at call time: scripts and tests may replace it
 from lrnn.checkpoint import CheckpointError
+from lrnn.potential import as_potential
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--total-charge", type=float, default=None,
                    help="net charge in e (default: the structure's charge=, else neutral; models with "
                         "latent charges need it for an odd number of electrons)")
+    p.add_argument("--committee", action="store_true",
+                   help="require a committee checkpoint (train.committee: K); its model deviation (eV/Å) is "
+                        "logged per frame")
+    p.add_argument("--max-deviation", type=float, default=None, metavar="X",
+                   help="committees: stop cleanly when the model deviation exceeds X eV/Å, keeping the last "
+                        "good frame (OUTPUT/trajectory.last_good.extxyz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -63,14 +70,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_every < 1 or args.traj_every < 1:
             raise ValueError("--log-every and --traj-every must be >= 1")
         traj_every = max(args.log_every, (args.traj_every // args.log_every) * args.log_every)
+        if args.max_deviation is not None and args.max_deviation <= 0:
+            raise ValueError(f"--max-deviation must be > 0 eV/Å, got {args.max_deviation}")
+        model = args.checkpoint
+        if args.committee or args.max_deviation is not None:
+            model = as_potential(args.checkpoint)
+            if model.committee < 2:
+                raise ValueError(f"{args.checkpoint} is a single model, not a committee: --committee and "
+                                 "--max-deviation need a checkpoint trained with train.committee: K >= 2")
         index = int(args.index) if args.index.lstrip("-").isdigit() else args.index
         atoms = md.read_structure(args.structure, index=index)
-        res = md.run_md(args.checkpoint, atoms, ensemble=args.ensemble, thermostat=args.thermostat,
+        res = md.run_md(model, atoms, ensemble=args.ensemble, thermostat=args.thermostat,
                      temperature_K=args.temperature, dt_fs=args.dt, steps=args.steps, seed=args.seed,
                      friction=args.friction, tau_fs=args.tau, log_every=args.log_every, traj_every=traj_every,
                      skin=args.skin, precision=args.precision, traj=traj, log_path=log_path, plot=plot,
                      keep_velocities=args.keep_velocities, progress=not args.no_progress,
-                     total_charge=args.total_charge)
+                     total_charge=args.total_charge, max_deviation=args.max_deviation)
     except md.NonFiniteError as err:
         print(f"lrnn md: error: {err}", file=sys.stderr)
         return 3
@@ -79,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(res.summary, indent=1))
     print(f"trajectory {res.traj} ({res.frames} frames), log {res.log}, plot {res.plot}")
+    if res.summary.get("stopped_by"):
+        print(f"stopped: {res.summary['stopped_by']}; last good frame (step {res.summary['last_good_step']}) in "
+              f"{res.summary['last_good_frame']}", file=sys.stderr)
+        return 4
     if res.interrupted:
         print(f"interrupted at step {res.steps}; files are complete up to there", file=sys.stderr)
         return 130

@@ -24,6 +24,8 @@ from lrnn.system import resolve_total_charge
 log = logging.getLogger(__name__)
 
 CSV_HEADER = "time_fs,epot_eV,ekin_eV,etot_eV,temperature_K"
+#: the extra CSV column of a committee model: the largest per-atom force deviation (eV/Å)
+DEVIATION_COLUMN = "model_deviation_eV_per_A"
 
 
 def read_structure(path, index=-1):
@@ -65,7 +67,7 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
            steps=1000, seed=0, friction=0.01, tau_fs=100.0, log_every=10, traj_every=100, chunk_records=None,
            skin=1.0, precision="float64", traj="md.extxyz", log_path="md.csv", plot="md.png",
            keep_velocities=False, progress=True, extra_energy=None, callback=None,
-           last_good_path=None, total_charge=None) -> MDResult:
+           last_good_path=None, total_charge=None, max_deviation: float | None = None) -> MDResult:
     """Run MD and write the trajectory (extxyz, every ``traj_every`` steps), the CSV log
     (every ``log_every`` steps, header :data:`CSV_HEADER`) and the PNG plot.  Everything is
     flushed after every chunk; a first Ctrl-C stops cleanly after the current chunk (a
@@ -76,11 +78,22 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
     ``structure``: a path or an ``ase.Atoms``.  ``callback(frames)`` is called after each
     chunk (it may raise ``KeyboardInterrupt``).  ``total_charge`` (e): given, else the
     structure's ``charge`` (``atoms.info``, extxyz comment line), else ``None``
-    (:func:`lrnn.system.resolve_total_charge`)."""
+    (:func:`lrnn.system.resolve_total_charge`).
+
+    A committee model (``train.committee``) adds the column :data:`DEVIATION_COLUMN` to the
+    log: its largest per-atom force deviation at each logged frame (eV/Å, DP-GEN's model
+    deviation, from :meth:`Potential.calculate`).  With ``max_deviation`` (eV/Å) the run
+    stops cleanly at the first logged frame beyond it: the log ends with that frame, the last
+    frame within it is written to ``last_good_path``, ``summary["stopped_by"]`` says why and
+    ``interrupted`` is set."""
     import ase.io  # slow to import (scipy): only when a trajectory is written
 
     enable_x64()
     pot = as_potential(model)
+    committee = pot.committee > 1
+    if max_deviation is not None and not committee:
+        raise ValueError("max_deviation needs a committee model (train.committee: K >= 2): a single model has no "
+                         "model deviation")
     atoms = read_structure(structure) if not hasattr(structure, "get_positions") else structure
     pbc = np.asarray(atoms.pbc, bool)
     cell = np.asarray(atoms.cell.array, np.float64) if pbc.any() else None
@@ -105,6 +118,19 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
     last_good_path = Path(last_good_path) if last_good_path else traj.with_name(traj.stem + ".last_good.extxyz")
     numbers, a_cell, a_pbc = atoms.numbers, atoms.cell.array.copy(), atoms.pbc.copy()
 
+    def line(f):
+        out = f"{f.time_fs:.6f},{f.epot:.10f},{f.ekin:.10f},{f.etot:.10f},{f.temperature:.6f}"
+        if committee:
+            dev = pot.calculate(f.positions, numbers, cell, total_charge, pbc if pbc.any() else None)
+            out += f",{dev['model_deviation']:.6f}"
+            if max_deviation is not None and dev["model_deviation"] > max_deviation:
+                stopped["by"] = (f"model deviation {dev['model_deviation']:.3f} eV/Å exceeds --max-deviation "
+                                 f"{max_deviation:g} eV/Å at step {f.step}")
+        return out + "\n"
+
+    stopped = {"by": None}
+    good = {"frame": frame0}
+
     stop = {"flag": False}
     old_handler = None
 
@@ -125,18 +151,24 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
     n_frames = 0
     last = frame0
     with open(log_path, "w") as flog, open(traj, "w") as ftraj:
-        flog.write(CSV_HEADER + "\n")
-        flog.write(f"{frame0.time_fs:.6f},{frame0.epot:.10f},{frame0.ekin:.10f},{frame0.etot:.10f},"
-                   f"{frame0.temperature:.6f}\n")
+        flog.write(CSV_HEADER + ("," + DEVIATION_COLUMN if committee else "") + "\n")
+        flog.write(line(frame0))
+        if stopped["by"]:
+            raise ValueError(f"the initial structure is already outside the committee's trust: {stopped['by']}")
         ase.io.write(ftraj, _atoms_frame(numbers, a_cell, a_pbc, frame0, system.masses), format="extxyz")
         n_frames += 1
         flog.flush()
         ftraj.flush()
         try:
             for frames in sim.run(steps):
-                lines = "".join(f"{f.time_fs:.6f},{f.epot:.10f},{f.ekin:.10f},{f.etot:.10f},{f.temperature:.6f}\n"
-                                for f in frames)
-                flog.write(lines)
+                kept = []
+                for f in frames:
+                    flog.write(line(f))
+                    kept.append(f)
+                    if stopped["by"]:
+                        break
+                    good["frame"] = f
+                frames = kept
                 for f in frames:
                     if f.step % traj_every == 0:
                         ase.io.write(ftraj, _atoms_frame(numbers, a_cell, a_pbc, f, system.masses), format="extxyz")
@@ -150,7 +182,7 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
                     bar.set_postfix_str(f"T={last.temperature:.0f} K, E_tot={last.etot:.5f} eV")
                 if callback is not None:
                     callback(frames)
-                if stop["flag"]:
+                if stop["flag"] or stopped["by"]:
                     interrupted = True
                     break
         except KeyboardInterrupt:
@@ -161,6 +193,12 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
                              format="extxyz")
             err.args = (f"{err.args[0]} Last good frame written to {last_good_path}.",)
             raise
+        else:
+            if stopped["by"]:
+                ase.io.write(str(last_good_path), _atoms_frame(numbers, a_cell, a_pbc, good["frame"], system.masses),
+                             format="extxyz")
+                log.warning("lrnn md stopped: %s; last good frame (step %d) written to %s", stopped["by"],
+                            good["frame"].step, last_good_path)
         finally:
             flog.flush()
             ftraj.flush()
@@ -178,6 +216,11 @@ def run_md(model, structure, *, ensemble="nve", thermostat="langevin", temperatu
                "steps_per_s": last.step / seconds if seconds > 0 else float("nan"),
                "neighbour_reallocations": system.reallocations, "compilations": sim.compilations(),
                "mean_temperature_K": float(np.mean(data["temperature_K"]))}
+    if committee:
+        summary["max_model_deviation_eV_per_A"] = float(np.max(data[DEVIATION_COLUMN]))
+    if stopped["by"]:
+        summary.update(stopped_by=stopped["by"], last_good_frame=str(last_good_path),
+                       last_good_step=int(good["frame"].step))
     if ensemble == "nve" and data.size > 2:
         summary.update(energy_drift(data["time_fs"], data["etot_eV"], system.n))
     return MDResult(int(last.step), n_frames, last, seconds, interrupted, traj, log_path, plot, summary)

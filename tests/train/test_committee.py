@@ -103,3 +103,44 @@ def test_jax_md_energy_of_a_committee_is_the_mean(runs):
     system = MDSystem(pot, ds.positions[0][:n], ds.numbers[0][:n])
     r = pot.calculate(ds.positions[0][:n], ds.numbers[0][:n], precision="float64")
     assert system.total_energy(ds.positions[0][:n]) == pytest.approx(r["energy"], abs=1e-6)
+
+
+def test_md_watchdog_stops_outside_the_data(runs, tmp_path, capsys):
+    """A committee run heated far beyond its data stops cleanly at the first logged frame
+    whose model deviation exceeds --max-deviation; the last good frame is kept."""
+    from ase import Atoms
+    from ase.io import read as ase_read
+    from ase.io import write as ase_write
+
+    from lrnn.md_cli import main as md_main
+
+    ds = read(resolve_path("embedded:paracetamol-test"))
+    n = int(ds.n_atoms[0])
+    start = tmp_path / "start.xyz"
+    ase_write(start, Atoms(numbers=ds.numbers[0][:n], positions=ds.positions[0][:n]))
+    d0 = lrnn.load(runs["committee"]).calculate(ds.positions[0][:n], ds.numbers[0][:n])["model_deviation"]
+    out = tmp_path / "md"
+    code = md_main([str(runs["committee"]), str(start), "--committee", "--max-deviation", f"{1.05 * d0}",
+                    "--ensemble", "nvt", "--temperature", "5000", "--friction", "0.05", "--steps", "2000",
+                    "--log-every", "10", "--output", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "model deviation" in err and "exceeds --max-deviation" in err
+    rows = np.genfromtxt(out / "log.csv", delimiter=",", names=True)
+    dev = rows["model_deviation_eV_per_A"]
+    assert dev[-1] > 1.05 * d0 and np.all(dev[:-1] <= 1.05 * d0)  # stopped at the first frame beyond X
+    good = ase_read(out / "trajectory.last_good.extxyz")
+    assert good.info["time_fs"] == pytest.approx(rows["time_fs"][-2])
+    assert len(rows) < 201  # before the 2000 steps
+
+
+def test_md_watchdog_needs_a_committee(trained_checkpoint, tmp_path, capsys):
+    from ase import Atoms
+    from ase.io import write as ase_write
+
+    from lrnn.md_cli import main as md_main
+
+    ase_write(tmp_path / "s.xyz", Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]))
+    assert md_main([str(trained_checkpoint), str(tmp_path / "s.xyz"), "--max-deviation", "0.2", "--steps", "10",
+                    "--output", str(tmp_path / "md"), "--no-progress"]) == 2
+    assert "not a committee" in capsys.readouterr().err
