@@ -18,7 +18,11 @@ class TrainConfig:
     the demo; resume is then exact only up to timing); each loss prefactor follows
     ``p(t) = p_limit + (p_start - p_limit) * lr(t) / lr_start``.  ``pref_q`` (constant)
     weighs the mean-square error of the latent charges against reference atomic charges
-    (e²), where the dataset has them and the model has a latent-charge term."""
+    (e²), where the dataset has them and the model has a latent-charge term.  ``committee:
+    K`` trains K models at once (:mod:`lrnn.train.trainer`).  ``devices`` shards every batch
+    over a ``data`` mesh axis of that many local devices (parameters and optimiser state
+    replicated); a batch that does not divide evenly is padded with structures of weight 0,
+    so losses stay means over real structures."""
 
     seed: int = 0
     batch_size: int = 8
@@ -43,6 +47,7 @@ class TrainConfig:
     refit_shift: bool = True
     progress: bool = True
     committee: int = 1  # K > 1: train K models (seeds seed..seed+K-1) at once, one vmap over stacked weights
+    devices: object = "auto"  # data-parallel over this many local devices ("auto": all visible)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -59,6 +64,8 @@ class TrainConfig:
             raise ValueError("schedule: time needs max_time_s > 0 (the budget over which the lr decays)")
         if int(self.committee) != self.committee or self.committee < 1:
             raise ValueError(f"committee must be an integer >= 1 (models trained together), got {self.committee}")
+        if not (self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1)):
+            raise ValueError(f"devices must be 'auto' or an integer >= 1, got {self.devices!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.metrics_format not in ("csv", "jsonl"):

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lrnn import checkpoint as ckpt
 from lrnn import models
@@ -44,10 +46,17 @@ def prefactors(tc: TrainConfig, lr):
 
 def loss_terms(pred, labels):
     """Mean-square errors: energy per atom (eV²), force components (eV²/Å²), virial per
-    atom (eV²), each over the structures/atoms that carry the label."""
+    atom (eV²), each over the structures/atoms that carry the label (and, with a
+    ``weight`` label, 0 for the padding of a sharded batch, over the real structures)."""
     e, f, w = pred
     n = labels["n_atoms"]
-    le = jnp.mean(((e - labels["energy"]) / n) ** 2)
+    real = labels["weight"] > 0 if "weight" in labels else None
+    if real is None:
+        le = jnp.mean(((e - labels["energy"]) / n) ** 2)
+    else:
+        le = jnp.sum(jnp.where(real, ((e - labels["energy"]) / n) ** 2, 0.0)) / jnp.sum(real)
+        labels = dict(labels, has_forces=labels["has_forces"] & real, has_virial=labels["has_virial"] & real,
+                      has_charges=labels["has_charges"] & real)
     fmask = (labels["mask"] & labels["has_forces"][:, None])[..., None]
     lf = jnp.sum(jnp.where(fmask, (f - labels["forces"]) ** 2, 0.0)) / jnp.maximum(3.0 * jnp.sum(fmask), 1.0)
     hv = labels["has_virial"]
@@ -159,6 +168,16 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     tr_dev = jax.tree.map(jnp.asarray, (tr_inputs, tr_labels))
     bs = min(tc.batch_size, n_tr)
     n_batches = n_tr // bs
+    n_dev = len(jax.local_devices()) if tc.devices == "auto" else int(tc.devices)
+    if n_dev > len(jax.local_devices()):
+        raise ValueError(f"train.devices = {n_dev} but only {len(jax.local_devices())} device(s) are visible")
+    mesh, pad = None, 0
+    if n_dev > 1:
+        mesh = jax.make_mesh((n_dev,), ("data",), devices=jax.local_devices()[:n_dev],
+                             axis_types=(jax.sharding.AxisType.Auto,))  # GSPMD partitions the rest
+        pad = -bs % n_dev  # structures of weight 0 that make the batch divide evenly
+        replicated = NamedSharding(mesh, P())
+        state, opt_state, tr_dev = jax.device_put((state, opt_state, tr_dev), replicated)
 
     def member_loss(st, inputs, labels, pref):
         with_q = tc.pref_q > 0  # charges from the same descriptor pass as the energy
@@ -166,6 +185,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         le, lf, lv = loss_terms(pred[:3], labels)
         loss = pref[0] * le + pref[1] * lf + pref[2] * lv
         if with_q:
+            if "weight" in labels:
+                labels = dict(labels, has_charges=labels["has_charges"] & (labels["weight"] > 0))
             loss = loss + tc.pref_q * charge_mse(pred[3], labels)
         return loss, (le, lf, lv)
 
@@ -179,6 +200,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     @jax.jit
     def train_step(st, ost, lr, idx, dev):
         inputs, labels = jax.tree.map(lambda x: x[idx], dev)
+        if pad:  # the batch padded to a multiple of the devices: the padding has weight 0
+            labels = dict(labels, weight=(jnp.arange(idx.shape[0]) < bs).astype(npdt))
+        if mesh is not None:  # data parallel: the batch split over the devices, the rest replicated
+            inputs, labels = jax.lax.with_sharding_constraint((inputs, labels), NamedSharding(mesh, P("data")))
         ost.hyperparams["learning_rate"] = jnp.asarray(lr, ost.hyperparams["learning_rate"].dtype)
         pref = prefactors(tc, lr)
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(st, inputs, labels, pref)
@@ -245,7 +270,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     for epoch in range(epoch0, max_epochs):
         perm = np.random.default_rng([tc.seed, epoch]).permutation(n_tr)
         for b in range(n_batches):
-            idx = jnp.asarray(perm[b * bs:(b + 1) * bs])
+            idx = perm[b * bs:(b + 1) * bs]
+            idx = jnp.asarray(np.concatenate([idx, np.resize(idx, pad)]) if pad else idx)
             lr = lr_at(step, time.perf_counter() - t_start)
             state, opt_state, loss, _ = train_step(state, opt_state, np.asarray(lr, npdt), idx, tr_dev)
             step += 1
