@@ -140,6 +140,9 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     va_labels = jax.tree.map(lambda x: x[n_tr:], jl)
 
     K = int(tc.committee)
+    if K > 1 and mcfg.hierarchical_sog_term() is not None:
+        raise ValueError("train.committee > 1 with a hierarchical SOG term is not supported: each member would need "
+                         "its own SOG plan (use method: direct or reciprocal, or train the members separately)")
     module = models.create(model_cfg, seed=tc.seed, dtype=dtype)
     graphdef, state = split(module)
     if K > 1:  # a committee: members from seeds seed..seed+K-1, weights stacked on a leading axis

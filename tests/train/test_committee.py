@@ -79,6 +79,10 @@ def test_ase_calculator_reports_the_spread(runs):
 def test_committee_size_is_validated(tiny_config, tmp_path):
     with pytest.raises(ValueError, match="committee must be an integer >= 1"):
         load_config(tiny_config(tmp_path, committee=0))
+    cfg = tiny_config(tmp_path, committee=2)
+    cfg["model"]["long_range"] = [{"type": "sog", "method": "hierarchical", "fit": [4]}]
+    with pytest.raises(ValueError, match="hierarchical SOG term is not supported"):
+        train(load_config(cfg), quiet=True)
 
 
 def test_evaluate_reports_calibration(runs, tmp_path, capsys):
