@@ -47,6 +47,7 @@ class TrainConfig:
     refit_shift: bool = True
     progress: bool = True
     committee: int = 1  # K > 1: train K models (seeds seed..seed+K-1) at once, one vmap over stacked weights
+    committee_subset: float = 1.0  # < 1: each member trains on its own random fraction of the training set
     devices: object = "auto"  # data-parallel over this many local devices ("auto": all visible)
 
     def __post_init__(self):
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ValueError("schedule: time needs max_time_s > 0 (the budget over which the lr decays)")
         if int(self.committee) != self.committee or self.committee < 1:
             raise ValueError(f"committee must be an integer >= 1 (models trained together), got {self.committee}")
+        if not 0 < self.committee_subset <= 1:
+            raise ValueError(f"committee_subset must be in (0, 1], got {self.committee_subset}")
         if not (self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1)):
             raise ValueError(f"devices must be 'auto' or an integer >= 1, got {self.devices!r}")
         if self.dtype not in ("float32", "float64"):

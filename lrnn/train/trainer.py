@@ -54,7 +54,7 @@ def loss_terms(pred, labels):
     if real is None:
         le = jnp.mean(((e - labels["energy"]) / n) ** 2)
     else:
-        le = jnp.sum(jnp.where(real, ((e - labels["energy"]) / n) ** 2, 0.0)) / jnp.sum(real)
+        le = jnp.sum(jnp.where(real, ((e - labels["energy"]) / n) ** 2, 0.0)) / jnp.maximum(jnp.sum(real), 1)
         labels = dict(labels, has_forces=labels["has_forces"] & real, has_virial=labels["has_virial"] & real,
                       has_charges=labels["has_charges"] & real)
     fmask = (labels["mask"] & labels["has_forces"][:, None])[..., None]
@@ -174,6 +174,13 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     n_dev = len(jax.local_devices()) if tc.devices == "auto" else int(tc.devices)
     if n_dev > len(jax.local_devices()):
         raise ValueError(f"train.devices = {n_dev} but only {len(jax.local_devices())} device(s) are visible")
+    member_w = None
+    if K > 1 and tc.committee_subset < 1.0:  # member k sees a random subset (seed + k) of the training data
+        member_w = np.zeros((K, n_tr), npdt)
+        for k in range(K):
+            keep = np.random.default_rng([tc.seed + k, 7]).permutation(n_tr)[:max(1, round(tc.committee_subset * n_tr))]
+            member_w[k, keep] = 1.0
+        member_w = jnp.asarray(member_w)
     mesh, pad = None, 0
     if n_dev > 1:
         mesh = jax.make_mesh((n_dev,), ("data",), devices=jax.local_devices()[:n_dev],
@@ -197,7 +204,13 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         if K == 1:
             return member_loss(st, inputs, labels, pref)
         # members are independent: the sum's gradient is each member's own loss gradient
-        loss, terms = jax.vmap(member_loss, in_axes=(0, None, None, None))(st, inputs, labels, pref)
+        if "member_weight" in labels:  # (K, B): each member's own subset of the training data
+            labels = dict(labels)
+            w = labels.pop("member_weight")
+            w = w * labels["weight"] if "weight" in labels else w
+            loss, terms = jax.vmap(lambda s_, w_: member_loss(s_, inputs, dict(labels, weight=w_), pref))(st, w)
+        else:
+            loss, terms = jax.vmap(member_loss, in_axes=(0, None, None, None))(st, inputs, labels, pref)
         return jnp.sum(loss), jax.tree.map(jnp.mean, terms)
 
     @jax.jit
@@ -205,6 +218,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         inputs, labels = jax.tree.map(lambda x: x[idx], dev)
         if pad:  # the batch padded to a multiple of the devices: the padding has weight 0
             labels = dict(labels, weight=(jnp.arange(idx.shape[0]) < bs).astype(npdt))
+        if member_w is not None:
+            labels = dict(labels, member_weight=member_w[:, idx])
         if mesh is not None:  # data parallel: the batch split over the devices, the rest replicated
             inputs, labels = jax.lax.with_sharding_constraint((inputs, labels), NamedSharding(mesh, P("data")))
         ost.hyperparams["learning_rate"] = jnp.asarray(lr, ost.hyperparams["learning_rate"].dtype)

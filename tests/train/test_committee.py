@@ -148,3 +148,28 @@ def test_md_watchdog_needs_a_committee(trained_checkpoint, tmp_path, capsys):
     assert md_main([str(trained_checkpoint), str(tmp_path / "s.xyz"), "--max-deviation", "0.2", "--steps", "10",
                     "--output", str(tmp_path / "md"), "--no-progress"]) == 2
     assert "not a committee" in capsys.readouterr().err
+
+
+def test_weighted_loss_is_the_loss_of_the_real_structures():
+    """Weight-0 structures (device padding, other members' subsets) leave every loss term
+    equal to the plain loss over the remaining structures."""
+    import jax.numpy as jnp
+
+    from lrnn.train.trainer import loss_terms
+
+    rng = np.random.default_rng(0)
+    b, n = 5, 4
+    pred = (rng.normal(size=b), rng.normal(size=(b, n, 3)), rng.normal(size=(b, 3, 3)))
+    mask = np.ones((b, n), bool)
+    mask[1, -1] = False
+    labels = {"energy": rng.normal(size=b), "forces": rng.normal(size=(b, n, 3)), "virial": rng.normal(size=(b, 3, 3)),
+              "n_atoms": mask.sum(1).astype(float), "mask": mask, "has_forces": np.ones(b, bool),
+              "has_virial": np.array([1, 1, 0, 1, 1], bool), "has_charges": np.zeros(b, bool)}
+    keep = np.array([0, 1, 3])
+    w = np.zeros(b)
+    w[keep] = 1.0
+    weighted = loss_terms(pred, dict(labels, weight=jnp.asarray(w)))
+    plain = loss_terms(tuple(x[keep] for x in pred), {k: v[keep] for k, v in labels.items()})
+    np.testing.assert_allclose(np.asarray(weighted), np.asarray(plain), rtol=1e-6)
+    zero = loss_terms(pred, dict(labels, weight=jnp.zeros(b)))  # a member with no structure in this batch
+    assert np.all(np.isfinite(np.asarray(zero))) and float(np.sum(np.asarray(zero))) == 0.0
