@@ -218,10 +218,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         inputs, labels = jax.tree.map(lambda x: x[idx], dev)
         if pad:  # the batch padded to a multiple of the devices: the padding has weight 0
             labels = dict(labels, weight=(jnp.arange(idx.shape[0]) < bs).astype(npdt))
-        if member_w is not None:
-            labels = dict(labels, member_weight=member_w[:, idx])
         if mesh is not None:  # data parallel: the batch split over the devices, the rest replicated
             inputs, labels = jax.lax.with_sharding_constraint((inputs, labels), NamedSharding(mesh, P("data")))
+        if member_w is not None:  # (K, B): the member axis first, not sharded
+            labels = dict(labels, member_weight=member_w[:, idx])
         ost.hyperparams["learning_rate"] = jnp.asarray(lr, ost.hyperparams["learning_rate"].dtype)
         pref = prefactors(tc, lr)
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(st, inputs, labels, pref)
