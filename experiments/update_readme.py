@@ -79,6 +79,15 @@ def rows():
                    f"({m['rows'][0]['steps_per_run']} timed steps, float32 network) | {ratios}; time per atom "
                    f"10k→30k with long range: {g:.2f}x | | | ≤ 2x, ≤ 1.5x: {'met' if ok else 'NOT met'} | "
                    "`python experiments/bench_md.py --longrange` |")
+    c = load("uncertainty/aspirin_committee/results.json")
+    if c:
+        t, s_ = c["test"], c["train_summary"]
+        out.append(f"| committee of {c['members']} DeepPot-SE, rMD17 aspirin split 01, 1000 test (mean of the members); "
+                   f"force Spearman {t['force_spearman']:.3f}, miscalibration area {t['miscalibration_area']:.3f} → "
+                   f"{t['miscalibration_area_recalibrated']:.3f} recalibrated on validation | "
+                   f"{t['energy_mae']:.3f} kcal/mol | {t['force_mae']:.3f} kcal/mol/Å | "
+                   f"{s_['train_time_s'] / 60:.0f} min ({s_['steps']} steps) | Spearman ≥ {c['bar_force_spearman']}: "
+                   f"{'met' if c['met'] else 'NOT met'} | `python experiments/uncertainty/aspirin_committee.py` |")
     return out
 
 
