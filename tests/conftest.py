@@ -1,6 +1,7 @@
 """Shared fixtures.  Tests run in float64 where they compare against finite differences;
 the float32 default path is exercised by the training tests."""
 
+import gc
 import os
 from pathlib import Path
 
@@ -14,6 +15,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TINY_MODEL = {"type": "deeppot_se", "rcut": 4.0, "rcut_smth": 1.0, "embed": [4, 8], "axis_neurons": 2,
               "fit": [8, 8]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_executables():
+    """Drop jit caches after each test module.  Every XLA:CPU executable keeps a few memory
+    maps; the whole suite in one process compiles enough of them to pass the kernel's
+    ``vm.max_map_count`` (65,530), after which LLVM's next mmap fails and the interpreter
+    dies (abort or segfault) inside a compile.  Freed executables return their maps."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 def shared_file(rel: str) -> Path:

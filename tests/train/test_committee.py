@@ -13,12 +13,6 @@ from lrnn.data import read
 from lrnn.train import load_config, train
 from lrnn.train.data import resolve_path
 
-# Out of the default suite for now: run after the rest of the suite in one process, the
-# XLA compilation of the committee's training step crashed the interpreter (abort, then a
-# segfault, in two clean-clone runs); the module passes alone and with tests/train.
-# Run it with `pytest -m slow tests/train/test_committee.py`.
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def runs(tiny_config, tmp_path_factory):
