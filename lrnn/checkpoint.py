@@ -58,19 +58,24 @@ def _quiet_orbax():
         pass
 
 
-def _orbax_save(path, leaves):
+def _checkpointer():
+    """An orbax checkpointer local to this process: the leaves are host NumPy arrays, and in
+    a distributed run process 0 alone writes (orbax's default waits for every process)."""
     import orbax.checkpoint as ocp
 
-    _quiet_orbax()
+    here = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                              active_processes={jax.process_index()})
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=here), multiprocessing_options=here)
 
-    ckptr = ocp.PyTreeCheckpointer()
+
+def _orbax_save(path, leaves):
+    _quiet_orbax()
+    ckptr = _checkpointer()
     ckptr.save(os.path.abspath(path), {"leaves": _to_dict(leaves)} if leaves else {"leaves": {"empty": np.zeros(0)}})
 
 
 def _orbax_load(path):
-    import orbax.checkpoint as ocp
-
-    tree = ocp.PyTreeCheckpointer().restore(os.path.abspath(path))
+    tree = _checkpointer().restore(os.path.abspath(path))
     d = tree["leaves"]
     return [] if set(d) == {"empty"} else _from_dict(d)
 

@@ -9,15 +9,20 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+
 from lrnn.cm.cli import main as cm_main
 from lrnn.evaluate import evaluate, format_table
 from lrnn.md_cli import main as md_main
-from lrnn.train import load_config, train
+from lrnn.train import distributed, load_config, train
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 
 
 def _train(args) -> int:
+    if args.distributed or args.coordinator or args.num_processes is not None:
+        rank, size = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        logging.getLogger("lrnn").info("process %d of %d, %d devices in all", rank, size, jax.device_count())
     cfg = load_config(args.config)
     if args.output:
         cfg["output"] = args.output
@@ -87,6 +92,11 @@ def main(argv=None) -> int:
     t.add_argument("config")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/last exactly where it stopped")
     t.add_argument("--output", help="override the output directory")
+    t.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run (jax.distributed; Slurm and Open MPI are detected)")
+    t.add_argument("--coordinator", help="host:port of process 0 (implies --distributed)")
+    t.add_argument("--num-processes", type=int, help="processes in the run (with --process-id)")
+    t.add_argument("--process-id", type=int, help="this process's rank, 0..num_processes-1")
     t.set_defaults(func=_train)
     e = sub.add_parser("evaluate", help="errors of a checkpoint on a dataset")
     e.add_argument("checkpoint")

@@ -26,9 +26,11 @@ def error_metrics(e_pred, e_ref, n_atoms, f_pred=None, f_ref=None, mask=None):
 class MetricsWriter:
     """Append-only CSV or JSON-lines metrics; each row flushed at once."""
 
-    def __init__(self, path: Path, fmt: str, resume: bool):
-        self.path, self.fmt = path, fmt
+    def __init__(self, path: Path, fmt: str, resume: bool, enabled: bool = True):
+        self.path, self.fmt, self.enabled = path, fmt, enabled
         self.fields = None
+        if not enabled:  # another process of a distributed run writes the file
+            return
         if resume and path.exists():
             if fmt == "csv":
                 with open(path) as fh:
@@ -37,6 +39,8 @@ class MetricsWriter:
             path.unlink()
 
     def write(self, row: dict):
+        if not self.enabled:
+            return
         if self.fmt == "jsonl":
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")

@@ -4,6 +4,7 @@ progress bar and learning-curve plot."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -171,9 +172,15 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     tr_dev = jax.tree.map(jnp.asarray, (tr_inputs, tr_labels))
     bs = min(tc.batch_size, n_tr)
     n_batches = n_tr // bs
-    n_dev = len(jax.local_devices()) if tc.devices == "auto" else int(tc.devices)
-    if n_dev > len(jax.local_devices()):
-        raise ValueError(f"train.devices = {n_dev} but only {len(jax.local_devices())} device(s) are visible")
+    # every device of every process (jax.distributed): each process holds the same data and
+    # feeds its own devices' part of each batch; process 0 writes checkpoints and metrics
+    n_dev = jax.device_count() if tc.devices == "auto" else int(tc.devices)
+    if n_dev > jax.device_count():
+        raise ValueError(f"train.devices = {n_dev} but only {jax.device_count()} device(s) are visible")
+    if jax.process_count() > 1 and n_dev != jax.device_count():
+        raise ValueError(f"train.devices = {n_dev}: a run over {jax.process_count()} processes uses all "
+                         f"{jax.device_count()} devices (set train.devices: auto)")
+    writer = jax.process_index() == 0
     member_w = None
     if K > 1 and tc.committee_subset < 1.0:  # member k sees a random subset (seed + k) of the training data
         member_w = np.zeros((K, n_tr), npdt)
@@ -183,11 +190,14 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         member_w = jnp.asarray(member_w)
     mesh, pad = None, 0
     if n_dev > 1:
-        mesh = jax.make_mesh((n_dev,), ("data",), devices=jax.local_devices()[:n_dev],
+        mesh = jax.make_mesh((n_dev,), ("data",), devices=jax.devices()[:n_dev],
                              axis_types=(jax.sharding.AxisType.Auto,))  # GSPMD partitions the rest
         pad = -bs % n_dev  # structures of weight 0 that make the batch divide evenly
-        replicated = NamedSharding(mesh, P())
-        state, opt_state, tr_dev = jax.device_put((state, opt_state, tr_dev), replicated)
+        replicated = NamedSharding(mesh, P())  # host copies first: the same values on every process
+        state, opt_state, tr_dev, stats_j = jax.device_put(
+            jax.tree.map(np.asarray, (state, opt_state, tr_dev, stats_j)), replicated)
+        if member_w is not None:
+            member_w = jax.device_put(np.asarray(member_w), replicated)
 
     def member_loss(st, inputs, labels, pref):
         with_q = tc.pref_q > 0  # charges from the same descriptor pass as the energy
@@ -229,6 +239,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         return optax.apply_updates(st, updates), ost, loss / K, terms  # a committee logs its mean loss
 
     va_dev = jax.tree.map(jnp.asarray, va_inputs)
+    if mesh is not None:
+        va_dev = jax.device_put(va_inputs, replicated)
 
     def score_of(e, f):
         # model selection at the final prefactors, with the energy errors centred: the
@@ -261,10 +273,11 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         bv = bv.tolist() if isinstance(bv, np.ndarray) else bv
         meta = dict(meta_base, train={"step": step, "epoch": epoch, "best_val": bv, "time_s": t,
                                       "config": {k: getattr(tc, k) for k in tc.__dataclass_fields__}})
-        ckpt.save(path, meta=meta, params=st, train_state=ost if with_state else None)
+        if writer:
+            ckpt.save(path, meta=meta, params=st, train_state=ost if with_state else None)
         return meta["train"]
 
-    metrics = MetricsWriter(out / f"metrics.{tc.metrics_format}", tc.metrics_format, resume)
+    metrics = MetricsWriter(out / f"metrics.{tc.metrics_format}", tc.metrics_format, resume, enabled=writer)
     if not quiet:
         log.info("training %s (%d parameters) on %s; validation %d structures", kind,
                  count_parameters(state), train_ds.describe(), len(val_ds))
@@ -280,6 +293,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     t_start = time.perf_counter() - elapsed0
     last_save = time.perf_counter()
     best_state = None  # the best weights not yet written
+    best_saved = best_path.exists()  # read once, before process 0 of a distributed run writes it
     best_weights, best_record = None, None  # the best weights and their record, for the shift re-fit
     compile_s = None
     step, epoch = step0, epoch0
@@ -289,7 +303,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         perm = np.random.default_rng([tc.seed, epoch]).permutation(n_tr)
         for b in range(n_batches):
             idx = perm[b * bs:(b + 1) * bs]
-            idx = jnp.asarray(np.concatenate([idx, np.resize(idx, pad)]) if pad else idx)
+            idx = np.concatenate([idx, np.resize(idx, pad)]) if pad else idx
             lr = lr_at(step, time.perf_counter() - t_start)
             state, opt_state, loss, _ = train_step(state, opt_state, np.asarray(lr, npdt), idx, tr_dev)
             step += 1
@@ -332,7 +346,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         if done or out_of_time or time.perf_counter() - last_save >= tc.checkpoint_every_s:
             if best_state is not None:
                 best_record = save(best_path, best_state, None, step, epoch + 1, best_val, now, False)
-                best_state = None
+                best_state, best_saved = None, True
             save(last_path, state, opt_state, step, epoch + 1, best_val, now, True)
             last_save = time.perf_counter()
         if out_of_time and not done:
@@ -340,7 +354,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             break
     if bar is not None:
         bar.close()
-    if best_state is not None or not best_path.exists():
+    if best_state is not None or not best_saved:
         best_weights = best_state if best_state is not None else state
         best_record = save(best_path, best_weights, None, step, epoch + 1, best_val,
                            time.perf_counter() - t_start, False)
@@ -348,7 +362,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     summary = {"steps": step, "epochs": epoch + 1, "train_time_s": time.perf_counter() - t_start,
                "compile_s": compile_s,
                "stopped_by_time": stopped_by_time, "n_train": n_tr, "n_val": len(val_ds),
-               "n_parameters": count_parameters(state)}
+               "n_parameters": count_parameters(state),
+               # the final weights' bytes: equal on every process of a distributed run
+               "params_sha256": hashlib.sha256(b"".join(np.asarray(x).tobytes()
+                                                        for x in jax.tree.leaves(state))).hexdigest()}
     if tc.refit_shift:
         # re-fit the per-element shifts on the training residuals (float64): the offset
         # drifts while the energy prefactor is small.  The best checkpoint is written once
@@ -366,8 +383,11 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         if K > 1:
             meta_base["calibration"] = calibrate_committee(graphdef, best_weights, stats_j, va_dev, va_labels,
                                                            len(val_ds), tc.batch_size * 4)
-        ckpt.save(best_path, meta=dict(meta_base, train=best_record), params=best_weights)
+        if writer:
+            ckpt.save(best_path, meta=dict(meta_base, train=best_record), params=best_weights)
         summary["shift_refit_eV"] = float(np.abs(shift_energy(train_ds.numbers[:1], delta, mcfg.type_map)[0]))
+    if not writer:
+        return summary
     try:
         learning_curve(read_metrics(out / f"metrics.{tc.metrics_format}"), out / "learning_curve.png",
                        unit=data["report_energy_unit"])
