@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrnn import bundle, models
+from lrnn import bundle, memory, models
 from lrnn import checkpoint as ckpt
 from lrnn import plans as plans_lib
 from lrnn.batch import check_boundaries, make_inputs
@@ -105,6 +105,10 @@ class Potential:
         self.plans: plans_lib.Plans | None = None  # O(N) plans of the last structure (lrnn.plans)
         self.fmm_replans = 0
         self.sog_replans = 0
+        #: the memory an evaluation may use (bytes; None: what the device has free), checked
+        #: once per compiled shape before it runs (:mod:`lrnn.memory`)
+        self.memory_limit_bytes: int | None = None
+        self._memory_checked: set = set()
 
     # ----------------------------------------------------------------------- construction
     @classmethod
@@ -186,6 +190,8 @@ class Potential:
         plans = self.plans_for(np.asarray(positions, np.float64), cell)
         inputs = jax.tree.map(jnp.asarray, inputs)
         out = {}
+        self._check_memory(committee_efv if self.committee > 1 else batched_efv,
+                           (self.graphdef, self.state, self.stats, inputs, plans), n)
         if self.committee > 1:
             e, f, w = committee_efv(self.graphdef, self.state, self.stats, inputs, plans)
             e_k = np.asarray(e, np.float64)[:, 0] + self.reference_energy(ds.numbers)[0]  # (K,)
@@ -203,6 +209,20 @@ class Potential:
         if cell is not None and abs(np.linalg.det(np.asarray(cell, float))) > 1e-12:
             out["stress"] = -virial / abs(np.linalg.det(np.asarray(cell, float)))
         return out
+
+    def _check_memory(self, fn, args, n_atoms):
+        """:class:`lrnn.memory.InsufficientMemory` before a new shape runs, if it cannot fit."""
+        leaves, tree = jax.tree.flatten(args[1:])
+        key = (fn, tree, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves),
+               self.memory_limit_bytes)
+        if key in self._memory_checked:
+            return
+        hint = ""
+        if hasattr(self.config, "chunk_bytes"):
+            hint = (f" (the descriptor is computed {self.config.chunk_bytes / 2**20:.0f} MiB at a time: a smaller "
+                    "model chunk_bytes lowers the peak; or evaluate in float32, or a smaller system)")
+        memory.check(fn.lower(*args).compile(), n_atoms, self.memory_limit_bytes, hint)
+        self._memory_checked.add(key)
 
     def plans_for(self, positions, cell) -> dict:
         """The model inputs of the O(N) parts' plans for this structure (``fmm_plan``,

@@ -61,6 +61,11 @@ class DeepPotConfig:
     far_field_method: str = "direct"  # "direct" (exact O(N²)) or "fmm" (O(N) when a plan is given)
     fmm_order: int = 10  # expansion order of the FMM plans built for "fmm" parts
     fmm_min_atoms: int = 5000  # below this many atoms the exact sums are used (crossover: bench_terms.md)
+    # evaluation setting, not physics: the descriptor is computed in chunks of centres whose
+    # embedding output (centres x T x S x M1 floats) stays under this many bytes, each chunk
+    # recomputed in the backward pass (jax.checkpoint), so memory is O(N) with a small
+    # constant; the values are those of the unchunked evaluation
+    chunk_bytes: int = 2**26
 
     def __post_init__(self):
         object.__setattr__(self, "long_range", tuple(term_config(t) for t in self.long_range))
@@ -99,6 +104,8 @@ class DeepPotConfig:
         if self.axis_neurons > self.embed[-1]:
             raise ValueError(f"axis_neurons ({self.axis_neurons}) must not exceed the last embedding "
                              f"width ({self.embed[-1]})")
+        if int(self.chunk_bytes) < 1:
+            raise ValueError(f"chunk_bytes must be a positive number of bytes, got {self.chunk_bytes}")
         if self.neighbor_mode not in ("auto", "all", "cutoff"):
             raise ValueError(f"neighbor_mode must be auto|all|cutoff, got {self.neighbor_mode!r}")
 
@@ -187,25 +194,35 @@ class DeepPotSE(nnx.Module):
             far = jnp.concatenate([far, jnp.zeros((1, far.shape[1]), far.dtype)], axis=0)
         for a in range(t):
             cidx = lay.centres[a]
-            nb = lay.neighbors[a]  # (C_a, T, S)
             if cidx.shape[0] == 0:
                 out.append(None)
                 continue
-            scale = jnp.stack([stats["s_std"][a]] + [stats["dir_std"][a]] * 3).astype(pos.dtype)
-            d = pos_ext[nb] - pos_ext[cidx][:, None, None, :] + lay.shifts[a].astype(pos.dtype) @ cell
-            mask = (nb < n) & (cidx < n)[:, None, None]
-            env = env_matrix(d, mask, cfg.rcut_smth, cfg.rcut)  # (C_a, T, S, 4)
-            x = ((env[..., :1] - stats["s_avg"][a]) / stats["s_std"][a]).astype(pos.dtype)
-            g = self.embedding(slice(a * t, (a + 1) * t), x)  # (C_a, T, S, M1)
-            tmat = jnp.einsum("cbsm,cbsk->cmk", g, env / scale) / stats["n_norm"]
-            dmat = jnp.einsum("cmk,cnk->cmn", tmat, tmat[:, : cfg.axis_neurons, :])
-            dflat = dmat.reshape(cidx.shape[0], -1)
-            if cfg.two_body:  # linear in the neighbour sum: pair-additive energies need no square root
-                dflat = jnp.concatenate([dflat, tmat[:, :, 0]], axis=-1)
+
+            def local(cidx, nb, shifts, a=a):  # the se_e2_a descriptor of these centres
+                scale = jnp.stack([stats["s_std"][a]] + [stats["dir_std"][a]] * 3).astype(pos.dtype)
+                d = pos_ext[nb] - pos_ext[cidx][:, None, None, :] + shifts.astype(pos.dtype) @ cell
+                mask = (nb < n) & (cidx < n)[:, None, None]
+                env = env_matrix(d, mask, cfg.rcut_smth, cfg.rcut)  # (C, T, S, 4)
+                x = ((env[..., :1] - stats["s_avg"][a]) / stats["s_std"][a]).astype(pos.dtype)
+                g = self.embedding(slice(a * t, (a + 1) * t), x)  # (C, T, S, M1)
+                tmat = jnp.einsum("cbsm,cbsk->cmk", g, env / scale) / stats["n_norm"]
+                dmat = jnp.einsum("cmk,cnk->cmn", tmat, tmat[:, : cfg.axis_neurons, :])
+                dflat = dmat.reshape(cidx.shape[0], -1)
+                if cfg.two_body:  # linear in the neighbour sum: pair-additive energies need no square root
+                    dflat = jnp.concatenate([dflat, tmat[:, :, 0]], axis=-1)
+                return dflat
+
+            dflat = chunked(local, (cidx, lay.neighbors[a], lay.shifts[a]),
+                            self._chunk_centres(lay.neighbors[a].shape[1:], pos.dtype))
             if far is not None:
                 dflat = jnp.concatenate([dflat, far[cidx]], axis=-1)
             out.append((dflat, cidx < n))
         return out
+
+    def _chunk_centres(self, per_centre: tuple, dtype) -> int:
+        """Centres per chunk: the (T, S, M1) embedding output of a chunk under ``chunk_bytes``."""
+        size = int(np.prod(per_centre)) * self.config.embed[-1] * jnp.dtype(dtype).itemsize
+        return max(1, int(self.config.chunk_bytes) // max(size, 1))
 
     def _grid_descriptor(self, inputs, pos, n):
         """Thesis grid descriptor (N, M1*M2) of :mod:`lrnn.longrange.grid`."""
@@ -275,6 +292,21 @@ class DeepPotSE(nnx.Module):
         for k, term in enumerate(self.terms):
             out[f"{k}:{term.cfg.type}"] = term.energy(inputs, stats, desc)
         return out
+
+
+def chunked(fn, args: tuple, chunk: int):
+    """``fn(*args)`` for arrays ``args`` with a common leading (centre) axis, computed
+    ``chunk`` rows at a time with :func:`jax.lax.map` when there are more; each chunk is
+    rematerialised in the backward pass (:func:`jax.checkpoint`), so peak memory holds one
+    chunk's intermediates.  Padded rows repeat the last one and are dropped."""
+    c = args[0].shape[0]
+    if c <= chunk:
+        return fn(*args)
+    n_chunks = -(-c // chunk)
+    idx = jnp.minimum(jnp.arange(n_chunks * chunk), c - 1)
+    blocks = tuple(x[idx].reshape((n_chunks, chunk) + x.shape[1:]) for x in args)
+    out = jax.lax.map(jax.checkpoint(lambda b: fn(*b)), blocks)
+    return out.reshape((n_chunks * chunk,) + out.shape[2:])[:c]
 
 
 def compute_stats(config: DeepPotConfig, positions, cells, layout, max_structures: int = 1000):

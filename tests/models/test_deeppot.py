@@ -231,3 +231,22 @@ def test_two_body_features_are_the_linear_neighbour_sum():
         assert float(f0[i, k]) == pytest.approx(fd, rel=1e-6, abs=1e-8)
     with pytest.raises(ValueError, match="two_body"):
         models.model_config({"type": "eann", "type_map": [1], "two_body": True})
+
+
+def test_chunked_descriptor_equals_the_whole(setup):
+    """chunk_bytes small enough for 3 centres per chunk (lax.map + remat) gives the energy,
+    forces and virial of the one-shot evaluation, periodic box with a latent-charge term."""
+    model = dict(TINY_MODEL, rcut=5.0, neighbor_mode="cutoff", two_body=True,
+                 long_range=[{"type": "latent_coulomb", "method": "reciprocal", "fit": [8]}])
+    g, st, mcfg = build([1, 8], model)
+    pos, num, cell = periodic_box(n=16)
+    stats = {"s_avg": jnp.full(2, 0.2), "s_std": jnp.full(2, 0.3), "dir_std": jnp.full(2, 0.2), "n_norm": 20.0}
+    inp, cap = inputs_for(mcfg, pos, num, cell, [True] * 3)
+    per_centre_bytes = 2 * cap.neighbors * TINY_MODEL["embed"][-1] * 8  # T x S x M1 float64
+    gc, stc, _ = build([1, 8], dict(model, chunk_bytes=3 * per_centre_bytes))
+    assert max(cap.centres) > 3  # more than one chunk per species
+    whole = energy_forces_virial(g, st, stats, inp)
+    parts = energy_forces_virial(gc, stc, stats, inp)
+    for a, b in zip(whole, parts):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12)
+    assert np.abs(np.asarray(whole[1])).max() > 1e-3  # non-trivial forces compared
