@@ -274,3 +274,39 @@ def save(path, model: Model, params: Params, meta: dict | None = None) -> Path:
                 stats={k: np.asarray(v).tolist() for k, v in params.stats.items()},
                 energy_shift=np.asarray(params.energy_shift, np.float64).tolist())
     return ckpt.save(Path(path), meta=meta, params=params.weights)
+
+
+def combine(paths) -> tuple[Model, Params, dict]:
+    """One committee from separately trained checkpoints (each a single model or a
+    committee; members in order): ``(Model, Params, meta)``, written by :func:`save` as a
+    committee checkpoint.  The members must share the model config (species, cutoffs,
+    architecture), precision and descriptor statistics (trained on the same data): a
+    committee evaluates one descriptor normalisation, so anything else is an error."""
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ValueError(f"a committee needs at least 2 checkpoints, got {len(paths)}")
+    metas = [ckpt.load(p)[0] for p in paths]
+    loaded = [load(p) for p in paths]
+    m0, p0 = loaded[0]
+    for path, (m, p) in zip(paths[1:], loaded[1:]):
+        diff = sorted(k for k in set(m.model_config) | set(m0.model_config)
+                      if m.model_config.get(k) != m0.model_config.get(k))
+        if diff:
+            raise ValueError(f"cannot combine {paths[0]} and {path}: their models differ in {diff} "
+                             f"({[m0.model_config.get(k) for k in diff]} vs {[m.model_config.get(k) for k in diff]})")
+        if m.dtype != m0.dtype:
+            raise ValueError(f"cannot combine {paths[0]} ({np.dtype(m0.dtype).name}) and {path} "
+                             f"({np.dtype(m.dtype).name}): different precision")
+        for k in p0.stats:
+            if not np.allclose(np.asarray(p.stats[k]), np.asarray(p0.stats[k]), rtol=1e-6, atol=0):
+                raise ValueError(f"cannot combine {paths[0]} and {path}: descriptor statistics {k!r} differ "
+                                 "(members trained on different data); train them with one data section")
+    sizes = [int(meta.get("committee", 1)) for meta in metas]
+    as_members = [(jax.tree.map(lambda x: x[None], p.weights), np.asarray(p.energy_shift)[None]) if k == 1
+                  else (p.weights, np.asarray(p.energy_shift)) for (_, p), k in zip(loaded, sizes)]
+    weights = jax.tree.map(lambda *x: jnp.concatenate(x), *[w for w, _ in as_members])
+    shift = np.concatenate([s for _, s in as_members])
+    meta = {k: metas[0][k] for k in ("units", "report_energy_unit", "capacity", "periodic", "requires_cell")
+            if k in metas[0]}
+    meta.update(committee=int(sum(sizes)), combined_from=[str(p) for p in paths])
+    return m0, Params(weights, p0.stats, shift), meta

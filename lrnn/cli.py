@@ -1,4 +1,4 @@
-"""The ``lrnn`` command: train, evaluate, demo (and ``cm`` for the C_m expansion)."""
+"""The ``lrnn`` command: train, evaluate, al, demo (and ``md``, ``cm`` for MD and the C_m expansion)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import jax
 
+from lrnn import bundle
+from lrnn.al import load_al_config, run_al
 from lrnn.cm.cli import main as cm_main
 from lrnn.evaluate import evaluate, format_table
 from lrnn.md_cli import main as md_main
@@ -29,6 +31,22 @@ def _train(args) -> int:
     summary = train(cfg, resume=args.resume)
     print(json.dumps(summary, indent=1))
     print(f"best checkpoint: {Path(cfg['output']) / 'checkpoint'}")
+    return 0
+
+
+def _al(args) -> int:
+    al, run = load_al_config(args.config)
+    if args.output:
+        run["output"] = args.output
+    for rec in run_al(al, run, rounds=args.rounds):
+        print(json.dumps(rec))
+    return 0
+
+
+def _combine(args) -> int:
+    model, params, meta = bundle.combine(args.checkpoints)
+    out = bundle.save(args.output, model, params, meta)
+    print(f"committee of {meta['committee']} written to {out}")
     return 0
 
 
@@ -98,6 +116,15 @@ def main(argv=None) -> int:
     t.add_argument("--num-processes", type=int, help="processes in the run (with --process-id)")
     t.add_argument("--process-id", type=int, help="this process's rank, 0..num_processes-1")
     t.set_defaults(func=_train)
+    a = sub.add_parser("al", help="active learning: explore with a committee, label, retrain (lrnn.al)")
+    a.add_argument("config", help="YAML with al, model, train, output sections")
+    a.add_argument("--rounds", type=int, help="override al.rounds")
+    a.add_argument("--output", help="override the output directory")
+    a.set_defaults(func=_al)
+    c = sub.add_parser("combine", help="one committee checkpoint from separately trained ones")
+    c.add_argument("output", help="the committee checkpoint to write")
+    c.add_argument("checkpoints", nargs="+", help="member checkpoints (same model config and data)")
+    c.set_defaults(func=_combine)
     e = sub.add_parser("evaluate", help="errors of a checkpoint on a dataset")
     e.add_argument("checkpoint")
     e.add_argument("data", help="data file (npz, extxyz, RuNNer input.data, h5) or embedded:NAME")

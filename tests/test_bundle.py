@@ -114,3 +114,38 @@ def test_bad_input_is_named(setup):
         bundle.prepare(model, bad, num)
     with pytest.raises(ValueError, match="dtype"):
         bundle.model(CONFIG, "float16")
+
+
+def test_combine_makes_a_committee_of_separate_checkpoints(tmp_path):
+    """Two separately saved models combined: the committee's energy is the mean of the two
+    evaluated alone, its spread their population std; a third model with another cutoff is
+    refused by name, as is one with other descriptor statistics."""
+    import lrnn
+    from lrnn.cli import main
+    from tests.conftest import TINY_MODEL
+
+    pos = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0], [2.5, 0.3, 0.1]])
+    num = np.array([8, 1, 1, 1])
+    paths = []
+    for seed in (0, 1):
+        pot = untrained_potential([1, 8], dict(TINY_MODEL), seed=seed)
+        pot.params = dataclasses.replace(pot.params, energy_shift=np.array([-13.6 - seed, -2040.0]))
+        paths.append(bundle.save(tmp_path / f"m{seed}", pot.model, pot.params))
+    assert main(["combine", str(tmp_path / "committee"), *map(str, paths)]) == 0
+    com = lrnn.load(tmp_path / "committee")
+    assert com.committee == 2
+    alone = [lrnn.load(p).calculate(pos, num, total_charge=1) for p in paths]
+    r = com.calculate(pos, num, total_charge=1)
+    assert r["energy"] == pytest.approx(np.mean([a["energy"] for a in alone]), abs=1e-5)
+    np.testing.assert_allclose(r["forces"], np.mean([a["forces"] for a in alone], axis=0), atol=1e-5)
+    assert r["energy_std"] == pytest.approx(abs(alone[0]["energy"] - alone[1]["energy"]) / 2, rel=1e-4)
+
+    other = untrained_potential([1, 8], dict(TINY_MODEL, rcut=3.5))
+    bundle.save(tmp_path / "other", other.model, other.params)
+    with pytest.raises(ValueError, match=r"models differ in \['rcut'\]"):
+        bundle.combine([paths[0], tmp_path / "other"])
+    shifted = untrained_potential([1, 8], dict(TINY_MODEL))
+    shifted.params = dataclasses.replace(shifted.params, stats=dict(shifted.params.stats, n_norm=jnp.asarray(7.0)))
+    bundle.save(tmp_path / "stats", shifted.model, shifted.params)
+    with pytest.raises(ValueError, match="descriptor statistics 'n_norm' differ"):
+        bundle.combine([paths[0], tmp_path / "stats"])

@@ -22,7 +22,9 @@ class TrainConfig:
     K`` trains K models at once (:mod:`lrnn.train.trainer`).  ``devices`` shards every batch
     over a ``data`` mesh axis of that many local devices (parameters and optimiser state
     replicated); a batch that does not divide evenly is padded with structures of weight 0,
-    so losses stay means over real structures."""
+    so losses stay means over real structures.  ``init_from`` (a checkpoint of the same model
+    config and committee size) warm-starts: its weights, descriptor statistics and energy
+    shifts are the starting point (a fresh optimiser; active learning's retraining)."""
 
     seed: int = 0
     batch_size: int = 8
@@ -49,6 +51,7 @@ class TrainConfig:
     committee: int = 1  # K > 1: train K models (seeds seed..seed+K-1) at once, one vmap over stacked weights
     committee_subset: float = 1.0  # < 1: each member trains on its own random fraction of the training set
     devices: object = "auto"  # data-parallel over this many local devices ("auto": all visible)
+    init_from: str = ""  # warm start: weights, descriptor statistics and shifts of this checkpoint
 
     def __post_init__(self):
         if self.batch_size < 1:

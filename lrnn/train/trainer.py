@@ -124,6 +124,12 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         resumed = ckpt.load(last_path, with_train_state=True)
         stats = {k: np.asarray(v) for k, v in resumed[0]["stats"].items()}
         shift = np.asarray(resumed[0]["energy_shift"])
+    elif tc.init_from:
+        warm = ckpt.load(tc.init_from)
+        _check_warm_start(warm[0], model_cfg, int(tc.committee), tc.init_from)
+        stats = {k: np.asarray(v) for k, v in warm[0]["stats"].items()}
+        shift = np.asarray(warm[0]["energy_shift"])
+        shift = shift.mean(axis=0) if shift.ndim == 2 else shift  # a committee's (K, T): the labels take one
     else:
         shift = fit_energy_shift(train_ds.numbers, train_ds.energy, mcfg.type_map)
 
@@ -133,7 +139,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     n_tr = len(train_ds)
     tr_inputs = jax.tree.map(lambda x: x[:n_tr], joint_inputs)
     va_inputs = jax.tree.map(lambda x: x[n_tr:], joint_inputs)
-    if not resume:
+    if not (resume or tc.init_from):
         stats = compute_stats(mcfg, train_ds.positions, train_ds.cell, tr_inputs["layout"])
     stats_j = {k: jnp.asarray(v, dtype) for k, v in stats.items()}
     jl = make_labels(joint, shift, mcfg.type_map, dtype=npdt)
@@ -157,6 +163,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             return tc.lr_start * (tc.lr_stop / tc.lr_start) ** frac
         return float(schedule(step))
 
+    if tc.init_from and resumed is None:
+        state = jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x, dtype) for x in warm[1]])
     tx = optax.inject_hyperparams(optax.adam)(learning_rate=tc.lr_start)
     opt_state = tx.init(state)
     step0, epoch0, best_val, elapsed0 = 0, 0, (np.inf if K == 1 else np.full(K, np.inf)), 0.0
@@ -395,6 +403,18 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         log.warning("learning-curve plot failed: %s", e)
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _check_warm_start(meta: dict, model_cfg: dict, committee: int, path) -> None:
+    """``init_from`` must hold the same model (config, species, committee size)."""
+    theirs = dict(meta["model"])
+    diff = sorted(k for k in set(theirs) | set(model_cfg) if theirs.get(k) != model_cfg.get(k))
+    if diff:
+        raise ValueError(f"train.init_from {path}: its model differs in {diff} "
+                         f"({[theirs.get(k) for k in diff]} there, {[model_cfg.get(k) for k in diff]} here)")
+    if int(meta.get("committee", 1)) != committee:
+        raise ValueError(f"train.init_from {path}: a committee of {meta.get('committee', 1)}, "
+                         f"this run trains {committee}")
 
 
 def _predict_chunks(graphdef, state, stats, inputs, m, chunk, committee=False):

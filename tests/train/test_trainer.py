@@ -90,3 +90,13 @@ def test_crash_during_save_keeps_last_good_checkpoint(trained_checkpoint, tmp_pa
     _, again, _ = ckpt.load(dst)  # the old checkpoint is intact
     for x, y in zip(leaves, again):
         np.testing.assert_array_equal(x, y)
+
+
+def test_warm_start_needs_the_same_model(tiny_config, trained_checkpoint, tmp_path):
+    cfg = tiny_config(out=tmp_path / "warm", init_from=str(trained_checkpoint))
+    cfg["model"]["rcut"] = 3.5
+    with pytest.raises(ValueError, match=r"init_from .*differs in \['rcut'\]"):
+        train(load_config(cfg), quiet=True)
+    cfg = tiny_config(out=tmp_path / "warm2", init_from=str(trained_checkpoint), committee=2)
+    with pytest.raises(ValueError, match="a committee of 1, this run trains 2"):
+        train(load_config(cfg), quiet=True)

@@ -1,0 +1,112 @@
+"""lrnn al: explore with a committee, select, label with a reference calculator, retrain.
+
+ASE's EMT stands in for GFN2-xTB (it has H, C, N, O parameters and costs nothing)."""
+
+import json
+import shutil
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.emt import EMT
+
+from lrnn import checkpoint as ckpt
+from lrnn.al import ALConfig, farthest_point_sampling, load_al_config, run_al
+from tests.conftest import TINY_MODEL
+
+
+class FlakyEMT(EMT):
+    """EMT that fails on its second calculation (a reference that crashes on one frame)."""
+
+    calls = 0
+
+    def calculate(self, *args, **kwargs):
+        FlakyEMT.calls += 1
+        if FlakyEMT.calls == 2:
+            raise RuntimeError("SCF did not converge")
+        super().calculate(*args, **kwargs)
+
+
+def emt_labelled(paracetamol, path, n=16):
+    frames = []
+    for k in range(n):
+        a = Atoms(numbers=paracetamol.numbers[k], positions=paracetamol.positions[k])
+        a.calc = EMT()
+        e, f = a.get_potential_energy(), a.get_forces()
+        a.calc = None
+        a.info["energy"] = e
+        a.arrays["forces"] = f
+        frames.append(a)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def config(tmp_path, initial, **al):
+    return {"al": {"initial": str(initial), "rounds": 2, "temperatures_K": [300], "trajectories": 1, "md_steps": 20,
+                   "sample_every": 5, "trust_lo": 0.0, "trust_hi": 1e6, "stop_deviation": 1e6, "max_per_round": 3,
+                   "reference": {"calculator": "ase.calculators.emt:EMT"}, "test": str(initial), **al},
+            "model": dict(TINY_MODEL),
+            "train": {"committee": 2, "max_steps": 20, "batch_size": 4, "checkpoint_every_s": 0, "progress": False,
+                      "lr_start": 1e-3, "lr_stop": 1e-4, "decay_steps": 10},
+            "output": str(tmp_path / "al")}
+
+
+def test_loop_labels_retrains_warm_and_resumes(paracetamol, tmp_path):
+    initial = emt_labelled(paracetamol, tmp_path / "initial.extxyz")
+    al, run = load_al_config(config(tmp_path, initial))
+    recs = run_al(al, run)
+    out = tmp_path / "al"
+    assert [r["round"] for r in recs] == [0, 1, 2]
+    labels = ase.io.read(out / "labels.extxyz", ":")
+    assert sorted((a.info["al_round"], a.info["al_index"]) for a in labels) == [(r, i) for r in (0, 1) for i in range(3)]
+    for a in labels:  # each label is the reference's energy and forces at that geometry
+        b = Atoms(numbers=a.numbers, positions=a.positions)
+        b.calc = EMT()
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-8)  # read back from extxyz
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-8)
+        assert "model_deviation" in a.info
+    assert recs[0]["n_candidates"] == 4 and recs[0]["n_selected"] == 3  # 20 steps sampled every 5; FPS keeps 3
+    assert recs[-1]["n_labels"] == 16 + 6 and recs[-1]["test_force_mae_eV_per_A"] > 0
+    meta, _, _ = ckpt.load(out / "round_01/model/checkpoint")
+    assert meta["train"]["config"]["init_from"] == str(out / "round_00/model/checkpoint")  # warm start
+    assert meta["committee"] == 2
+
+    # an interrupted run: the last label and everything after it lost; the rerun redoes only that
+    cand_before = (out / "round_01/candidates.extxyz").read_bytes()
+    ase.io.write(out / "labels.extxyz", labels[:-1], format="extxyz")
+    shutil.rmtree(out / "final")
+    (out / "round_01/round.json").unlink()
+    recs2 = run_al(al, run)
+    labels2 = ase.io.read(out / "labels.extxyz", ":")
+    assert len(labels2) == 6 and len({(a.info["al_round"], a.info["al_index"]) for a in labels2}) == 6
+    assert (out / "round_01/candidates.extxyz").read_bytes() == cand_before  # exploration not redone
+    assert recs2[-1]["n_labels"] == 22
+
+
+def test_a_failing_reference_frame_is_logged_and_skipped(paracetamol, tmp_path):
+    FlakyEMT.calls = 0
+    initial = emt_labelled(paracetamol, tmp_path / "initial.extxyz")
+    al, run = load_al_config(config(tmp_path, initial, rounds=1, test="",
+                                    reference={"calculator": "tests.test_al:FlakyEMT"}))
+    recs = run_al(al, run)
+    fails = [json.loads(x) for x in (tmp_path / "al/label_failures.jsonl").read_text().splitlines()]
+    assert fails == [{"round": 0, "index": 1, "error": "RuntimeError: SCF did not converge"}]
+    assert recs[0]["labelled"] == 2 and recs[0]["failed"] == 1
+    assert recs[-1]["n_labels"] == 16 + 2
+
+
+def test_bad_al_configs(tmp_path):
+    with pytest.raises(ValueError, match="committee >= 2"):
+        cfg = config(tmp_path, tmp_path / "x.extxyz")
+        cfg["train"]["committee"] = 1
+        load_al_config(cfg)
+    with pytest.raises(ValueError, match="trust_lo < trust_hi"):
+        ALConfig(initial="x", trust_lo=0.5, trust_hi=0.1)
+    with pytest.raises(ValueError, match="unknown al option"):
+        load_al_config(dict(config(tmp_path, "x"), al={"initial": "x", "trust": 1}))
+
+
+def test_farthest_point_sampling_spreads_out():
+    x = np.array([[0.0], [0.1], [10.0], [5.0], [0.2]])
+    assert list(farthest_point_sampling(x, 3, first=0)) == [0, 2, 3]
