@@ -88,6 +88,27 @@ def rows():
                    f"{t['energy_mae']:.3f} kcal/mol | {t['force_mae']:.3f} kcal/mol/Å | "
                    f"{s_['train_time_s'] / 60:.0f} min ({s_['steps']} steps) | Spearman ≥ {c['bar_force_spearman']}: "
                    f"{'met' if c['met'] else 'NOT met'} | `python experiments/uncertainty/aspirin_committee.py` |")
+    return out + scale_rows()
+
+
+def scale_rows():
+    """Energy+forces against N and training against device count (experiments/bench_scale.py)."""
+    s = load("scale/bench.json")
+    if not s or "per_atom_ratio_1e4_1e5" not in s:
+        return []
+    lo, hi = s["bars"]["sizes_used"]
+    full = {r["n_atoms"]: r for r in s["sizes"] if r["model"] == "fmm" and not r["periodic"]}
+    ok = s["bars"]["per_atom_ratio_at_most_2"] and s["bars"]["peak_at_most_8_gib"]
+    out = [f"| energy+forces, DeepPot-SE + FMM latent Coulomb, open water-like clusters, float32: time per atom "
+           f"N = {hi} / N = {lo}; peak memory at {hi} | {s['per_atom_ratio_1e4_1e5']:.2f}x "
+           f"({full[hi]['us_per_atom']:.0f} vs {full[lo]['us_per_atom']:.0f} µs/atom); {s['peak_gib_1e5']:.2f} GiB "
+           f"| | {full[hi]['seconds']:.1f} s at {hi} | ≤ 2x, ≤ 8 GiB: {'met' if ok else 'NOT met'} "
+           "| `python experiments/bench_scale.py` |"]
+    dev = s.get("devices")
+    if isinstance(dev, list) and dev:
+        out.append("| training step, demo model, batch 8, on 1 / 2 / 4 fake CPU devices sharing 2 cores (sharding "
+                   "overhead, not speed-up) | " + " / ".join(f"{r['ms_per_step']:.0f}" for r in dev)
+                   + " ms/step | | | | `python experiments/bench_scale.py` |")
     return out
 
 

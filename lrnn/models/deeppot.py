@@ -303,6 +303,7 @@ def chunked(fn, args: tuple, chunk: int):
     if c <= chunk:
         return fn(*args)
     n_chunks = -(-c // chunk)
+    chunk = -(-c // n_chunks)  # balanced: fewer than n_chunks padded rows in all
     idx = jnp.minimum(jnp.arange(n_chunks * chunk), c - 1)
     blocks = tuple(x[idx].reshape((n_chunks, chunk) + x.shape[1:]) for x in args)
     out = jax.lax.map(jax.checkpoint(lambda b: fn(*b)), blocks)
