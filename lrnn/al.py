@@ -77,6 +77,7 @@ class ALConfig:
     max_per_round: int = 20
     reference: dict = dataclasses.field(default_factory=lambda: {"calculator": "xtb"})
     test: str = ""  # optional independent test set, evaluated after every training
+    selection: str = "deviation"  # or "random": uniform over all explored frames (the baseline)
     seed: int = 0
 
     def __post_init__(self):
@@ -86,6 +87,8 @@ class ALConfig:
                              f"{self.trust_hi}, {self.stop_deviation} eV/Å")
         if self.rounds < 1 or self.max_per_round < 1 or self.md_steps < 1 or self.sample_every < 1:
             raise ValueError("al: rounds, max_per_round, md_steps and sample_every must be >= 1")
+        if self.selection not in ("deviation", "random"):
+            raise ValueError(f"al: selection must be 'deviation' or 'random', got {self.selection!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"al: val_fraction must be in (0, 1), got {self.val_fraction}")
 
@@ -211,9 +214,13 @@ def farthest_point_sampling(x: np.ndarray, k: int, first: int = 0) -> np.ndarray
     return np.asarray(chosen)
 
 
-def select(pot: Potential, candidates: list, al: ALConfig) -> list:
+def select(pot: Potential, candidates: list, al: ALConfig, rng: np.random.Generator) -> list:
     """Candidates with ``trust_lo <= deviation < trust_hi``, at most ``max_per_round``
-    spread by farthest-point sampling (starting from the largest deviation)."""
+    spread by farthest-point sampling (starting from the largest deviation); with
+    ``selection: random``, ``max_per_round`` of all candidates drawn uniformly."""
+    if al.selection == "random":
+        keep = np.sort(rng.permutation(len(candidates))[:al.max_per_round])
+        return [candidates[i] for i in keep]
     pool = [a for a in candidates if al.trust_lo <= a.info["model_deviation"] < al.trust_hi]
     if len(pool) <= al.max_per_round:
         return pool
@@ -311,7 +318,7 @@ def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
                 _write_atomic(cand_path, explore(pot, seeds, al, rng))
             cands = _read_frames(cand_path)
             if not sel_path.exists():
-                _write_atomic(sel_path, select(pot, cands, al))
+                _write_atomic(sel_path, select(pot, cands, al, rng))
             chosen = _read_frames(sel_path)
             calc = calc or reference_calculator(al.reference)
             lab = label(chosen, calc, labels_path, failures_path, r)

@@ -12,7 +12,7 @@ from ase import Atoms
 from ase.calculators.emt import EMT
 
 from lrnn import checkpoint as ckpt
-from lrnn.al import ALConfig, farthest_point_sampling, load_al_config, run_al
+from lrnn.al import ALConfig, farthest_point_sampling, load_al_config, run_al, select
 from tests.conftest import TINY_MODEL
 
 
@@ -105,6 +105,15 @@ def test_bad_al_configs(tmp_path):
         ALConfig(initial="x", trust_lo=0.5, trust_hi=0.1)
     with pytest.raises(ValueError, match="unknown al option"):
         load_al_config(dict(config(tmp_path, "x"), al={"initial": "x", "trust": 1}))
+
+
+def test_random_selection_draws_from_all_candidates():
+    frames = [Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7 + 0.01 * k]], info={"model_deviation": 10.0 * k})
+              for k in range(10)]
+    al = ALConfig(initial="x", selection="random", max_per_round=4, trust_hi=0.5)
+    got = select(None, frames, al, np.random.default_rng(0))
+    assert len(got) == 4 and len({a.info["model_deviation"] for a in got}) == 4
+    assert any(a.info["model_deviation"] >= 0.5 for a in got)  # not restricted to the trust window
 
 
 def test_farthest_point_sampling_spreads_out():

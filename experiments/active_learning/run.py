@@ -1,0 +1,134 @@
+"""Active learning against random selection on Ac-Ala3-NHMe (GFN2-xTB labels).
+
+    .venv/bin/python experiments/active_learning/run.py prepare   # data from the xTB set
+    .venv/bin/python experiments/active_learning/run.py run [--repeats 0 1 2] [--arms al random]
+    .venv/bin/python experiments/active_learning/run.py report
+
+Data (``experiments/xtb_data``: Langevin MD at 500 K, one frame per 10 fs, 6000 frames):
+the 50 starting configurations of repeat r are drawn (seed r) from the first 30 ps of the
+trajectory, the 500 test configurations from the last 30 ps (a different stretch of one
+run, not an independent trajectory; the two stretches meet at 30 ps).  Both arms explore with their own
+committee (``config.yaml``: 4 DeepPot-SE members, MD at 500 K from training frames) and
+label 25 frames a round with GFN2-xTB: ``al`` picks frames whose model deviation is in the
+trust window (farthest-point spread), ``random`` picks uniformly among all explored frames.
+
+The target force MAE is fixed here, before any run: ``TARGET_F`` eV/Å on the test set.
+The report gives, per arm and repeat, the labels at the first round whose committee
+reaches it (linear interpolation between rounds is not used), and the ratio al/random
+of the means over repeats; rounds that never reach it are reported as such.
+Runs are resumable: rerun the same command after an interruption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import yaml
+from ase import Atoms
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from lrnn.al import load_al_config, run_al  # noqa: E402
+from lrnn.plots import _plt, _save  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+RUNS = ROOT / "runs/active_learning"
+RESULTS = ROOT / "experiments/results/active_learning"
+XTB = ROOT / "experiments/xtb_data/data/xtb_ac_ala3_nhme_500K.npz"
+TARGET_F = 0.12  # eV/Å, test force MAE (fixed before the runs)
+N_INITIAL, N_TEST = 50, 500
+
+
+def prepare(repeats):
+    if not XTB.exists():
+        raise SystemExit(f"{XTB} missing: generate it with experiments/xtb_data/gen_xtb.py (see its README)")
+    d = np.load(XTB)
+    half = len(d["E"]) // 2
+    DATA.mkdir(parents=True, exist_ok=True)
+
+    def frames(idx):
+        out = []
+        for k in idx:
+            a = Atoms(numbers=d["z"], positions=d["R"][k])
+            a.info["energy"] = float(d["E"][k])
+            a.arrays["forces"] = d["F"][k]
+            out.append(a)
+        return out
+
+    test = np.random.default_rng(1000).choice(np.arange(half, len(d["E"])), N_TEST, replace=False)
+    ase.io.write(DATA / "test.extxyz", frames(np.sort(test)), format="extxyz")
+    for r in repeats:
+        init = np.random.default_rng(r).choice(half, N_INITIAL, replace=False)
+        ase.io.write(DATA / f"initial_{r}.extxyz", frames(np.sort(init)), format="extxyz")
+    (DATA / "settings.json").write_text(json.dumps({"source": str(XTB.relative_to(ROOT)), "n_initial": N_INITIAL,
+                                                   "n_test": N_TEST, "initial_from": f"frames [0, {half})",
+                                                   "test_from": f"frames [{half}, {len(d['E'])}), seed 1000",
+                                                   "repeats": list(repeats)}, indent=1))
+    print(f"wrote {DATA}")
+
+
+def run(repeats, arms):
+    base = yaml.safe_load((HERE / "config.yaml").read_text())
+    for r in repeats:
+        for arm in arms:
+            cfg = json.loads(json.dumps(base))
+            cfg["al"].update(initial=str(DATA / f"initial_{r}.extxyz"), test=str(DATA / "test.extxyz"), seed=r,
+                             selection="deviation" if arm == "al" else "random")
+            cfg["train"]["seed"] = r
+            cfg["output"] = str(RUNS / f"{arm}_{r}")
+            al, rc = load_al_config(cfg)
+            print(f"{arm} repeat {r}", flush=True)
+            for rec in run_al(al, rc):
+                print(json.dumps({k: rec.get(k) for k in ("round", "n_labels", "test_force_mae_eV_per_A")}), flush=True)
+
+
+def _curve(path):
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    return [(int(r["n_labels"]), float(r["test_force_mae_eV_per_A"])) for r in rows if r.get("test_force_mae_eV_per_A")]
+
+
+def report():
+    res = {"target_force_mae_eV_per_A": TARGET_F, "arms": {}}
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for arm, colour in (("al", "C0"), ("random", "C1")):
+        runs = sorted(RUNS.glob(f"{arm}_*/al_metrics.csv"))
+        res["arms"][arm] = []
+        for p in runs:
+            c = _curve(p)
+            hit = next((n for n, f in c if f <= TARGET_F), None)
+            res["arms"][arm].append({"run": p.parent.name, "curve": c, "labels_to_target": hit})
+            ax.plot([n for n, _ in c], [f for _, f in c], "o-", color=colour, alpha=0.7,
+                    label=arm if p == runs[0] else None)
+    need = {a: [r["labels_to_target"] for r in v] for a, v in res["arms"].items()}
+    if all(need.get(a) and all(x is not None for x in need[a]) for a in ("al", "random")):
+        res["ratio_al_to_random"] = float(np.mean(need["al"]) / np.mean(need["random"]))
+    ax.axhline(TARGET_F, color="k", ls=":", lw=0.8, label="target")
+    ax.set(xlabel="labelled configurations", ylabel="test force MAE (eV/Å)", yscale="log")
+    ax.legend()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _save(plt, fig, [ax], RESULTS / "error_vs_labels.png")
+    (RESULTS / "results.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps({a: need[a] for a in need}), res.get("ratio_al_to_random"))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["prepare", "run", "report"])
+    p.add_argument("--repeats", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=["al", "random"], choices=["al", "random"])
+    a = p.parse_args()
+    {"prepare": lambda: prepare(a.repeats), "run": lambda: run(a.repeats, a.arms), "report": report}[a.stage]()
+
+
+if __name__ == "__main__":
+    main()
