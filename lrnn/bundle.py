@@ -276,6 +276,13 @@ def save(path, model: Model, params: Params, meta: dict | None = None) -> Path:
     return ckpt.save(Path(path), meta=meta, params=params.weights)
 
 
+def config_difference(a: dict, b: dict) -> str:
+    """How two model configs differ, for error messages (empty when they are equal):
+    ``"['rcut'] (6.0 vs 5.0)"``."""
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return f"{keys} ({[a.get(k) for k in keys]} vs {[b.get(k) for k in keys]})" if keys else ""
+
+
 def combine(paths) -> tuple[Model, Params, dict]:
     """One committee from separately trained checkpoints (each a single model or a
     committee; members in order): ``(Model, Params, meta)``, written by :func:`save` as a
@@ -285,15 +292,13 @@ def combine(paths) -> tuple[Model, Params, dict]:
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise ValueError(f"a committee needs at least 2 checkpoints, got {len(paths)}")
-    metas = [ckpt.load(p)[0] for p in paths]
+    metas = [ckpt.read_meta(p) for p in paths]
     loaded = [load(p) for p in paths]
     m0, p0 = loaded[0]
     for path, (m, p) in zip(paths[1:], loaded[1:]):
-        diff = sorted(k for k in set(m.model_config) | set(m0.model_config)
-                      if m.model_config.get(k) != m0.model_config.get(k))
+        diff = config_difference(m0.model_config, m.model_config)
         if diff:
-            raise ValueError(f"cannot combine {paths[0]} and {path}: their models differ in {diff} "
-                             f"({[m0.model_config.get(k) for k in diff]} vs {[m.model_config.get(k) for k in diff]})")
+            raise ValueError(f"cannot combine {paths[0]} and {path}: their models differ in {diff}")
         if m.dtype != m0.dtype:
             raise ValueError(f"cannot combine {paths[0]} ({np.dtype(m0.dtype).name}) and {path} "
                              f"({np.dtype(m.dtype).name}): different precision")

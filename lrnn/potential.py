@@ -212,7 +212,7 @@ class Potential:
 
     def _check_memory(self, fn, args, n_atoms):
         """:class:`lrnn.memory.InsufficientMemory` before a new shape runs, if it cannot fit."""
-        leaves, tree = jax.tree.flatten(args[1:])
+        leaves, tree = jax.tree.flatten(args[3:])  # the structure's inputs and plans: the params never change shape
         key = (fn, tree, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves),
                self.memory_limit_bytes)
         if key in self._memory_checked:

@@ -17,8 +17,8 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lrnn import bundle, models
 from lrnn import checkpoint as ckpt
-from lrnn import models
 from lrnn.batch import make_inputs, make_labels
 from lrnn.models.deeppot import compute_stats, fit_energy_shift, shift_energy
 from lrnn.nn import count_parameters, merge, split
@@ -246,9 +246,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         updates, ost = tx.update(grads, ost, st)
         return optax.apply_updates(st, updates), ost, loss / K, terms  # a committee logs its mean loss
 
-    va_dev = jax.tree.map(jnp.asarray, va_inputs)
-    if mesh is not None:
-        va_dev = jax.device_put(va_inputs, replicated)
+    va_dev = jax.tree.map(jnp.asarray, va_inputs) if mesh is None else jax.device_put(va_inputs, replicated)
 
     def score_of(e, f):
         # model selection at the final prefactors, with the energy errors centred: the
@@ -407,11 +405,9 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
 
 def _check_warm_start(meta: dict, model_cfg: dict, committee: int, path) -> None:
     """``init_from`` must hold the same model (config, species, committee size)."""
-    theirs = dict(meta["model"])
-    diff = sorted(k for k in set(theirs) | set(model_cfg) if theirs.get(k) != model_cfg.get(k))
+    diff = bundle.config_difference(dict(meta["model"]), model_cfg)
     if diff:
-        raise ValueError(f"train.init_from {path}: its model differs in {diff} "
-                         f"({[theirs.get(k) for k in diff]} there, {[model_cfg.get(k) for k in diff]} here)")
+        raise ValueError(f"train.init_from {path}: its model differs in {diff}, there vs here")
     if int(meta.get("committee", 1)) != committee:
         raise ValueError(f"train.init_from {path}: a committee of {meta.get('committee', 1)}, "
                          f"this run trains {committee}")
