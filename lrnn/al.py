@@ -17,6 +17,14 @@ Each round (as in DP-GEN's concurrent learning):
    fsynced as it is computed; a frame whose calculation fails is logged in
    ``label_failures.jsonl`` and skipped.
 
+With ``trust_relative: true`` the three levels ``trust_lo``, ``trust_hi`` and
+``stop_deviation`` are multiples of :math:`\bar d`, the median model deviation of the
+round's committee over its own training frames, recomputed every round (the committee's
+disagreement on what it has seen sets what counts as "known"; DP-GEN's adaptive trust
+level plays the same part).  The absolute levels used are written to ``round.json``.
+Warm-started rounds may train ``warm_steps`` steps from ``warm_lr_start`` (DP-GEN's
+``training_reuse_numb_steps`` / ``training_reuse_start_lr``); 0 keeps the ``train`` values.
+
 Every stage writes its output atomically under ``OUTPUT/round_XX/``, and a rerun resumes
 at the first stage without it; after the last round a final committee is trained on all
 labels (``OUTPUT/final``).  ``OUTPUT/al_metrics.csv`` has one row per round (labels so far,
@@ -78,6 +86,9 @@ class ALConfig:
     reference: dict = dataclasses.field(default_factory=lambda: {"calculator": "xtb"})
     test: str = ""  # optional independent test set, evaluated after every training
     selection: str = "deviation"  # or "random": uniform over all explored frames (the baseline)
+    trust_relative: bool = False  # levels as multiples of the median deviation on the training frames
+    warm_steps: int = 0  # steps of a warm-started round (0: train.max_steps)
+    warm_lr_start: float = 0.0  # its initial learning rate (0: train.lr_start)
     seed: int = 0
 
     def __post_init__(self):
@@ -89,6 +100,9 @@ class ALConfig:
             raise ValueError("al: rounds, max_per_round, md_steps and sample_every must be >= 1")
         if self.selection not in ("deviation", "random"):
             raise ValueError(f"al: selection must be 'deviation' or 'random', got {self.selection!r}")
+        if self.warm_steps < 0 or self.warm_lr_start < 0:
+            raise ValueError(f"al: warm_steps and warm_lr_start must be >= 0, got {self.warm_steps}, "
+                             f"{self.warm_lr_start}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"al: val_fraction must be in (0, 1), got {self.val_fraction}")
 
@@ -279,10 +293,41 @@ def _train_round(al: ALConfig, run: dict, ds, out: Path, warm: Path | None, seed
         return ckpt
     perm = np.random.default_rng([al.seed, seed]).permutation(len(ds))
     n_val = max(1, int(round(al.val_fraction * len(ds))))
-    cfg = dict(run, output=str(out), train=dataclasses.replace(run["train"], init_from=str(warm) if warm else ""))
+    tc = dataclasses.replace(run["train"], init_from=str(warm) if warm else "")
+    if warm and al.warm_steps:
+        tc = dataclasses.replace(tc, max_steps=al.warm_steps)
+    if warm and al.warm_lr_start:
+        tc = dataclasses.replace(tc, lr_start=al.warm_lr_start, lr_stop=min(tc.lr_stop, al.warm_lr_start))
+    cfg = dict(run, output=str(out), train=tc)
     train(cfg, quiet=True, datasets={"train": ds.subset(perm[n_val:]), "val": ds.subset(perm[:n_val])})
     (out / "done").write_text("")
     return ckpt
+
+
+def trust_levels(al: ALConfig, train_deviations) -> ALConfig:
+    """``al`` with absolute trust levels (eV/Å): unchanged unless ``al.trust_relative``, then
+    ``trust_lo``, ``trust_hi`` and ``stop_deviation`` times the median of
+    ``train_deviations`` (the committee's model deviation on its training frames)."""
+    if not al.trust_relative:
+        return al
+    d = np.asarray(train_deviations, np.float64)
+    if d.size == 0 or not np.all(np.isfinite(d)):
+        raise ValueError("trust_relative needs finite model deviations on at least one training frame")
+    m = float(np.median(d))
+    return dataclasses.replace(al, trust_lo=al.trust_lo * m, trust_hi=al.trust_hi * m,
+                               stop_deviation=al.stop_deviation * m, trust_relative=False)
+
+
+def model_deviations(pot: Potential, frames: list) -> np.ndarray:
+    """The committee's model deviation (eV/Å) on each frame."""
+    calc = LrnnCalculator(pot)
+    out = []
+    for a in frames:
+        a = a.copy()
+        a.calc = calc
+        a.get_potential_energy()
+        out.append(float(calc.results["model_deviation"]))
+    return np.asarray(out)
 
 
 def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
@@ -313,20 +358,23 @@ def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
             pot = Potential.from_checkpoint(ckpt)
             rng = np.random.default_rng([al.seed, r])
             cand_path, sel_path = rd / "candidates.extxyz", rd / "selected.extxyz"
+            seeds = [_to_atoms(ds, k) for k in range(len(ds))]
+            lv = trust_levels(al, model_deviations(pot, seeds) if al.trust_relative else ())
+            if al.trust_relative:
+                rec.update(trust_lo=lv.trust_lo, trust_hi=lv.trust_hi, stop_deviation=lv.stop_deviation)
             if not cand_path.exists():
-                seeds = [_to_atoms(ds, k) for k in range(len(ds))]
-                _write_atomic(cand_path, explore(pot, seeds, al, rng))
+                _write_atomic(cand_path, explore(pot, seeds, lv, rng))
             cands = _read_frames(cand_path)
             if not sel_path.exists():
-                _write_atomic(sel_path, select(pot, cands, al, rng))
+                _write_atomic(sel_path, select(pot, cands, lv, rng))
             chosen = _read_frames(sel_path)
             calc = calc or reference_calculator(al.reference)
             lab = label(chosen, calc, labels_path, failures_path, r)
             dev = np.array([a.info["model_deviation"] for a in cands]) if cands else np.zeros(0)
             rec.update(n_candidates=len(cands), n_selected=len(chosen), **lab,
-                       frac_accurate=float(np.mean(dev < al.trust_lo)) if len(dev) else None,
-                       frac_candidate=float(np.mean((dev >= al.trust_lo) & (dev < al.trust_hi))) if len(dev) else None,
-                       frac_failed=float(np.mean(dev >= al.trust_hi)) if len(dev) else None)
+                       frac_accurate=float(np.mean(dev < lv.trust_lo)) if len(dev) else None,
+                       frac_candidate=float(np.mean((dev >= lv.trust_lo) & (dev < lv.trust_hi))) if len(dev) else None,
+                       frac_failed=float(np.mean(dev >= lv.trust_hi)) if len(dev) else None)
         tmp = rec_path.with_name("round.json.tmp")
         tmp.write_text(json.dumps(rec, indent=1))
         os.replace(tmp, rec_path)

@@ -2,6 +2,7 @@
 
 ASE's EMT stands in for GFN2-xTB (it has H, C, N, O parameters and costs nothing)."""
 
+import dataclasses
 import json
 import shutil
 
@@ -12,7 +13,16 @@ from ase import Atoms
 from ase.calculators.emt import EMT
 
 from lrnn import checkpoint as ckpt
-from lrnn.al import ALConfig, farthest_point_sampling, load_al_config, run_al, select
+from lrnn.al import (
+    ALConfig,
+    farthest_point_sampling,
+    load_al_config,
+    model_deviations,
+    run_al,
+    select,
+    trust_levels,
+)
+from lrnn.potential import Potential
 from tests.conftest import TINY_MODEL
 
 
@@ -57,9 +67,15 @@ def test_loop_labels_skips_failures_retrains_warm_and_resumes(paracetamol, tmp_p
     then an interruption that lost the last label and everything after it."""
     FlakyEMT.calls = 0
     initial = emt_labelled(paracetamol, tmp_path / "initial.extxyz")
-    al, run = load_al_config(config(tmp_path, initial, rounds=1, reference={"calculator": "tests.test_al:FlakyEMT"}))
+    al, run = load_al_config(config(tmp_path, initial, rounds=1, reference={"calculator": "tests.test_al:FlakyEMT"},
+                                    trust_relative=True, warm_steps=7, warm_lr_start=5e-4))
     recs = run_al(al, run)
     out = tmp_path / "al"
+    # relative levels: multiples (0, 1e6, 1e6) of the round-0 committee's median deviation on its training frames
+    med = np.median(model_deviations(Potential.from_checkpoint(out / "round_00/model/checkpoint"),
+                                     ase.io.read(initial, ":")))
+    assert med > 0 and recs[0]["trust_lo"] == 0.0
+    assert recs[0]["trust_hi"] == pytest.approx(1e6 * med, rel=1e-6) == recs[0]["stop_deviation"]
     assert [r["round"] for r in recs] == [0, 1]
     assert recs[0]["n_candidates"] == 4 and recs[0]["n_selected"] == 3  # 20 steps sampled every 5; FPS keeps 3
     fails = [json.loads(x) for x in (out / "label_failures.jsonl").read_text().splitlines()]
@@ -77,6 +93,9 @@ def test_loop_labels_skips_failures_retrains_warm_and_resumes(paracetamol, tmp_p
     meta, _, _ = ckpt.load(out / "final/model/checkpoint")
     assert meta["train"]["config"]["init_from"] == str(out / "round_00/model/checkpoint")  # warm start
     assert meta["committee"] == 2
+    assert meta["train"]["config"]["max_steps"] == 7 and meta["train"]["config"]["lr_start"] == 5e-4  # warm_*
+    steps = [json.loads((out / d / "model/train_summary.json").read_text())["steps"] for d in ("round_00", "final")]
+    assert 7 <= steps[1] < 20 <= steps[0]  # whole epochs: at least max_steps
 
     # an interrupted run: the last label and everything after it lost; the rerun redoes only that
     cand_before = (out / "round_00/candidates.extxyz").read_bytes()
@@ -99,6 +118,18 @@ def test_bad_al_configs(tmp_path):
         ALConfig(initial="x", trust_lo=0.5, trust_hi=0.1)
     with pytest.raises(ValueError, match="unknown al option"):
         load_al_config(dict(config(tmp_path, "x"), al={"initial": "x", "trust": 1}))
+
+
+def test_relative_trust_levels():
+    al = ALConfig(initial="x", trust_relative=True, trust_lo=1.0, trust_hi=3.0, stop_deviation=4.0)
+    lv = trust_levels(al, [0.2, 0.5, 0.3, 10.0])  # median 0.4
+    assert (lv.trust_lo, lv.trust_hi, lv.stop_deviation) == pytest.approx((0.4, 1.2, 1.6))
+    assert trust_levels(dataclasses.replace(al, trust_relative=False), [0.2]) == dataclasses.replace(
+        al, trust_relative=False)  # absolute levels unchanged
+    with pytest.raises(ValueError, match="finite model deviations"):
+        trust_levels(al, [0.2, float("nan")])
+    with pytest.raises(ValueError, match="warm_steps"):
+        ALConfig(initial="x", warm_steps=-1)
 
 
 def test_random_selection_draws_from_all_candidates():
