@@ -138,9 +138,9 @@ def reference_energy(params: Params, species) -> Any:
 
 def from_inputs(inputs: dict):
     """``(System, Layout, plans)`` from a model-inputs dict (:func:`lrnn.batch.make_inputs`
-    for one structure, optionally with ``fmm_plan`` / ``sog_plan`` entries)."""
+    for one structure, optionally with ``fmm_plan`` / ``sog_plan`` / ``p3m_mesh`` entries)."""
     system = System(inputs["positions"], inputs["types"], inputs["cell"], inputs["total_charge"])
-    plans = {k: inputs[k] for k in ("fmm_plan", "sog_plan") if inputs.get(k) is not None}
+    plans = {k: inputs[k] for k in ("fmm_plan", "sog_plan", "p3m_mesh") if inputs.get(k) is not None}
     return system, inputs["layout"], plans
 
 

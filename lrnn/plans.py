@@ -23,8 +23,13 @@ Validity (what ``update`` checks):
   :math:`\\max_i |r_i - r_i^{\\rm plan}| \\le s/2`, so the pair list (cutoff plus skin)
   and the grids' margins still hold.
 
-Plans exist for open structures with at least ``fmm_min_atoms`` atoms; otherwise
-:func:`allocate` returns empty plans and the model uses its exact sums.  The same plans
+* **P3M mesh** (periodic cells, latent Coulomb with ``method: p3m``): the mesh shape for
+  the cell (:func:`lrnn.longrange.pme.mesh_shape`); it does not depend on the positions,
+  so it holds for a fixed cell, and a cell whose mesh would differ is re-planned.
+
+Plans exist for structures with at least ``fmm_min_atoms`` atoms; otherwise
+:func:`allocate` returns empty plans and the model uses its exact sums (or, for periodic
+cells, its ``reciprocal`` k-space sum).  The same plans
 serve :class:`lrnn.potential.Potential` (and so the ASE calculator) and :mod:`lrnn.md`.
 """
 
@@ -38,7 +43,7 @@ import numpy as np
 
 from lrnn import fmm
 from lrnn.fmm.tree import FMMPlan, plan_is_valid
-from lrnn.longrange import sog
+from lrnn.longrange import pme, sog
 
 #: Relative slack of the FMM plans (see the module docstring).
 FMM_SKIN = 0.1
@@ -48,25 +53,36 @@ FMM_HEADROOM = 0.1
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class MeshPlan:
+    """The P3M mesh of a periodic cell: its ``shape`` (static; no array leaves)."""
+
+    shape: tuple = dataclasses.field(metadata=dict(static=True))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class Plans:
     """The plans of one structure: ``fmm`` (:class:`~lrnn.fmm.tree.FMMPlan` or None),
     ``sog`` (:class:`~lrnn.longrange.sog.SOGPlan` or None) and ``did_overflow`` (a bool
     array: some plan no longer holds for the positions :func:`update` last saw).  Static:
-    ``n_atoms`` and ``periodic``, the structure they were allocated for."""
+    ``n_atoms`` and ``periodic``, the structure they were allocated for; ``mesh``
+    (:class:`MeshPlan` or None) the P3M mesh of a periodic cell."""
 
     fmm: FMMPlan | None
     sog: sog.SOGPlan | None
     did_overflow: jax.Array
     n_atoms: int = dataclasses.field(default=0, metadata=dict(static=True))
     periodic: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    mesh: MeshPlan | None = None
 
     @property
     def empty(self) -> bool:
-        return self.fmm is None and self.sog is None
+        return self.fmm is None and self.sog is None and self.mesh is None
 
     def inputs(self) -> dict:
-        """The model inputs these plans provide (``fmm_plan``, ``sog_plan``; only those in use)."""
-        out = {"fmm_plan": self.fmm, "sog_plan": self.sog}
+        """The model inputs these plans provide (``fmm_plan``, ``sog_plan``, ``p3m_mesh``; only
+        those in use)."""
+        out = {"fmm_plan": self.fmm, "sog_plan": self.sog, "p3m_mesh": self.mesh}
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -95,8 +111,13 @@ def allocate(config, positions, cell=None, *, sog_widths=None, previous: Plans |
     replaced; their padded sizes are floors for the new ones (capacities only grow), so a
     re-plan along a trajectory rarely changes array shapes and recompiles."""
     pos = np.asarray(positions, np.float64)
-    if cell is not None or len(pos) < config.fmm_min_atoms:
+    if len(pos) < config.fmm_min_atoms:
         return empty(len(pos), cell is not None)
+    if cell is not None:
+        spacing = config.p3m_spacing()
+        if spacing is None:
+            return empty(len(pos), True)
+        return Plans(None, None, jnp.zeros((), bool), len(pos), True, MeshPlan(pme.mesh_shape(cell, spacing)))
     plan_f = plan_s = None
     side = config.fmm_leaf_side()
     if side is not None:
@@ -128,12 +149,15 @@ def update(plans: Plans, positions) -> Plans:
     return dataclasses.replace(plans, did_overflow=plans.did_overflow | ~valid(plans, positions))
 
 
-def needs_replan(plans: Plans | None, positions, cell=None, sog_widths=None) -> bool:
+def needs_replan(plans: Plans | None, positions, cell=None, sog_widths=None, config=None) -> bool:
     """Whether ``plans`` must be re-allocated for concrete ``positions`` (host): none yet,
-    another atom count or boundary, a plan that no longer holds, or other SOG widths."""
+    another atom count or boundary, a plan that no longer holds, other SOG widths, or a
+    cell whose P3M mesh (for ``config``'s spacing) differs from the planned one."""
     pos = np.asarray(positions, np.float64)
     if plans is None or plans.n_atoms != len(pos) or plans.periodic != (cell is not None):
         return True
+    if plans.mesh is not None and config is not None:
+        return pme.mesh_shape(cell, config.p3m_spacing()) != plans.mesh.shape
     if plans.sog is not None and sog.sog_needs_replan(plans.sog, pos, sog_widths):
         return True
     return not plans.empty and not bool(valid(plans, jnp.asarray(pos)))

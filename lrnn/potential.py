@@ -226,10 +226,10 @@ class Potential:
 
     def plans_for(self, positions, cell) -> dict:
         """The model inputs of the O(N) parts' plans for this structure (``fmm_plan``,
-        ``sog_plan``; only those in use): :attr:`plans`, kept while they hold and
+        ``sog_plan``, ``p3m_mesh``; only those in use): :attr:`plans`, kept while they hold and
         re-allocated (:func:`lrnn.plans.allocate`) when they do not (see :mod:`lrnn.plans`)."""
         widths = plans_lib.sog_widths(self.config, self.state)
-        if plans_lib.needs_replan(self.plans, positions, cell, widths):
+        if plans_lib.needs_replan(self.plans, positions, cell, widths, self.config):
             self.plans = plans_lib.allocate(self.config, positions, cell, sog_widths=widths, previous=self.plans)
             self.fmm_replans += self.plans.fmm is not None
             self.sog_replans += self.plans.sog is not None

@@ -306,7 +306,7 @@ class MDSystem:
 
     def allocate_plans(self, R=None, previous: Plans | None = None) -> Plans:
         """Long-range plans (:func:`lrnn.plans.allocate`) for positions ``R`` (default: the
-        initial ones); empty for periodic systems, models without O(N) parts and fewer than
+        initial ones); empty for models without O(N) parts (for periodic cells: without a P3M term) and fewer than
         ``fmm_min_atoms`` atoms.  ``previous``: the plans replaced (their sizes are floors:
         no recompilation for a re-plan that fits)."""
         R = np.asarray(self.positions0 if R is None else R, np.float64)

@@ -120,6 +120,11 @@ class DeepPotConfig:
         need += [t.fmm_leaf_side for t in self.long_range if getattr(t, "method", "") == "fmm"]
         return max(need) if need else None
 
+    def p3m_spacing(self) -> float | None:
+        """The finest P3M mesh spacing (Å) of the model's ``p3m`` terms, or None."""
+        need = [t.p3m_spacing for t in self.long_range if getattr(t, "method", "") == "p3m"]
+        return min(need) if need else None
+
     @property
     def has_charge_terms(self) -> bool:
         """Whether the energy depends on the total charge: a long-range term over latent

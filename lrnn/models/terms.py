@@ -29,6 +29,7 @@ from lrnn.longrange.coulomb import (
     equilibrate,
 )
 from lrnn.longrange.dispersion import POWERS, dispersion_energy
+from lrnn.longrange.pme import coulomb_p3m
 from lrnn.longrange.sog import sog_hierarchical, sog_open, sog_periodic
 from lrnn.nn import StackedMLP
 
@@ -56,11 +57,11 @@ class _OpenOrReciprocal:
 
     @property
     def periodic_ok(self):
-        return self.method == "reciprocal"
+        return self.method in ("reciprocal", "p3m")
 
     @property
     def needs_cell(self):
-        return self.method == "reciprocal"
+        return self.method in ("reciprocal", "p3m")
 
 
 class _LatentChargeTerm(nnx.Module):
@@ -87,8 +88,12 @@ class LatentCoulombConfig(_OpenOrReciprocal):
     ``method``: ``direct`` (exact O(N²) sum, free space), ``fmm`` (free space, O(N) by
     :func:`lrnn.longrange.coulomb.coulomb_fmm` when the caller passes an FMM plan, as
     :class:`lrnn.potential.Potential` does from ``fmm_min_atoms`` atoms on; the exact sum
-    otherwise, e.g. in training batches) or ``reciprocal`` (periodic cells: Ewald-type
-    k-space sum with integer k-indices up to ``k_index_max``)."""
+    otherwise, e.g. in training batches), ``reciprocal`` (periodic cells: Ewald-type
+    k-space sum with integer k-indices up to ``k_index_max``, O(N K³)) or ``p3m`` (periodic
+    cells: the same energy by P3M on a mesh of ``mesh_spacing`` Å, default σ/2,
+    :func:`lrnn.longrange.pme.coulomb_p3m`, when the caller passes a mesh plan, as
+    :class:`~lrnn.potential.Potential` and :mod:`lrnn.md` do from ``fmm_min_atoms`` atoms
+    on; the ``reciprocal`` sum otherwise, e.g. in training batches)."""
 
     uses_total_charge = True  # latent charges are equilibrated to the total charge (a class attribute)
     type: str = "latent_coulomb"
@@ -96,13 +101,17 @@ class LatentCoulombConfig(_OpenOrReciprocal):
     sigma: float = 1.0
     method: str = "direct"
     k_index_max: int = 8
+    mesh_spacing: float = 0.0  # Å, P3M mesh (0: sigma / 2)
 
     def __post_init__(self):
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
-        if self.sigma < 0 or (self.method == "reciprocal" and self.sigma <= 0):
-            raise ValueError(f"latent_coulomb: sigma must be >= 0 Å (> 0 for reciprocal), got {self.sigma}")
-        if self.method not in ("direct", "fmm", "reciprocal"):
-            raise ValueError(f"latent_coulomb: unknown method {self.method!r}; available: direct, fmm, reciprocal")
+        if self.sigma < 0 or (self.needs_cell and self.sigma <= 0):
+            raise ValueError(f"latent_coulomb: sigma must be >= 0 Å (> 0 for {self.method}), got {self.sigma}")
+        if self.method not in ("direct", "fmm", "reciprocal", "p3m"):
+            raise ValueError(f"latent_coulomb: unknown method {self.method!r}; available: direct, fmm, reciprocal, "
+                             "p3m")
+        if self.mesh_spacing < 0:
+            raise ValueError(f"latent_coulomb: mesh_spacing must be >= 0 Å, got {self.mesh_spacing}")
         if self.method == "fmm" and self.sigma <= 0:
             raise ValueError("latent_coulomb: method fmm needs sigma > 0 Å (the near-field kernel)")
 
@@ -110,12 +119,20 @@ class LatentCoulombConfig(_OpenOrReciprocal):
     def fmm_leaf_side(self) -> float:
         return FMM_LEAF_SIGMAS * self.sigma
 
+    @property
+    def p3m_spacing(self) -> float:
+        """The P3M mesh spacing (Å)."""
+        return self.mesh_spacing or self.sigma / 2.0
+
 
 class LatentCoulomb(_LatentChargeTerm):
     def energy(self, inputs, stats, desc):
         q = self.charges(inputs, desc)
         mask = inputs["types"] >= 0
-        if self.cfg.method == "reciprocal":
+        if self.cfg.method == "p3m" and inputs.get("p3m_mesh") is not None:
+            return coulomb_p3m(inputs["positions"], q, mask, inputs["cell"], self.cfg.sigma,
+                               inputs["p3m_mesh"].shape)
+        if self.cfg.method in ("reciprocal", "p3m"):
             return coulomb_reciprocal(inputs["positions"], q, mask, inputs["cell"], self.cfg.sigma,
                                       self.cfg.k_index_max)
         if self.cfg.method == "fmm" and inputs.get("fmm_plan") is not None:
