@@ -12,14 +12,14 @@ memory (``ru_maxrss``) is its own; the interpreter, JAX and the input arrays are
 randomly initialised (the cost does not depend on the weights) in float32:
 
 * ``local``: DeepPot-SE of the demo architecture (rcut 6 Å, embed 16-32-64, fit 128x3);
-* ``fmm``: the same plus a latent-Coulomb term (σ 0.5 Å) summed by the FMM (order 6).
+* ``fmm``: the same plus a latent-Coulomb term (σ 0.5 Å) summed by the FMM (order 6);
+* ``p3m``: the local model plus a latent-Coulomb term (σ 1 Å) summed by P3M
+  (:func:`lrnn.longrange.pme.coulomb_p3m`, mesh spacing σ/2, B-splines of order 4).
 
 Open systems are water-like clusters at 1 g/cm³ (:func:`bench_md.water_cluster`);
-periodic ones water boxes (:func:`bench_md.water_box`, local model only: the periodic
-long-range terms of ``lrnn.models.terms`` are the O(N K³) reciprocal sums; the P3M path
-of :mod:`lrnn.longrange.pme` is not a model term yet).  One evaluation is
-``Potential.calculate``: neighbour list and FMM plan on the host, then the compiled
-energy+forces+virial.  The first call compiles (``first_call_s``); the figure is the
+periodic ones water boxes (:func:`bench_md.water_box`).  One evaluation is
+``Potential.calculate``: neighbour list and FMM plan or P3M mesh on the host, then the
+compiled energy+forces+virial.  The first call compiles (``first_call_s``); the figure is the
 median of ``--repeats`` further calls.  From a few thousand atoms on, the descriptor is
 computed in chunks (``model.chunk_bytes``) and each chunk is recomputed in the backward
 pass, which costs about one more descriptor evaluation: the price of O(N) memory, and the
@@ -53,6 +53,7 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/experiments")
 import numpy as np
 from bench_md import LATENT_FMM, FMM_ORDER, water_box, water_cluster
+LATENT_P3M = {"type": "latent_coulomb", "sigma": 1.0, "fit": [32], "method": "p3m"}
 from lrnn import md, memory
 from lrnn.potential import batched_efv
 n, model, periodic, repeats = int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", int(sys.argv[5])
@@ -60,7 +61,8 @@ if periodic:
     atoms = water_box(max(2, round((n / 3) ** (1 / 3))))
 else:
     atoms = water_cluster(n)
-extra = {} if model == "local" else {"long_range": [LATENT_FMM], "fmm_min_atoms": 1000, "fmm_order": FMM_ORDER}
+extra = {} if model == "local" else {"long_range": [LATENT_FMM if model == "fmm" else LATENT_P3M],
+                                     "fmm_min_atoms": 1000, "fmm_order": FMM_ORDER}
 pot = md.untrained_potential([1, 8], extra, reference=atoms, output_scale=0.01)
 cell = atoms.cell.array if periodic else None
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -82,6 +84,10 @@ row = {"n_atoms": len(atoms), "model": model, "periodic": periodic, "first_call_
        "chunk_bytes": int(pot.config.chunk_bytes)}
 if pot.fmm_plan is not None:
     row.update(fmm_depth=int(pot.fmm_plan.depth), fmm_leaf_side_A=float(pot.fmm_plan.leaf_side))
+if pot.plans is not None and pot.plans.mesh is not None:
+    row.update(p3m_mesh=list(pot.plans.mesh.shape))
+if model == "p3m" and n >= 1000:
+    assert pot.plans.mesh is not None, "the P3M mesh plan was not used"
 print("ROW" + json.dumps(row))
 """
 
@@ -119,7 +125,8 @@ def plot(rows, out_png):
 
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for (model, periodic), mk in ((("local", False), "o-"), (("fmm", False), "s-"), (("local", True), "^--")):
+    for (model, periodic), mk in ((("local", False), "o-"), (("fmm", False), "s-"), (("local", True), "^--"),
+                                  (("p3m", True), "v--")):
         rs = sorted((r for r in rows if r["model"] == model and r["periodic"] == periodic), key=lambda r: r["n_atoms"])
         if not rs:
             continue
@@ -144,6 +151,10 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=60)
     p.add_argument("--skip-devices", action="store_true")
+    p.add_argument("--models", nargs="+", default=["local", "fmm", "p3m"], help="restrict the size runs")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of the other models (and the device rows with --skip-devices) from the "
+                        "existing bench.json; every row records the command, date and load of its own run")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     import jax
@@ -152,7 +163,17 @@ def main(argv=None):
            "platform": platform.platform(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "load_avg_start": os.getloadavg(),
            "precision": "float32", "sizes": [], "failures": []}
-    jobs = [(n, m, False) for m in ("local", "fmm") for n in args.sizes] + [(n, "local", True) for n in args.periodic_sizes]
+    run_info = {k: res[k] for k in ("command", "date_utc", "load_avg_start")}
+    old_path = args.out / "bench.json"
+    if args.merge and old_path.exists():
+        old = json.loads(old_path.read_text())
+        old_info = {k: old.get(k) for k in run_info}
+        res["sizes"] = [dict({"run": old_info}, **r) for r in old["sizes"] if r["model"] not in args.models]
+        if args.skip_devices and "devices" in old:
+            res["devices"], res["devices_run"] = old["devices"], old.get("devices_run", old_info)
+    jobs = ([(n, m, False) for m in ("local", "fmm") for n in args.sizes]
+            + [(n, m, True) for m in ("local", "p3m") for n in args.periodic_sizes])
+    jobs = [j for j in jobs if j[1] in args.models]
     for n, model, periodic in jobs:
         t0 = time.perf_counter()
         row, err = run_child(SIZE_CHILD, [n, model, int(periodic), args.repeats])
@@ -161,6 +182,7 @@ def main(argv=None):
             print(f"{n} {model} periodic={periodic}: FAILED\n{err}", flush=True)
             continue
         row["process_wall_s"] = time.perf_counter() - t0
+        row["run"] = dict(run_info, load_avg_row_end=os.getloadavg())
         res["sizes"].append(row)
         print(f"{row['n_atoms']:>7} atoms {model:<5} {'periodic' if periodic else 'open':<8} "
               f"{row['seconds']:8.2f} s  {row['us_per_atom']:7.1f} us/atom  peak {row['peak_rss_gib']:.2f} GiB "
@@ -178,6 +200,7 @@ def main(argv=None):
         env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
         rows, err = run_child(DEVICE_CHILD, [args.train_steps], env=env)
         res["devices"] = rows if rows is not None else {"error": err}
+        res["devices_run"] = run_info
         for r in rows or []:
             print(f"training, {r['devices']} fake CPU device(s): {r['ms_per_step']:.1f} ms/step", flush=True)
     res["load_avg_end"] = os.getloadavg()

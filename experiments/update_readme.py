@@ -88,7 +88,7 @@ def rows():
                    f"{t['energy_mae']:.3f} kcal/mol | {t['force_mae']:.3f} kcal/mol/Å | "
                    f"{s_['train_time_s'] / 60:.0f} min ({s_['steps']} steps) | Spearman ≥ {c['bar_force_spearman']}: "
                    f"{'met' if c['met'] else 'NOT met'} | `python experiments/uncertainty/aspirin_committee.py` |")
-    return out + scale_rows()
+    return out + al_rows() + scale_rows()
 
 
 def scale_rows():
@@ -104,6 +104,14 @@ def scale_rows():
            f"({full[hi]['us_per_atom']:.0f} vs {full[lo]['us_per_atom']:.0f} µs/atom); {s['peak_gib_1e5']:.2f} GiB "
            f"| | {full[hi]['seconds']:.1f} s at {hi} | ≤ 2x, ≤ 8 GiB: {'met' if ok else 'NOT met'} "
            "| `python experiments/bench_scale.py` |"]
+    per = sorted((r for r in s["sizes"] if r["model"] == "p3m" and r["periodic"]), key=lambda r: r["n_atoms"])
+    if per:
+        out.append("| energy+forces, DeepPot-SE + P3M latent Coulomb (σ 1 Å, mesh σ/2), periodic water boxes, float32: "
+                   "time per atom; peak memory | " + " / ".join(
+                       f"{r['us_per_atom']:.0f} µs/atom at {r['n_atoms']}" for r in per)
+                   + f"; {per[-1]['peak_rss_gib']:.2f} GiB at {per[-1]['n_atoms']} | | "
+                   + f"{per[-1]['seconds']:.1f} s at {per[-1]['n_atoms']} | no bar (the bars are for the open model) "
+                   "| `python experiments/bench_scale.py` |")
     dev = s.get("devices")
     if isinstance(dev, list) and dev:
         out.append("| training step, demo model, batch 8, on 1 / 2 / 4 fake CPU devices sharing 2 cores (sharding "
@@ -198,6 +206,33 @@ def fmm_rows():
                        f"{peak:.2f} GiB (max) | | | ≤ 4 GiB: {'met' if peak <= 4 else 'NOT met'} | "
                        "`python experiments/bench_fmm.py` |")
     return out
+
+
+def al_rows():
+    """Active learning against random selection (experiments/active_learning/run.py report)."""
+    a = load("active_learning/results.json")
+    if not a or not a.get("arms") or not all(a["arms"].get(k) for k in ("al", "random")):
+        return []
+    arms = a["arms"]
+    final = {k: np.array([r["curve"][-1][1] for r in v if r["curve"]]) for k, v in arms.items()}
+    labels = sorted({r["curve"][-1][0] for v in arms.values() for r in v if r["curve"]})
+    need = {k: ["never" if r["labels_to_target"] is None else r["labels_to_target"] for r in v] for k, v in arms.items()}
+    ratio, tb = a.get("ratio_al_to_random"), a.get("target_b", {})
+    rb = tb.get("ratio_al_to_random")
+    if ratio is not None:
+        bar = "met" if ratio <= 0.5 else f"NOT met (ratio {ratio:.2f})"
+    elif rb is not None:
+        bar = f"{'met' if rb <= 0.5 else 'NOT met'} at target (b) only (ratio {rb:.2f}); target (a) not reached by both"
+    else:
+        bar = "NOT met: neither target reached by every active-learning run"
+    return [f"| active learning vs random selection, Ac-Ala3-NHMe, GFN2-xTB labels, committee of 4 DeepPot-SE, 50 "
+            f"initial + 25 labels per round, {len(final['al'])} / {len(final['random'])} repeats (al / random); 500 "
+            f"test frames at 500 K | | final test force MAE ({labels} labels): al {final['al'].mean():.3f} ± "
+            f"{final['al'].std():.3f}, random {final['random'].mean():.3f} ± {final['random'].std():.3f} eV/Å | | "
+            f"labels to {a['target_force_mae_eV_per_A']} eV/Å: al {need['al']}, random {need['random']}; target (b) "
+            f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {tb.get('al_labels')}, random "
+            f"{tb.get('random_labels')}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "
+            "`report` |"]
 
 
 def main():

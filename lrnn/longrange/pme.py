@@ -147,15 +147,15 @@ def mesh_shape(cell, spacing: float) -> tuple:
     return tuple(int(x) for x in get_kgrid_mesh_shape(cell, float(spacing)))
 
 
-def _p3m_influence(shape: tuple, nodes: int) -> np.ndarray:
-    r"""The P3M influence function 1/U²(k) of B-splines of order ``nodes`` on the rfft
-    half-mesh: :math:`\prod_a \operatorname{sinc}(m_a/n_a)^{-2p}` with integer frequencies
-    :math:`m_a`.  It depends on the mesh only, so it is a host constant (jax-pme computes it
-    from k·cell, whose derivative in a triclinic cell is a cancellation of ill-conditioned
-    sinc derivatives that changes under jit)."""
+def _mesh_frequencies(shape: tuple, nodes: int):
+    r"""Per axis of the rfft half-mesh: the integer frequencies :math:`m_a` and the 1D
+    factors :math:`\operatorname{sinc}(m_a/n_a)^{-2p}` of the P3M influence function
+    :math:`1/U^2(\mathbf k) = \prod_a \operatorname{sinc}(m_a/n_a)^{-2p}` (B-splines of order
+    p = ``nodes``).  Host constants of the mesh alone, O(n) in size: jax-pme computes the
+    influence from k·cell instead, whose derivative in a triclinic cell is a cancellation of
+    ill-conditioned sinc derivatives that changes under jit."""
     f = [np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), np.fft.rfftfreq(shape[2])]
-    u = [np.sinc(x) ** (2 * nodes) for x in f]
-    return 1.0 / (u[0][:, None, None] * u[1][None, :, None] * u[2][None, None, :])
+    return [x * n for x, n in zip(f, shape)], [np.sinc(x) ** (-2 * nodes) for x in f]
 
 
 def coulomb_p3m(positions, charges, mask, cell, sigma: float, shape: tuple, k: float = COULOMB_K,
@@ -172,7 +172,7 @@ def coulomb_p3m(positions, charges, mask, cell, sigma: float, shape: tuple, k: f
     The charges are spread on the mesh ``shape`` (:func:`mesh_shape`, static) by cardinal
     B-splines of order ``interpolation_nodes`` (jax-pme's ``bspline``), the structure factor
     is an FFT, and the Gaussian-charge kernel :math:`4\pi e^{-k^2\sigma^2}/k^2` is multiplied
-    by the P3M influence function (:func:`_p3m_influence`).  No real-space sum is needed:
+    by the P3M influence function (:func:`_mesh_frequencies`).  No real-space sum is needed:
     :math:`e^{-k^2\sigma^2}` is the transform of the pair kernel
     :math:`\operatorname{erf}(r/2\sigma)/r` itself (jax-pme's range split with smearing
     :math:`\sqrt2\sigma`, whose long-range half this is).  The last term is the finite
@@ -191,17 +191,18 @@ def coulomb_p3m(positions, charges, mask, cell, sigma: float, shape: tuple, k: f
     inv = jnp.linalg.inv(cell)
     mesh = compute_weights(inv, positions, jnp.ones(shape, dtype))
     rho_hat = jnp.fft.rfftn(points_to_mesh(q, mesh), s=shape)
-    m = [np.fft.fftfreq(shape[0]) * shape[0], np.fft.fftfreq(shape[1]) * shape[1],
-         np.fft.rfftfreq(shape[2]) * shape[2]]
+    m, infl = _mesh_frequencies(shape, interpolation_nodes)
+    m = [jnp.asarray(x, dtype) for x in m]
     recip = 2.0 * jnp.pi * inv.T  # rows: reciprocal vectors
-    kvec = (jnp.asarray(m[0], dtype)[:, None, None, None] * recip[0] + jnp.asarray(m[1], dtype)[None, :, None, None]
-            * recip[1] + jnp.asarray(m[2], dtype)[None, None, :, None] * recip[2])
-    k2 = jnp.sum(kvec * kvec, axis=-1)
-    k0 = np.zeros(k2.shape, bool)
-    k0[0, 0, 0] = True
+    g = recip @ recip.T  # k² = Σ_ab m_a m_b g_ab, built from 1D arrays (no (M, 3) k-vectors)
+    m0, m1, m2 = m[0][:, None, None], m[1][None, :, None], m[2][None, None, :]
+    k2 = (g[0, 0] * m0**2 + g[1, 1] * m1**2 + g[2, 2] * m2**2
+          + 2.0 * (g[0, 1] * m0 * m1 + g[0, 2] * m0 * m2 + g[1, 2] * m1 * m2))
+    k0 = (m0 == 0) & (m1 == 0) & (m2 == 0)
     k2 = jnp.where(k0, 1.0, k2)
-    kernel = jnp.where(k0, 0.0, 4.0 * jnp.pi * jnp.exp(-(sigma**2) * k2) / k2)
-    kernel = kernel * jnp.asarray(_p3m_influence(shape, interpolation_nodes), dtype)
+    influence = (jnp.asarray(infl[0], dtype)[:, None, None] * jnp.asarray(infl[1], dtype)[None, :, None]
+                 * jnp.asarray(infl[2], dtype)[None, None, :])
+    kernel = jnp.where(k0, 0.0, 4.0 * jnp.pi * jnp.exp(-(sigma**2) * k2) / k2) * influence
     phi_mesh = jnp.fft.irfftn(rho_hat * kernel, s=shape, norm="forward")
     vol = jnp.abs(jnp.linalg.det(cell))
     phi = mesh_to_points(phi_mesh, mesh) / vol  # the k-space potential of the Gaussian charges
