@@ -368,7 +368,7 @@ def untrained_potential(type_map, model: dict | None = None, *, seed: int = 0, r
     for net, scale in nets:  # the output layers of the fitting net and of the terms' nets (latent charges)
         if scale != 1.0:
             w = getattr(net, f"w{net.n_layers - 1}")
-            w.value = w.value * scale
+            w[...] = w[...] * scale
     _, state = split(module)
     t = len(type_map)
     stats = {"s_avg": np.zeros(t), "s_std": np.ones(t), "dir_std": np.ones(t), "n_norm": np.asarray(50.0)}
