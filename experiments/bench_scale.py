@@ -14,7 +14,10 @@ randomly initialised (the cost does not depend on the weights) in float32:
 * ``local``: DeepPot-SE of the demo architecture (rcut 6 Å, embed 16-32-64, fit 128x3);
 * ``fmm``: the same plus a latent-Coulomb term (σ 0.5 Å) summed by the FMM (order 6);
 * ``p3m``: the local model plus a latent-Coulomb term (σ 1 Å) summed by P3M
-  (:func:`lrnn.longrange.pme.coulomb_p3m`, mesh spacing σ/2, B-splines of order 4).
+  (:func:`lrnn.longrange.pme.coulomb_p3m`, mesh spacing σ/2, B-splines of order 4);
+* ``farfield``: the local model with the far-field descriptor (r_on 4, r_off 5 Å) by the FMM;
+* ``sog_h``: the local model plus a sum-of-Gaussians term (8 Gaussians) evaluated
+  hierarchically (:func:`lrnn.longrange.sog.sog_hierarchical`, O(N)).
 
 Open systems are water-like clusters at 1 g/cm³ (:func:`bench_md.water_cluster`);
 periodic ones water boxes (:func:`bench_md.water_box`).  One evaluation is
@@ -54,6 +57,7 @@ sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/experiments"
 import numpy as np
 from bench_md import LATENT_FMM, FMM_ORDER, water_box, water_cluster
 LATENT_P3M = {"type": "latent_coulomb", "sigma": 1.0, "fit": [32], "method": "p3m"}
+SOG_H = {"type": "sog", "n_gaussians": 8, "fit": [16], "method": "hierarchical"}
 from lrnn import md, memory
 from lrnn.potential import batched_efv
 n, model, periodic, repeats = int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", int(sys.argv[5])
@@ -61,8 +65,10 @@ if periodic:
     atoms = water_box(max(2, round((n / 3) ** (1 / 3))))
 else:
     atoms = water_cluster(n)
-extra = {} if model == "local" else {"long_range": [LATENT_FMM if model == "fmm" else LATENT_P3M],
-                                     "fmm_min_atoms": 1000, "fmm_order": FMM_ORDER}
+extra = {"local": {}, "fmm": {"long_range": [LATENT_FMM]}, "p3m": {"long_range": [LATENT_P3M]},
+         "sog_h": {"long_range": [SOG_H]}, "farfield": {"far_field": {"r_on": 4.0, "r_off": 5.0, "method": "fmm"}}}[model]
+if extra:
+    extra.update(fmm_min_atoms=1000, fmm_order=FMM_ORDER)
 pot = md.untrained_potential([1, 8], extra, reference=atoms, output_scale=0.01)
 cell = atoms.cell.array if periodic else None
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -86,8 +92,11 @@ if pot.fmm_plan is not None:
     row.update(fmm_depth=int(pot.fmm_plan.depth), fmm_leaf_side_A=float(pot.fmm_plan.leaf_side))
 if pot.plans is not None and pot.plans.mesh is not None:
     row.update(p3m_mesh=list(pot.plans.mesh.shape))
-if model == "p3m" and n >= 1000:
-    assert pot.plans.mesh is not None, "the P3M mesh plan was not used"
+if pot.plans is not None and pot.plans.sog is not None:
+    row.update(sog_plan=True)
+# whether the O(N) path was taken (a small cluster may be too small for FMM leaves of r_off: exact sums)
+row["plan_used"] = {"p3m": pot.plans.mesh, "fmm": pot.fmm_plan, "farfield": pot.fmm_plan, "sog_h": pot.plans.sog,
+                    "local": None}[model] is not None
 print("ROW" + json.dumps(row))
 """
 
@@ -125,8 +134,8 @@ def plot(rows, out_png):
 
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for (model, periodic), mk in ((("local", False), "o-"), (("fmm", False), "s-"), (("local", True), "^--"),
-                                  (("p3m", True), "v--")):
+    for (model, periodic), mk in ((("local", False), "o-"), (("fmm", False), "s-"), (("farfield", False), "D-"),
+                                  (("sog_h", False), "x-"), (("local", True), "^--"), (("p3m", True), "v--")):
         rs = sorted((r for r in rows if r["model"] == model and r["periodic"] == periodic), key=lambda r: r["n_atoms"])
         if not rs:
             continue
@@ -148,10 +157,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 30000, 100000])
     p.add_argument("--periodic-sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    p.add_argument("--other-sizes", type=int, nargs="+", default=[1000, 10000, 100000],
+                   help="sizes for the far-field descriptor and the hierarchical SOG term (open)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=60)
     p.add_argument("--skip-devices", action="store_true")
-    p.add_argument("--models", nargs="+", default=["local", "fmm", "p3m"], help="restrict the size runs")
+    p.add_argument("--models", nargs="+", default=["local", "fmm", "p3m", "farfield", "sog_h"],
+                   help="restrict the size runs")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of the other models (and the device rows with --skip-devices) from the "
                         "existing bench.json; every row records the command, date and load of its own run")
@@ -172,6 +184,7 @@ def main(argv=None):
         if args.skip_devices and "devices" in old:
             res["devices"], res["devices_run"] = old["devices"], old.get("devices_run", old_info)
     jobs = ([(n, m, False) for m in ("local", "fmm") for n in args.sizes]
+            + [(n, m, False) for m in ("farfield", "sog_h") for n in args.other_sizes]
             + [(n, m, True) for m in ("local", "p3m") for n in args.periodic_sizes])
     jobs = [j for j in jobs if j[1] in args.models]
     for n, model, periodic in jobs:

@@ -104,14 +104,17 @@ def scale_rows():
            f"({full[hi]['us_per_atom']:.0f} vs {full[lo]['us_per_atom']:.0f} µs/atom); {s['peak_gib_1e5']:.2f} GiB "
            f"| | {full[hi]['seconds']:.1f} s at {hi} | ≤ 2x, ≤ 8 GiB: {'met' if ok else 'NOT met'} "
            "| `python experiments/bench_scale.py` |"]
-    per = sorted((r for r in s["sizes"] if r["model"] == "p3m" and r["periodic"]), key=lambda r: r["n_atoms"])
-    if per:
-        out.append("| energy+forces, DeepPot-SE + P3M latent Coulomb (σ 1 Å, mesh σ/2), periodic water boxes, float32: "
-                   "time per atom; peak memory | " + " / ".join(
-                       f"{r['us_per_atom']:.0f} µs/atom at {r['n_atoms']}" for r in per)
-                   + f"; {per[-1]['peak_rss_gib']:.2f} GiB at {per[-1]['n_atoms']} | | "
-                   + f"{per[-1]['seconds']:.1f} s at {per[-1]['n_atoms']} | no bar (the bars are for the open model) "
-                   "| `python experiments/bench_scale.py` |")
+    for model, periodic, what in (("p3m", True, "P3M latent Coulomb (σ 1 Å, mesh σ/2), periodic water boxes"),
+                                  ("farfield", False, "far-field descriptor by the FMM, open clusters"),
+                                  ("sog_h", False, "hierarchical SOG (8 Gaussians), open clusters")):
+        rs = sorted((r for r in s["sizes"] if r["model"] == model and r["periodic"] == periodic),
+                    key=lambda r: r["n_atoms"])
+        if rs:
+            out.append(f"| energy+forces, DeepPot-SE + {what}, float32: time per atom; peak memory | "
+                       + " / ".join(f"{r['us_per_atom']:.0f} µs/atom at {r['n_atoms']}" for r in rs)
+                       + f"; {rs[-1]['peak_rss_gib']:.2f} GiB at {rs[-1]['n_atoms']} | | {rs[-1]['seconds']:.1f} s at "
+                       f"{rs[-1]['n_atoms']} | no bar (the bars are for the FMM model) | "
+                       "`python experiments/bench_scale.py` |")
     dev = s.get("devices")
     if isinstance(dev, list) and dev:
         out.append("| training step, demo model, batch 8, on 1 / 2 / 4 fake CPU devices sharing 2 cores (sharding "
