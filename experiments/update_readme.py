@@ -113,8 +113,10 @@ def scale_rows():
             out.append(f"| energy+forces, DeepPot-SE + {what}, float32: time per atom; peak memory | "
                        + " / ".join(f"{r['us_per_atom']:.0f} µs/atom at {r['n_atoms']}" for r in rs)
                        + f"; {rs[-1]['peak_rss_gib']:.2f} GiB at {rs[-1]['n_atoms']} | | {rs[-1]['seconds']:.1f} s at "
-                       f"{rs[-1]['n_atoms']} | no bar (the bars are for the FMM model) | "
-                       "`python experiments/bench_scale.py` |")
+                       f"{rs[-1]['n_atoms']} (load average {rs[-1].get('run', {}).get('load_avg_start', [np.nan])[0]:.1f}"
+                       f" at the start) | no bar (the bars are for the FMM model)"
+                       + ("; over the 8 GiB of that bar" if rs[-1]["peak_rss_gib"] > 8 else "")
+                       + " | `python experiments/bench_scale.py` |")
     dev = s.get("devices")
     if isinstance(dev, list) and dev:
         out.append("| training step, demo model, batch 8, on 1 / 2 / 4 fake CPU devices sharing 2 cores (sharding "
