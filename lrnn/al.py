@@ -25,6 +25,12 @@ level plays the same part).  The absolute levels used are written to ``round.jso
 Warm-started rounds may train ``warm_steps`` steps from ``warm_lr_start`` (DP-GEN's
 ``training_reuse_numb_steps`` / ``training_reuse_start_lr``); 0 keeps the ``train`` values.
 
+Two baselines share the loop: ``selection: random`` labels frames drawn uniformly from
+the explored ones, and ``selection: pool`` skips exploration and draws, without
+replacement, from ``al.pool``, frames whose reference labels are already stored (e.g. the
+reference's own MD, the distribution a test set comes from); its "labelling" reads them
+(:class:`PoolLabels`).
+
 Every stage writes its output atomically under ``OUTPUT/round_XX/``, and a rerun resumes
 at the first stage without it; after the last round a final committee is trained on all
 labels (``OUTPUT/final``).  ``OUTPUT/al_metrics.csv`` has one row per round (labels so far,
@@ -49,6 +55,7 @@ import numpy as np
 import yaml
 from ase import Atoms
 from ase import units as ase_units
+from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
@@ -85,7 +92,8 @@ class ALConfig:
     max_per_round: int = 20
     reference: dict = dataclasses.field(default_factory=lambda: {"calculator": "xtb"})
     test: str = ""  # optional independent test set, evaluated after every training
-    selection: str = "deviation"  # or "random": uniform over all explored frames (the baseline)
+    selection: str = "deviation"  # or "random": uniform over all explored frames; or "pool" (below)
+    pool: str = ""  # selection "pool": labelled frames drawn uniformly without exploring (the passive baseline)
     trust_relative: bool = False  # levels as multiples of the median deviation on the training frames
     warm_steps: int = 0  # steps of a warm-started round (0: train.max_steps)
     warm_lr_start: float = 0.0  # its initial learning rate (0: train.lr_start)
@@ -98,8 +106,11 @@ class ALConfig:
                              f"{self.trust_hi}, {self.stop_deviation} eV/Å")
         if self.rounds < 1 or self.max_per_round < 1 or self.md_steps < 1 or self.sample_every < 1:
             raise ValueError("al: rounds, max_per_round, md_steps and sample_every must be >= 1")
-        if self.selection not in ("deviation", "random"):
-            raise ValueError(f"al: selection must be 'deviation' or 'random', got {self.selection!r}")
+        if self.selection not in ("deviation", "random", "pool"):
+            raise ValueError(f"al: selection must be 'deviation', 'random' or 'pool', got {self.selection!r}")
+        if (self.selection == "pool") != bool(self.pool):
+            raise ValueError("al: selection 'pool' needs al.pool (a labelled file to draw from), and al.pool "
+                             "is only used by selection 'pool'")
         if self.warm_steps < 0 or self.warm_lr_start < 0:
             raise ValueError(f"al: warm_steps and warm_lr_start must be >= 0, got {self.warm_steps}, "
                              f"{self.warm_lr_start}")
@@ -124,7 +135,7 @@ def load_al_config(path_or_dict) -> tuple[ALConfig, dict]:
     bad = set(al_raw) - fields
     if bad:
         raise ValueError(f"config: unknown al option(s) {sorted(bad)}; known: {sorted(fields)}")
-    for k in ("initial", "test"):
+    for k in ("initial", "test", "pool"):
         if al_raw.get(k) and not Path(al_raw[k]).is_absolute():
             al_raw[k] = str(base / al_raw[k])
     al = ALConfig(**al_raw)
@@ -148,6 +159,36 @@ def reference_calculator(spec: dict):
         raise ValueError(f"al.reference.calculator must be 'xtb' or 'module:Class', got {name!r}")
     mod, cls = name.split(":", 1)
     return getattr(importlib.import_module(mod), cls)(**kwargs)
+
+
+class PoolLabels(Calculator):
+    """The reference labels already stored with a frame pool: the energy (eV) and forces
+    (eV/Å) of ``frames[atoms.info["pool_index"]]``, refusing a frame whose positions differ."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, frames: list):
+        super().__init__()
+        self.frames = frames
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        ref = self.frames[int(self.atoms.info["pool_index"])]
+        if len(ref) != len(self.atoms) or not np.allclose(ref.positions, self.atoms.positions, atol=1e-8):
+            raise ValueError(f"pool frame {self.atoms.info['pool_index']}: positions differ from the pool's")
+        self.results = {"energy": float(ref.get_potential_energy()), "forces": np.asarray(ref.get_forces())}
+
+
+def select_from_pool(pool: list, used: set, al: ALConfig, rng: np.random.Generator) -> list:
+    """``max_per_round`` frames of ``pool`` not in ``used`` (pool indices), uniformly,
+    unlabelled copies with ``info["pool_index"]``."""
+    rest = np.array([i for i in range(len(pool)) if i not in used], int)
+    out = []
+    for i in np.sort(rng.permutation(rest)[:al.max_per_round]):
+        a = Atoms(numbers=pool[i].numbers, positions=pool[i].positions, cell=pool[i].cell, pbc=pool[i].pbc)
+        a.info["pool_index"] = int(i)
+        out.append(a)
+    return out
 
 
 def _write_atomic(path: Path, frames) -> None:
@@ -335,7 +376,7 @@ def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
     out = Path(run["output"])
     out.mkdir(parents=True, exist_ok=True)
     labels_path, failures_path = out / "labels.extxyz", out / "label_failures.jsonl"
-    calc = None
+    calc = pool = None
     records, warm = [], None
     n_rounds = al.rounds if rounds is None else rounds
     metrics = MetricsWriter(out / "al_metrics.csv", "csv", resume=True)
@@ -354,7 +395,17 @@ def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
         if al.test:
             res = evaluate(ckpt, al.test, unit="eV")
             rec.update(test_energy_mae_eV=res["energy_mae"], test_force_mae_eV_per_A=res["force_mae"])
-        if r < n_rounds:
+        if r < n_rounds and al.selection == "pool":  # passive baseline: no exploration, stored labels
+            rng = np.random.default_rng([al.seed, r])
+            sel_path = rd / "selected.extxyz"
+            pool = pool if pool is not None else _read_frames(Path(al.pool))
+            used = {int(a.info["pool_index"]) for a in _read_frames(labels_path)}
+            if not sel_path.exists():
+                _write_atomic(sel_path, select_from_pool(pool, used, al, rng))
+            chosen = _read_frames(sel_path)
+            lab = label(chosen, PoolLabels(pool), labels_path, failures_path, r)
+            rec.update(n_candidates=len(pool) - len(used), n_selected=len(chosen), **lab)
+        elif r < n_rounds:
             pot = Potential.from_checkpoint(ckpt)
             rng = np.random.default_rng([al.seed, r])
             cand_path, sel_path = rd / "candidates.extxyz", rd / "selected.extxyz"

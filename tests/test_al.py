@@ -15,11 +15,14 @@ from ase.calculators.emt import EMT
 from lrnn import checkpoint as ckpt
 from lrnn.al import (
     ALConfig,
+    PoolLabels,
     farthest_point_sampling,
+    label,
     load_al_config,
     model_deviations,
     run_al,
     select,
+    select_from_pool,
     trust_levels,
 )
 from lrnn.potential import Potential
@@ -144,3 +147,33 @@ def test_random_selection_draws_from_all_candidates():
 def test_farthest_point_sampling_spreads_out():
     x = np.array([[0.0], [0.1], [10.0], [5.0], [0.2]])
     assert list(farthest_point_sampling(x, 3, first=0)) == [0, 2, 3]
+
+
+def test_pool_selection_draws_unused_frames_and_reads_their_stored_labels(paracetamol, tmp_path):
+    """The passive baseline: frames drawn without replacement from a labelled pool; their
+    labels are the stored ones, appended like computed labels (and refused for moved atoms)."""
+    pool_path = emt_labelled(paracetamol, tmp_path / "pool.extxyz", n=10)
+    pool = ase.io.read(pool_path, ":")
+    al = ALConfig(initial="x", selection="pool", pool=str(pool_path), max_per_round=4)
+    rng = np.random.default_rng(0)
+    first = select_from_pool(pool, set(), al, rng)
+    used = {a.info["pool_index"] for a in first}
+    second = select_from_pool(pool, used, al, rng)
+    assert len(first) == len(second) == 4 and not used & {a.info["pool_index"] for a in second}
+    assert len(select_from_pool(pool, set(range(8)), al, rng)) == 2  # only two left
+    assert all(a.calc is None and "energy" not in a.info for a in first)  # unlabelled copies
+    out = tmp_path / "labels.extxyz"
+    rec = label(first, PoolLabels(pool), out, tmp_path / "fail.jsonl", 0)
+    assert rec == {"labelled": 4, "failed": 0}
+    for a in ase.io.read(out, ":"):
+        b = Atoms(numbers=a.numbers, positions=a.positions)
+        b.calc = EMT()  # the pool was labelled with EMT: the stored labels are EMT's (positions written twice)
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-6)
+    moved = first[0].copy()
+    moved.positions[0, 0] += 0.1
+    moved.calc = PoolLabels(pool)
+    with pytest.raises(ValueError, match="positions differ"):
+        moved.get_potential_energy()
+    with pytest.raises(ValueError, match="needs al.pool"):
+        ALConfig(initial="x", selection="pool")

@@ -1,7 +1,7 @@
 """Active learning against random selection on Ac-Ala3-NHMe (GFN2-xTB labels).
 
     .venv/bin/python experiments/active_learning/run.py prepare   # data from the xTB set
-    .venv/bin/python experiments/active_learning/run.py run [--repeats 0 1 2] [--arms al random]
+    .venv/bin/python experiments/active_learning/run.py run [--repeats 0 1 2] [--arms al random pool]
     .venv/bin/python experiments/active_learning/run.py report
 
 Data (``experiments/xtb_data``: Langevin MD at 500 K, one frame per 10 fs, 6000 frames):
@@ -11,6 +11,11 @@ run, not an independent trajectory; the two stretches meet at 30 ps).  Both arms
 committee (``config.yaml``: 4 DeepPot-SE members, MD at 500 K from training frames) and
 label 25 frames a round with GFN2-xTB: ``al`` picks frames whose model deviation is in the
 trust window (farthest-point spread), ``random`` picks uniformly among all explored frames.
+A third arm, ``pool``, explores nothing: it draws 25 frames a round uniformly from the
+xTB trajectory's first half (the stretch the initial frames come from, less those), whose
+labels exist already: random selection from the reference MD, the distribution the test
+frames come from (added after the first runs showed the explored frames to lie far above
+it in energy; see ``report``).
 
 Targets, fixed here before any run: (a) ``TARGET_F`` eV/Å test force MAE; (b) the test
 force MAE the random arm reaches after its last round (mean over repeats), so that the
@@ -51,30 +56,55 @@ TARGET_F = 0.12  # eV/Å, test force MAE (fixed before the runs)
 N_INITIAL, N_TEST = 50, 500
 
 
-def prepare(repeats):
+def _load_xtb():
     if not XTB.exists():
         raise SystemExit(f"{XTB} missing: generate it with experiments/xtb_data/gen_xtb.py (see its README)")
-    d = np.load(XTB)
-    half = len(d["E"]) // 2
+    return np.load(XTB)
+
+
+def _frames(d, idx):
     ef = units.energy_factor(str(d["e_unit"]))  # the sGDML-style file stores kcal/mol: to eV
     if str(d["r_unit"]) != "Angstrom":
         raise SystemExit(f"{XTB}: lengths in {d['r_unit']}, expected Angstrom")
+    out = []
+    for k in idx:
+        a = Atoms(numbers=d["z"], positions=d["R"][k])
+        a.info["energy"] = float(d["E"][k]) * ef  # eV
+        a.info["xtb_frame"] = int(k)
+        a.arrays["forces"] = d["F"][k] * ef  # eV/Å
+        out.append(a)
+    return out
+
+
+def _initial_indices(r, half):
+    return np.sort(np.random.default_rng(r).choice(half, N_INITIAL, replace=False))
+
+
+def pool_file(r):
+    """The pool arm's frames for repeat ``r``: the first half of the trajectory less the
+    initial frames of that repeat (written once)."""
+    path = DATA / f"pool_{r}.extxyz"
+    if not path.exists():
+        d = _load_xtb()
+        half = len(d["E"]) // 2
+        rest = np.setdiff1d(np.arange(half), _initial_indices(r, half))
+        ase.io.write(path.with_suffix(".tmp"), _frames(d, rest), format="extxyz")
+        path.with_suffix(".tmp").replace(path)
+    return path
+
+
+def prepare(repeats):
+    d = _load_xtb()
+    half = len(d["E"]) // 2
     DATA.mkdir(parents=True, exist_ok=True)
 
     def frames(idx):
-        out = []
-        for k in idx:
-            a = Atoms(numbers=d["z"], positions=d["R"][k])
-            a.info["energy"] = float(d["E"][k]) * ef  # eV
-            a.arrays["forces"] = d["F"][k] * ef  # eV/Å
-            out.append(a)
-        return out
+        return _frames(d, idx)
 
     test = np.random.default_rng(1000).choice(np.arange(half, len(d["E"])), N_TEST, replace=False)
     ase.io.write(DATA / "test.extxyz", frames(np.sort(test)), format="extxyz")
     for r in repeats:
-        init = np.random.default_rng(r).choice(half, N_INITIAL, replace=False)
-        ase.io.write(DATA / f"initial_{r}.extxyz", frames(np.sort(init)), format="extxyz")
+        ase.io.write(DATA / f"initial_{r}.extxyz", frames(_initial_indices(r, half)), format="extxyz")
     (DATA / "settings.json").write_text(json.dumps({"source": str(XTB.relative_to(ROOT)), "n_initial": N_INITIAL,
                                                    "n_test": N_TEST, "initial_from": f"frames [0, {half})",
                                                    "test_from": f"frames [{half}, {len(d['E'])}), seed 1000",
@@ -88,7 +118,9 @@ def run(repeats, arms):
         for arm in arms:
             cfg = json.loads(json.dumps(base))
             cfg["al"].update(initial=str(DATA / f"initial_{r}.extxyz"), test=str(DATA / "test.extxyz"), seed=r,
-                             selection="deviation" if arm == "al" else "random")
+                             selection={"al": "deviation", "random": "random", "pool": "pool"}[arm])
+            if arm == "pool":
+                cfg["al"]["pool"] = str(pool_file(r))
             cfg["train"]["seed"] = r
             cfg["output"] = str(RUNS / f"{arm}_{r}")
             al, rc = load_al_config(cfg)
@@ -107,7 +139,7 @@ def report():
     res = {"target_force_mae_eV_per_A": TARGET_F, "arms": {}}
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
-    for arm, colour in (("al", "C0"), ("random", "C1")):
+    for arm, colour in (("al", "C0"), ("random", "C1"), ("pool", "C2")):
         runs = sorted(RUNS.glob(f"{arm}_*/al_metrics.csv"))
         res["arms"][arm] = []
         for p in runs:
@@ -140,7 +172,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["prepare", "run", "report"])
     p.add_argument("--repeats", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+", default=["al", "random"], choices=["al", "random"])
+    p.add_argument("--arms", nargs="+", default=["al", "random"], choices=["al", "random", "pool"])
     a = p.parse_args()
     {"prepare": lambda: prepare(a.repeats), "run": lambda: run(a.repeats, a.arms), "report": report}[a.stage]()
 
