@@ -216,9 +216,12 @@ def fmm_rows():
 def al_rows():
     """Active learning against random selection (experiments/active_learning/run.py report)."""
     a = load("active_learning/results.json")
-    if not a or not a.get("arms") or not all(a["arms"].get(k) for k in ("al", "random")):
+    if not a or not a.get("arms"):
         return []
-    arms = a["arms"]
+    arms = {k: [r for r in v if r.get("complete", True)] for k, v in a["arms"].items()}
+    going = sum(not r.get("complete", True) for v in a["arms"].values() for r in v)
+    if not all(arms.get(k) for k in ("al", "random")):
+        return []
     final = {k: np.array([r["curve"][-1][1] for r in v if r["curve"]]) for k, v in arms.items()}
     labels = sorted({r["curve"][-1][0] for v in arms.values() for r in v if r["curve"]})
     need = {k: ["never" if r["labels_to_target"] is None else r["labels_to_target"] for r in v] for k, v in arms.items()}
@@ -231,9 +234,12 @@ def al_rows():
     else:
         bar = "NOT met: neither target reached by every active-learning run"
     return [f"| active learning vs random selection, Ac-Ala3-NHMe, GFN2-xTB labels, committee of 4 DeepPot-SE, 50 "
-            f"initial + 25 labels per round, {len(final['al'])} / {len(final['random'])} repeats (al / random); 500 "
+            f"initial + 25 labels per round, {len(final['al'])} / {len(final['random'])} complete repeats (al / "
+            f"random){f', {going} run(s) still going' if going else ''}; 500 "
             f"test frames at 500 K | | final test force MAE ({labels} labels): al {final['al'].mean():.3f} ± "
-            f"{final['al'].std():.3f}, random {final['random'].mean():.3f} ± {final['random'].std():.3f} eV/Å | | "
+            f"{final['al'].std():.3f}, random {final['random'].mean():.3f} ± {final['random'].std():.3f} eV/Å"
+            + (f", pool {final['pool'].mean():.3f} ± {final['pool'].std():.3f} eV/Å ({len(final['pool'])} repeats)"
+               if len(final.get("pool", [])) else "") + " | | "
             f"labels to {a['target_force_mae_eV_per_A']} eV/Å: al {need['al']}, random {need['random']}; target (b) "
             f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {tb.get('al_labels')}, random "
             f"{tb.get('random_labels')}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "

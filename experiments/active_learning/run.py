@@ -135,8 +135,24 @@ def _curve(path):
     return [(int(r["n_labels"]), float(r["test_force_mae_eV_per_A"])) for r in rows if r.get("test_force_mae_eV_per_A")]
 
 
+def _label_stats(path, test_e):
+    """Where the labelled frames lie against the test frames: their mean xTB energy above the
+    test mean in units of the test energies' std, and the median of max |F| (eV/Å)."""
+    frames = ase.io.read(path, ":") if path.exists() and path.stat().st_size else []
+    if not frames:
+        return None
+    e = np.array([a.get_potential_energy() for a in frames])
+    return {"n": len(frames), "energy_above_test_mean_in_test_std": float((e.mean() - test_e.mean()) / test_e.std()),
+            "median_max_abs_force_eV_per_A": float(np.median([np.abs(a.get_forces()).max() for a in frames]))}
+
+
 def report():
-    res = {"target_force_mae_eV_per_A": TARGET_F, "arms": {}}
+    test = ase.io.read(DATA / "test.extxyz", ":")
+    test_e = np.array([a.get_potential_energy() for a in test])
+    rounds = int(yaml.safe_load((HERE / "config.yaml").read_text())["al"]["rounds"])
+    res = {"target_force_mae_eV_per_A": TARGET_F, "rounds": rounds, "arms": {},
+           "test_frames": {"n": len(test), "median_max_abs_force_eV_per_A":
+                           float(np.median([np.abs(a.get_forces()).max() for a in test]))}}
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
     for arm, colour in (("al", "C0"), ("random", "C1"), ("pool", "C2")):
@@ -145,16 +161,19 @@ def report():
         for p in runs:
             c = _curve(p)
             hit = next((n for n, f in c if f <= TARGET_F), None)
-            res["arms"][arm].append({"run": p.parent.name, "curve": c, "labels_to_target": hit})
+            res["arms"][arm].append({"run": p.parent.name, "curve": c, "labels_to_target": hit,
+                                     "complete": len(c) == rounds + 1,  # all rounds and the final training
+                                     "labelled_frames": _label_stats(p.parent / "labels.extxyz", test_e)})
             ax.plot([n for n, _ in c], [f for _, f in c], "o-", color=colour, alpha=0.7,
                     label=arm if p == runs[0] else None)
-    need = {a: [r["labels_to_target"] for r in v] for a, v in res["arms"].items()}
+    done = {a: [r for r in v if r["complete"]] for a, v in res["arms"].items()}  # runs still going: curves only
+    need = {a: [r["labels_to_target"] for r in v] for a, v in done.items()}
     if all(need.get(a) and all(x is not None for x in need[a]) for a in ("al", "random")):
         res["ratio_al_to_random"] = float(np.mean(need["al"]) / np.mean(need["random"]))
-    rnd = [r["curve"][-1] for r in res["arms"].get("random", []) if r["curve"]]
-    if rnd and res["arms"].get("al"):  # (b): what random selection reaches with all its labels
+    rnd = [r["curve"][-1] for r in done.get("random", [])]
+    if rnd and done.get("al"):  # (b): what random selection reaches with all its labels
         target_b = float(np.mean([f for _, f in rnd]))
-        al_need = [next((n for n, f in r["curve"] if f <= target_b), None) for r in res["arms"]["al"]]
+        al_need = [next((n for n, f in r["curve"] if f <= target_b), None) for r in done["al"]]
         res["target_b"] = {"force_mae_eV_per_A": target_b, "random_labels": float(np.mean([n for n, _ in rnd])),
                            "al_labels": al_need}
         if all(x is not None for x in al_need):
