@@ -250,24 +250,43 @@ def sog_plan_is_valid(plan: SOGPlan, positions, mask=None) -> jax.Array:
     return jnp.all(d2 <= (plan.skin / 2) ** 2)
 
 
+#: Bytes of stencil values (atoms × (2R+1)³ floats) one pass of :func:`_spread` builds.
+SPREAD_CHUNK_BYTES = 2**26
+
+
 def _spread(level: GridLevel, positions, q):
     r"""ρ_g = Σ_i q_i exp(−|z_g − r_i|²/a²) on the finest grid, each atom on its (2R+1)³
-    nearest grid points (the Gaussian is below tol beyond them); returns the 3-D grid."""
+    nearest grid points (the Gaussian is below tol beyond them); returns the 3-D grid.
+
+    The atoms are spread in chunks of at most :data:`SPREAD_CHUNK_BYTES` of stencil values,
+    accumulated by a scan whose body is recomputed in the backward pass, so memory is the
+    grid plus one chunk, not N·(2R+1)³."""
     h, a, R = level.h, level.a, level.restrict_taps
     o = jnp.asarray(level.origin, positions.dtype)
-    shape = jnp.asarray(level.shape)
-    base = jnp.round(jax.lax.stop_gradient((positions - o) / h)).astype(jnp.int32)  # (N, 3)
-    idx = base[:, :, None] + jnp.arange(-R, R + 1)[None, None, :]  # (N, 3, S)
-    w = jnp.exp(-((idx * h + o[None, :, None] - positions[:, :, None]) / a) ** 2)
-    ok = (idx >= 0) & (idx < shape[None, :, None])
-    vals = (q[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None]
-            * w[:, 2, None, None, :])
     gy, gz = level.shape[1], level.shape[2]
-    flat = (idx[:, 0, :, None, None] * gy + idx[:, 1, None, :, None]) * gz + idx[:, 2, None, None, :]
-    valid = ok[:, 0, :, None, None] & ok[:, 1, None, :, None] & ok[:, 2, None, None, :]
     size = int(np.prod(level.shape))
-    flat = jnp.where(valid, flat, size)
-    rho = jnp.zeros(size, positions.dtype).at[flat.reshape(-1)].add(vals.reshape(-1), mode="drop")
+    stencil = jnp.arange(-R, R + 1)
+
+    @jax.checkpoint
+    def add(rho, chunk):
+        x, qc = chunk
+        base = jnp.round(jax.lax.stop_gradient((x - o) / h)).astype(jnp.int32)  # (C, 3)
+        idx = base[:, :, None] + stencil[None, None, :]  # (C, 3, S)
+        w = jnp.exp(-((idx * h + o[None, :, None] - x[:, :, None]) / a) ** 2)
+        ok = (idx >= 0) & (idx < jnp.asarray(level.shape)[None, :, None])
+        vals = qc[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]
+        flat = (idx[:, 0, :, None, None] * gy + idx[:, 1, None, :, None]) * gz + idx[:, 2, None, None, :]
+        valid = ok[:, 0, :, None, None] & ok[:, 1, None, :, None] & ok[:, 2, None, None, :]
+        flat = jnp.where(valid, flat, size)
+        return rho.at[flat.reshape(-1)].add(vals.reshape(-1), mode="drop"), None
+
+    n = positions.shape[0]
+    per_atom = (2 * R + 1) ** 3 * positions.dtype.itemsize
+    c = max(1, min(n, SPREAD_CHUNK_BYTES // per_atom))
+    n_pad = -(-n // c) * c
+    x = jnp.concatenate([positions, jnp.broadcast_to(positions[:1], (n_pad - n, 3))])  # padding: zero charge
+    qp = jnp.concatenate([q, jnp.zeros(n_pad - n, q.dtype)])
+    rho, _ = jax.lax.scan(add, jnp.zeros(size, positions.dtype), (x.reshape(-1, c, 3), qp.reshape(-1, c)))
     return rho.reshape(level.shape)
 
 
