@@ -141,9 +141,9 @@ def mesh_shape(cell, spacing: float) -> tuple:
         raise ValueError(f"P3M needs a non-singular (3, 3) cell, got {cell.tolist()}")
     if not spacing > 0:
         raise ValueError(f"P3M mesh spacing must be > 0 Å, got {spacing}")
+    _jaxpme()  # the clear error when jax-pme is missing
     from jaxpme.kspace import get_kgrid_mesh_shape
 
-    _jaxpme()
     return tuple(int(x) for x in get_kgrid_mesh_shape(cell, float(spacing)))
 
 
