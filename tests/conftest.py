@@ -65,7 +65,7 @@ def tiny_config(tmp_path_factory):
 def trained_checkpoint(tiny_config):
     from lrnn.train import load_config, train
 
-    cfg = load_config(tiny_config())
+    cfg = load_config(tiny_config(snapshot_at_s=[1e-6]))  # a snapshot at the first validation
     train(cfg, quiet=True)
     return Path(cfg["output"]) / "checkpoint"
 

@@ -52,6 +52,9 @@ class TrainConfig:
     committee_subset: float = 1.0  # < 1: each member trains on its own random fraction of the training set
     devices: object = "auto"  # data-parallel over this many local devices ("auto": all visible)
     init_from: str = ""  # warm start: weights, descriptor statistics and shifts of this checkpoint
+    # learning curves against wall time: the best checkpoint so far (shift re-fitted) is also
+    # written to OUTPUT/checkpoint_at_{T}s at the first validation after T seconds of training
+    snapshot_at_s: tuple = ()
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -74,6 +77,10 @@ class TrainConfig:
             raise ValueError(f"devices must be 'auto' or an integer >= 1, got {self.devices!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        snaps = self.snapshot_at_s
+        self.snapshot_at_s = tuple(sorted(float(t) for t in (snaps if isinstance(snaps, (list, tuple)) else [snaps])))
+        if any(t <= 0 for t in self.snapshot_at_s):
+            raise ValueError(f"snapshot_at_s: times must be > 0 s, got {list(self.snapshot_at_s)}")
         if self.metrics_format not in ("csv", "jsonl"):
             raise ValueError(f"metrics_format must be csv or jsonl, got {self.metrics_format!r}")
 

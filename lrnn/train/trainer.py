@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 from lrnn import bundle, models
 from lrnn import checkpoint as ckpt
 from lrnn.batch import make_inputs, make_labels
-from lrnn.models.deeppot import compute_stats, fit_energy_shift, shift_energy
+from lrnn.models.deeppot import compute_stats, fit_energy_shift, fit_input_stats, shift_energy
 from lrnn.nn import count_parameters, merge, split
 from lrnn.plots import learning_curve
 from lrnn.potential import batched_efv, committee_efv, energy_forces_virial
@@ -152,6 +152,9 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
                          "its own SOG plan (use method: direct or reciprocal, or train the members separately)")
     module = models.create(model_cfg, seed=tc.seed, dtype=dtype)
     graphdef, state = split(module)
+    if getattr(mcfg, "fit_norm", False) and "d_avg" not in stats:  # of the initial weights (member 0)
+        stats = dict(stats, **fit_input_stats(module, tr_inputs, stats_j))
+        stats_j = {k: jnp.asarray(v, dtype) for k, v in stats.items()}
     if K > 1:  # a committee: members from seeds seed..seed+K-1, weights stacked on a leading axis
         members = [state] + [split(models.create(model_cfg, seed=tc.seed + k, dtype=dtype))[1] for k in range(1, K)]
         state = jax.tree.map(lambda *x: jnp.stack(x), *members)
@@ -283,6 +286,27 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             ckpt.save(path, meta=meta, params=st, train_state=ost if with_state else None)
         return meta["train"]
 
+    def saved_best():
+        """Weights and record of the best checkpoint on disk."""
+        meta, leaves, _ = ckpt.load(best_path)
+        return jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x) for x in leaves]), meta["train"]
+
+    def refit_delta(weights):
+        """Correction (T,) or (K, T) of the per-element shifts: least squares on the training residuals."""
+        e_tr, _ = _predict_chunks(graphdef, weights, stats_j, tr_dev[0], n_tr, tc.batch_size * 4, K > 1)
+        resid = train_ds.energy - (e_tr + shift_energy(train_ds.numbers, shift, mcfg.type_map))
+        return (fit_energy_shift(train_ds.numbers, resid, mcfg.type_map) if K == 1 else
+                np.stack([fit_energy_shift(train_ds.numbers, r, mcfg.type_map) for r in resid]))
+
+    def snapshot(t_snap, weights, record):
+        """``checkpoint_at_{T}s``: the best weights so far with their shift re-fitted (if refit_shift)."""
+        path = out / f"checkpoint_at_{t_snap:g}s"
+        if path.exists() or not writer:  # taken before a resume
+            return
+        sh = np.asarray(shift) + refit_delta(weights) if tc.refit_shift else shift
+        ckpt.save(path, meta=dict(meta_base, energy_shift=sh, energy_shift_refit=bool(tc.refit_shift),
+                                  train=dict(record, snapshot_at_s=t_snap)), params=weights)
+
     metrics = MetricsWriter(out / f"metrics.{tc.metrics_format}", tc.metrics_format, resume, enabled=writer)
     if not quiet:
         log.info("training %s (%d parameters) on %s; validation %d structures", kind,
@@ -349,6 +373,11 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             best_state = best_weights
         done = epoch + 1 >= max_epochs
         out_of_time = tc.max_time_s > 0 and now >= tc.max_time_s
+        for t_snap in [t for t in tc.snapshot_at_s if t <= now]:
+            if best_weights is None and best_path.exists():  # resumed, not improved since
+                best_weights, best_record = saved_best()
+            snapshot(t_snap, state if best_weights is None else best_weights,
+                     {"step": step, "epoch": epoch + 1, "best_val": np.asarray(best_val).tolist(), "time_s": now})
         if done or out_of_time or time.perf_counter() - last_save >= tc.checkpoint_every_s:
             if best_state is not None:
                 best_record = save(best_path, best_state, None, step, epoch + 1, best_val, now, False)
@@ -377,13 +406,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         # drifts while the energy prefactor is small.  The best checkpoint is written once
         # more, with the new shifts (its weights and record unchanged).
         if best_weights is None:  # a resumed run that had nothing left to train
-            meta, leaves, _ = ckpt.load(best_path)
-            best_weights = jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x) for x in leaves])
-            best_record = meta["train"]
-        e_tr, _ = _predict_chunks(graphdef, best_weights, stats_j, tr_dev[0], n_tr, tc.batch_size * 4, K > 1)
-        resid = train_ds.energy - (e_tr + shift_energy(train_ds.numbers, shift, mcfg.type_map))
-        delta = (fit_energy_shift(train_ds.numbers, resid, mcfg.type_map) if K == 1 else
-                 np.stack([fit_energy_shift(train_ds.numbers, r, mcfg.type_map) for r in resid]))  # (K, T)
+            best_weights, best_record = saved_best()
+        delta = refit_delta(best_weights)
         meta_base.update(energy_shift=np.asarray(shift) + delta, energy_shift_refit=True)
         delta = delta if K == 1 else delta[0]
         if K > 1:

@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from lrnn import models
 from lrnn.batch import make_inputs
-from lrnn.models.deeppot import compute_stats, fit_energy_shift
+from lrnn.models.deeppot import compute_stats, fit_energy_shift, fit_input_stats
 from lrnn.neighbors import Capacity
 from lrnn.nn import split
 from lrnn.potential import energy_fn as _energy_fn
@@ -250,3 +250,42 @@ def test_chunked_descriptor_equals_the_whole(setup):
     for a, b in zip(whole, parts):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12)
     assert np.abs(np.asarray(whole[1])).max() > 1e-3  # non-trivial forces compared
+
+
+def test_fit_norm_standardises_the_fitting_input(setup, paracetamol):
+    """``fit_norm``: ``fit_input_stats`` gives the per-species mean and std of the initial
+    descriptors (checked against NumPy over the same centres); the normalised model equals
+    the plain one with the affine map folded into the first fitting layer (W' = W/σ,
+    b' = b − (D̄/σ)·W), and its forces are the gradient (finite differences)."""
+    g, st, mcfg, stats = setup[:4]
+    cfg = dict(TINY_MODEL, type_map=list(mcfg.type_map), fit_norm=True)
+    mod = models.create(cfg, seed=0, dtype=jnp.float64)
+    sub = paracetamol.subset(np.arange(12))
+    inp, _ = make_inputs(sub, models.model_config(cfg)[1], dtype=np.float64)
+    with pytest.raises(ValueError, match="d_avg"):
+        mod.energy(jax.tree.map(lambda x: jnp.asarray(x[0]), inp), stats)
+    dstats = fit_input_stats(mod, inp, stats, batch=5)
+    for a in range(len(mcfg.type_map)):
+        d = np.concatenate([np.asarray(mod.descriptors(jax.tree.map(lambda x: jnp.asarray(x[i]), inp), stats)[a][0])
+                            for i in range(len(sub))])
+        np.testing.assert_allclose(dstats["d_avg"][a], d.mean(0), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dstats["d_std"][a], np.maximum(d.std(0), 1e-2 * np.abs(d).mean()), rtol=1e-10)
+    full = dict(stats, **{k: jnp.asarray(v) for k, v in dstats.items()})
+    g1, st1 = split(mod)
+    plain = models.create(dict(cfg, fit_norm=False), seed=0, dtype=jnp.float64)
+    w0, b0 = plain.fitting.w0[...], plain.fitting.b0[...]  # (T, D, H), (T, H)
+    sd, mu = jnp.asarray(dstats["d_std"]), jnp.asarray(dstats["d_avg"])
+    plain.fitting.w0[...] = w0 / sd[:, :, None]
+    plain.fitting.b0[...] = b0 - jnp.einsum("td,tdh->th", mu / sd, w0)
+    g0, st0 = split(plain)
+    x = jax.tree.map(lambda v: jnp.asarray(v[3]), inp)
+    e1, f1, _ = energy_forces_virial(g1, st1, full, x)
+    e0, _, _ = energy_forces_virial(g0, st0, stats, x)
+    assert float(e1) == pytest.approx(float(e0), rel=1e-10)
+    h, pos = 1e-5, np.asarray(x["positions"])
+    for i, k in [(0, 0), (7, 2)]:
+        dp = np.zeros_like(pos)
+        dp[i, k] = h
+        fd = -(float(energy_fn(g1, st1, full, dict(x, positions=jnp.asarray(pos + dp))))
+               - float(energy_fn(g1, st1, full, dict(x, positions=jnp.asarray(pos - dp))))) / (2 * h)
+        assert float(f1[i, k]) == pytest.approx(fd, rel=1e-6, abs=1e-8)

@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lrnn
 from lrnn import checkpoint as ckpt
 from lrnn.train import load_config, train
+from lrnn.train.data import load_data
 from lrnn.train.trainer import read_metrics
 
 
@@ -19,6 +21,23 @@ def test_training_writes_checkpoints_metrics_plot(trained_checkpoint):
     assert (out / "learning_curve.png").stat().st_size > 1000
     meta = ckpt.read_meta(trained_checkpoint)
     assert meta["units"]["energy"] == "eV" and meta["energy_shift_refit"]
+
+
+def test_snapshot_is_the_best_model_so_far_with_its_shift_refitted(trained_checkpoint, tiny_config):
+    """``snapshot_at_s``: the best checkpoint at the first validation after T s, with the
+    per-element shift re-fitted on the training set, so its mean training residual is zero
+    (paracetamol: one composition, so the least-squares shift centres the residuals)."""
+    snap = trained_checkpoint.parent / "checkpoint_at_1e-06s"
+    meta = ckpt.read_meta(snap)
+    assert meta["train"]["snapshot_at_s"] == 1e-6 and meta["energy_shift_refit"]
+    rows = read_metrics(trained_checkpoint.parent / "metrics.csv")
+    assert meta["train"]["step"] == rows[0]["step"] < rows[-1]["step"]  # taken at the first validation
+    train_ds = load_data(tiny_config()["data"])["train"]
+    e, _, _ = lrnn.load(snap).predict(train_ds)
+    resid = train_ds.energy - e
+    assert abs(resid.mean()) < 1e-4 * np.abs(resid).mean() + 1e-6
+    with pytest.raises(ValueError, match="snapshot_at_s"):
+        load_config(tiny_config(snapshot_at_s=[0.0]))
 
 
 def test_resume_equals_uninterrupted_run(tiny_config, tmp_path):
