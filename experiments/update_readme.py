@@ -88,7 +88,7 @@ def rows():
                    f"{t['energy_mae']:.3f} kcal/mol | {t['force_mae']:.3f} kcal/mol/Å | "
                    f"{s_['train_time_s'] / 60:.0f} min ({s_['steps']} steps) | Spearman ≥ {c['bar_force_spearman']}: "
                    f"{'met' if c['met'] else 'NOT met'} | `python experiments/uncertainty/aspirin_committee.py` |")
-    return out + al_rows() + scale_rows()
+    return out + al_rows() + peer_rows() + scale_rows()
 
 
 def scale_rows():
@@ -244,6 +244,37 @@ def al_rows():
             f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {tb.get('al_labels')}, random "
             f"{tb.get('random_labels')}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "
             "`report` |"]
+
+
+def peer_rows():
+    """lrnn DeepPot-SE against DeePMD-kit se_e2_a (experiments/bench_local_models.py)."""
+    recs = load("local_models/peer.json") or []
+    out = []
+    cmd = "`python experiments/bench_local_models.py install`, then `speed`"
+    for r in (r for r in recs if r["kind"] == "speed"):
+        a, b = r["lrnn"], r["deepmd"]
+        ratios = [a["train_steps_per_s"] / b["train_steps_per_s"], b["ef_ms_batch1"] / a["ef_ms_batch1"],
+                  b["ef_ms_batch32"] / a["ef_ms_batch32"]]
+        out.append(f"| lrnn DeepPot-SE vs DeePMD-kit {r['versions']['deepmd']} se_e2_a (PyTorch {r['versions']['torch']}), "
+                   f"same model, float32, {len(r['cores'])} cores, rMD17 {r['molecule']}: training steps/s (batch 8); "
+                   f"E+F ms/configuration at batch 1 / 32 | {a['train_steps_per_s']:.1f} vs {b['train_steps_per_s']:.1f} "
+                   f"steps/s ({ratios[0]:.2f}x); {a['ef_ms_batch1']:.2f} vs {b['ef_ms_batch1']:.2f} ms ({ratios[1]:.1f}x); "
+                   f"{a['ef_ms_batch32']:.2f} vs {b['ef_ms_batch32']:.2f} ms ({ratios[2]:.1f}x) | | load average "
+                   f"{r['loadavg_start'][0]:.1f} at the start | ≥ 1x: {'met' if min(ratios) >= 1 else 'NOT met'} | {cmd} |")
+    for r in (r for r in recs if r["kind"] == "train"):
+        for t, a in r["lrnn"]["at"].items():
+            b = r["deepmd"]["at"].get(t)
+            if b is None:
+                continue
+            ok = a["energy_mae_kcal_mol"] <= b["energy_mae_kcal_mol"] and a["force_mae_kcal_mol_A"] <= b["force_mae_kcal_mol_A"]
+            out.append(f"| lrnn DeepPot-SE vs DeePMD-kit se_e2_a, rMD17 {r['molecule']} split 01, {r['minutes']:g}-min "
+                       f"budget, best on validation at {t} min, seed {r['seed']}, 1000 test | {a['energy_mae_kcal_mol']:.3f} "
+                       f"vs {b['energy_mae_kcal_mol']:.3f} kcal/mol | {a['force_mae_kcal_mol_A']:.3f} vs "
+                       f"{b['force_mae_kcal_mol_A']:.3f} kcal/mol/Å | {t} min of {r['minutes']:g} ({r['lrnn']['steps']} vs "
+                       f"{r['deepmd']['numb_steps']} steps) | errors ≤ DeePMD-kit's at {t} min: {'yes' if ok else 'no'} "
+                       f"({'the bar' if float(t) == 60 and r['minutes'] == 60 else 'the bar is at 60 min of a 60-min run'}) | `python experiments/bench_local_models.py train "
+                       f"--minutes {r['minutes']:g}` |")
+    return out
 
 
 def main():

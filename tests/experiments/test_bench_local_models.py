@@ -1,0 +1,53 @@
+"""experiments/bench_local_models.py without DeePMD-kit: the DeePMD npy systems it writes hold
+the same structures in eV and Å, its input.json describes the same model as lrnn's config, and
+the selection score and errors follow their definitions."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from lrnn.system import Dataset
+from lrnn.units import KCAL_MOL
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("blm", ROOT / "experiments/bench_local_models.py")
+blm = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(blm)
+
+
+def toy(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    numbers = np.tile([8, 1, 1, 6], (n, 1))
+    pos = rng.normal(size=(n, 4, 3))
+    return Dataset(pos, numbers, rng.normal(size=n) - 100.0, forces=rng.normal(size=(n, 4, 3)))
+
+
+def test_npy_system_and_input_match_lrnn(tmp_path):
+    ds = toy()
+    blm.write_deepmd_npy(ds, tmp_path / "train", [1, 6, 8])
+    s = tmp_path / "train"
+    assert (s / "type.raw").read_text().split() == ["2", "0", "0", "1"]
+    assert (s / "type_map.raw").read_text().split() == ["H", "C", "O"] and (s / "nopbc").exists()
+    np.testing.assert_array_equal(np.load(s / "set.000/coord.npy").reshape(6, 4, 3), ds.positions)
+    np.testing.assert_array_equal(np.load(s / "set.000/energy.npy"), ds.energy)
+    np.testing.assert_array_equal(np.load(s / "set.000/force.npy").reshape(6, 4, 3), ds.forces)
+    inp = blm.deepmd_input([1, 6, 8], 1000, 0, 100, 100, tmp_path, 2)
+    d, f = inp["model"]["descriptor"], inp["model"]["fitting_net"]
+    assert d["sel"] == [4, 4, 4]  # ≥ the atoms of each species, in multiples of 4
+    assert (d["rcut"], d["rcut_smth"], d["neuron"], d["axis_neuron"]) == (
+        blm.MODEL["rcut"], blm.MODEL["rcut_smth"], blm.MODEL["embed"], blm.MODEL["axis_neurons"])
+    assert f["neuron"] == blm.MODEL["fit"] and d["precision"] == f["precision"] == "float32"
+    assert not d["type_one_side"] and not d["resnet_dt"] and not f["resnet_dt"]
+    assert inp["loss"]["start_pref_f"] == blm.TRAIN["pref_f_start"] and inp["training"]["numb_steps"] == 1000
+
+
+def test_score_and_errors():
+    ds = toy()
+    e, f = ds.energy + 0.5, ds.forces.copy()  # a constant offset is not penalised by the selection score
+    assert blm.score(e, f, ds) == 0.0
+    f[0, 0, 0] += 0.3
+    assert np.isclose(blm.score(e, f, ds), 0.09 / f[ds.mask].size)
+    err = blm.errors(e, f, ds)
+    assert np.isclose(err["energy_mae_kcal_mol"], 0.5 / KCAL_MOL)
+    assert np.isclose(err["force_mae_kcal_mol_A"], 0.3 / f[ds.mask].size / KCAL_MOL)
