@@ -23,35 +23,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrnn import models
-from lrnn.batch import make_inputs, make_labels
 from lrnn.data import read
-from lrnn.models.deeppot import compute_stats, fit_energy_shift, fit_input_stats
-from lrnn.nn import split
+from lrnn.models.deeppot import fit_input_stats
+from lrnn.nn import merge
 from lrnn.potential import energy_forces_virial
 from lrnn.train.trainer import loss_terms
 from lrnn.units import KCAL_MOL
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+from bench_deeppot import setup_model  # noqa: E402  (model, statistics, inputs and labels of a dataset)
+
 DATA = ROOT.parent / "shared" / "data" / "rmd17" / "rmd17_paracetamol_train_01.npz"
 OUT = ROOT / "experiments" / "results" / "thesis_table" / "energy_only_plateau.json"
 MODEL = {"type": "deeppot_se", "rcut": 6.0, "rcut_smth": 0.5, "embed": [16, 32, 64], "axis_neurons": 8,
          "fit": [160, 160, 160]}  # the thesis table's BASE_MODEL
 
 
-def curve(ds, fit_norm, steps, lr, seed=0):
-    cfg = dict(MODEL, type_map=ds.elements, fit_norm=fit_norm)
-    _, mcfg = models.model_config(cfg)
-    module = models.create(cfg, seed=seed, dtype=jnp.float32)
-    g, st = split(module)
-    inputs, _ = make_inputs(ds, mcfg, dtype=np.float32)
-    stats = {k: jnp.asarray(v, jnp.float32) for k, v in
-             compute_stats(mcfg, ds.positions, ds.cell, inputs["layout"]).items()}
+def curve(ds, fit_norm, steps, lr):
+    g, st, stats, inputs, labels = setup_model(dict(MODEL, type_map=ds.elements, fit_norm=fit_norm), ds)
     if fit_norm:
-        stats.update({k: jnp.asarray(v, jnp.float32) for k, v in fit_input_stats(module, inputs, stats).items()})
-    labels = jax.tree.map(jnp.asarray, make_labels(ds, fit_energy_shift(ds.numbers, ds.energy, mcfg.type_map),
-                                                   mcfg.type_map))
-    inputs = jax.tree.map(jnp.asarray, inputs)
+        stats.update({k: jnp.asarray(v, jnp.float32) for k, v in fit_input_stats(merge(g, st), inputs, stats).items()})
+    inputs, labels = jax.tree.map(jnp.asarray, (inputs, labels))
     tx = optax.adam(lr)
 
     @jax.jit

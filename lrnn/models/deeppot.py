@@ -372,7 +372,7 @@ def fit_input_stats(model: DeepPotSE, inputs, stats, max_structures: int = 256, 
     and at 1e-6) of each fitting-input feature over the centres of up to ``max_structures``
     structures of ``inputs`` (batched model inputs), for the model's current weights (NumPy out:
     ``d_avg``, ``d_std`` of shape (n_types, width); species absent from the data get 0 and 1)."""
-    m = min(int(np.asarray(inputs["positions"]).shape[0]), max_structures)
+    m = min(int(inputs["positions"].shape[0]), max_structures)
     sj = {k: jnp.asarray(v) for k, v in stats.items()}
     per_struct = jax.jit(jax.vmap(lambda x: model.descriptors(x, sj)))
     t = model.config.n_types
@@ -383,10 +383,10 @@ def fit_input_stats(model: DeepPotSE, inputs, stats, max_structures: int = 256, 
             if item is not None:
                 d, mask = np.asarray(item[0], np.float64), np.asarray(item[1])
                 acc[a].append(d[mask])
-    width = next(np.concatenate(x).shape[1] for x in acc if x)
+    width = next(x[0].shape[1] for x in acc if x)
     avg, std = np.zeros((t, width)), np.ones((t, width))
-    for a in range(t):
-        d = np.concatenate(acc[a]) if acc[a] else np.zeros((0, width))
+    for a in (a for a in range(t) if acc[a]):
+        d = np.concatenate(acc[a])
         if len(d):
             avg[a] = d.mean(0)
             std[a] = np.maximum(d.std(0), np.maximum(1e-2 * np.abs(d).mean(), 1e-6))

@@ -298,14 +298,17 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         return (fit_energy_shift(train_ds.numbers, resid, mcfg.type_map) if K == 1 else
                 np.stack([fit_energy_shift(train_ds.numbers, r, mcfg.type_map) for r in resid]))
 
+    def snapshot_path(t_snap):
+        return out / f"checkpoint_at_{t_snap:g}s"
+
     def snapshot(t_snap, weights, record):
         """``checkpoint_at_{T}s``: the best weights so far with their shift re-fitted (if refit_shift)."""
-        path = out / f"checkpoint_at_{t_snap:g}s"
-        if path.exists() or not writer:  # taken before a resume
-            return
         sh = np.asarray(shift) + refit_delta(weights) if tc.refit_shift else shift
-        ckpt.save(path, meta=dict(meta_base, energy_shift=sh, energy_shift_refit=bool(tc.refit_shift),
-                                  train=dict(record, snapshot_at_s=t_snap)), params=weights)
+        ckpt.save(snapshot_path(t_snap), meta=dict(meta_base, energy_shift=sh, energy_shift_refit=bool(tc.refit_shift),
+                                                   train=dict(record, snapshot_at_s=t_snap)), params=weights)
+
+    # snapshot times still to come (those taken before a resume are on disk); only the writer writes
+    pending = [t for t in tc.snapshot_at_s if not snapshot_path(t).exists()] if writer else []
 
     metrics = MetricsWriter(out / f"metrics.{tc.metrics_format}", tc.metrics_format, resume, enabled=writer)
     if not quiet:
@@ -373,10 +376,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             best_state = best_weights
         done = epoch + 1 >= max_epochs
         out_of_time = tc.max_time_s > 0 and now >= tc.max_time_s
-        for t_snap in [t for t in tc.snapshot_at_s if t <= now]:
+        while pending and pending[0] <= now:
             if best_weights is None and best_path.exists():  # resumed, not improved since
                 best_weights, best_record = saved_best()
-            snapshot(t_snap, state if best_weights is None else best_weights,
+            snapshot(pending.pop(0), state if best_weights is None else best_weights,
                      {"step": step, "epoch": epoch + 1, "best_val": np.asarray(best_val).tolist(), "time_s": now})
         if done or out_of_time or time.perf_counter() - last_save >= tc.checkpoint_every_s:
             if best_state is not None:
