@@ -1,8 +1,11 @@
 """Shared fixtures.  Tests run in float64 where they compare against finite differences;
 the float32 default path is exercised by the training tests."""
 
+import atexit
 import gc
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -10,6 +13,29 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _share_compiled_code():
+    """One persistent XLA compilation cache for the whole run, this process and every subprocess
+    it starts (CLI, notebook, multi-process and fake-device tests inherit the environment).
+    Most of the suite's time is compilation, and its tests compile the same small models over
+    and over; a cache hit returns the same executable the compiler would, so no test changes
+    meaning.  The cache starts empty (a fresh directory, removed at exit) unless the caller set
+    ``JAX_COMPILATION_CACHE_DIR``."""
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        path = tempfile.mkdtemp(prefix="lrnn-test-xla-cache-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                      int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+
+
+_share_compiled_code()
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
