@@ -1,4 +1,5 @@
-"""Model registry: a model is an NNX module with ``energy(inputs, stats) -> eV``.
+"""Model registry: a model is a :class:`lrnn.models.base.LocalModel` (an NNX module with
+``energy(inputs, stats) -> eV``); a new local model is one module plus one line in MODELS.
 
 ``inputs`` is a dict with ``positions`` (N, 3) Å, ``cell`` (3, 3) Å, ``layout``
 (:class:`lrnn.neighbors.Layout`), ``types`` (N,) and ``total_charge`` (e); ``stats`` a dict of

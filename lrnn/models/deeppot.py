@@ -46,33 +46,21 @@ import numpy as np
 from flax import nnx
 
 from lrnn.descriptors.se_e2_a import env_matrix
-from lrnn.fmm import MAX_ORDER, MIN_ORDER
-from lrnn.longrange.farfield import far_field_potentials, far_field_potentials_fmm
 from lrnn.longrange.grid import grid_cells, grid_env
-from lrnn.models.terms import create_term, term_config
+from lrnn.models.base import LocalConfig, LocalModel
 from lrnn.nn import StackedMLP
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepPotConfig:
-    """Hyper-parameters (lengths in Å)."""
+class DeepPotConfig(LocalConfig):
+    """Hyper-parameters (lengths in Å): those of :class:`lrnn.models.base.LocalConfig` plus the
+    se_e2_a descriptor's and the fitting nets'."""
 
-    type_map: tuple  # atomic numbers, one type each
-    rcut: float = 6.0
-    rcut_smth: float = 0.5
     embed: tuple = (25, 50, 100)
     axis_neurons: int = 16
     fit: tuple = (240, 240, 240)
-    activation: str = "tanh"
-    neighbor_mode: str = "auto"  # "all" pairs of free molecules, "cutoff" lists, or "auto"
-    long_range: tuple = ()  # long-range terms (lrnn.models.terms), e.g. [{type: latent_coulomb}]
-    far_field: tuple = ()  # (r_on, r_off) in Å: append the smooth far-field descriptor to D
     grid: tuple = ()  # (spacing Å, cells per axis): the thesis's fixed-grid descriptor (baseline)
     two_body: bool = False  # append the linear radial features T_i[:, 0] (se_e2_r-like) to D
-    fit_norm: bool = False  # standardise the fitting input with initial-descriptor statistics (d_avg, d_std)
-    far_field_method: str = "direct"  # "direct" (exact O(N²)) or "fmm" (O(N) when a plan is given)
-    fmm_order: int = 10  # expansion order of the FMM plans built for "fmm" parts
-    fmm_min_atoms: int = 5000  # below this many atoms the exact sums are used (crossover: bench_terms.md)
     # evaluation setting, not physics: the descriptor is computed in chunks of centres whose
     # embedding output (centres x T x S x M1 floats) stays under this many bytes, each chunk
     # recomputed in the backward pass (jax.checkpoint), so memory is O(N) with a small
@@ -80,79 +68,25 @@ class DeepPotConfig:
     chunk_bytes: int = 2**26
 
     def __post_init__(self):
-        object.__setattr__(self, "long_range", tuple(term_config(t) for t in self.long_range))
-        self.hierarchical_sog_term()  # at most one
-        ff = self.far_field
-        if isinstance(ff, dict):
-            bad = set(ff) - {"r_on", "r_off", "method"}
-            if bad:
-                raise ValueError(f"far_field: unknown option(s) {sorted(bad)}; known: method, r_off, r_on")
-            object.__setattr__(self, "far_field_method", ff.get("method", self.far_field_method))
-            ff = (ff.get("r_on", self.rcut_smth), ff.get("r_off", self.rcut))
-        object.__setattr__(self, "far_field", tuple(float(x) for x in ff))
-        if self.far_field and not (len(self.far_field) == 2 and 0 < self.far_field[0] < self.far_field[1]):
-            raise ValueError(f"far_field needs 0 < r_on < r_off (Å), got {self.far_field}")
-        if self.far_field_method not in ("direct", "fmm"):
-            raise ValueError(f"far_field method must be 'direct' or 'fmm', got {self.far_field_method!r}")
-        if not MIN_ORDER <= int(self.fmm_order) <= MAX_ORDER:
-            raise ValueError(f"fmm_order must be in [{MIN_ORDER}, {MAX_ORDER}], got {self.fmm_order}")
+        super().__post_init__()
         g = self.grid
         if isinstance(g, dict):
             g = (g.get("spacing", 4.0), g.get("n_cells", 8))
         object.__setattr__(self, "grid", tuple(g))
         if self.grid and not (len(self.grid) == 2 and self.grid[0] > 0 and int(self.grid[1]) >= 1):
             raise ValueError(f"grid needs spacing > 0 Å and n_cells >= 1, got {self.grid}")
-        object.__setattr__(self, "type_map", tuple(int(z) for z in self.type_map))
         object.__setattr__(self, "embed", tuple(int(x) for x in self.embed))
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
-        if not self.type_map:
-            raise ValueError("type_map is empty: the model needs at least one species")
-        if len(set(self.type_map)) != len(self.type_map):
-            raise ValueError(f"type_map has duplicates: {self.type_map}")
-        if not (0 < self.rcut_smth < self.rcut):
-            raise ValueError(f"need 0 < rcut_smth < rcut, got rcut_smth={self.rcut_smth} Å, rcut={self.rcut} Å")
-        if self.rcut > 30:
-            raise ValueError(f"rcut={self.rcut} Å is not a local cutoff; use a long-range term instead")
         if self.axis_neurons > self.embed[-1]:
             raise ValueError(f"axis_neurons ({self.axis_neurons}) must not exceed the last embedding "
                              f"width ({self.embed[-1]})")
         if int(self.chunk_bytes) < 1:
             raise ValueError(f"chunk_bytes must be a positive number of bytes, got {self.chunk_bytes}")
-        if self.neighbor_mode not in ("auto", "all", "cutoff"):
-            raise ValueError(f"neighbor_mode must be auto|all|cutoff, got {self.neighbor_mode!r}")
-
-    @property
-    def n_types(self) -> int:
-        return len(self.type_map)
-
-    def fmm_leaf_side(self) -> float | None:
-        """Smallest FMM leaf side (Å) the model's FMM parts need, or None if it has none:
-        ``r_off`` for the far-field descriptor, 8σ for latent Coulomb (see their modules)."""
-        need = [self.far_field[1]] if self.far_field and self.far_field_method == "fmm" else []
-        need += [t.fmm_leaf_side for t in self.long_range if getattr(t, "method", "") == "fmm"]
-        return max(need) if need else None
-
-    def p3m_spacing(self) -> float | None:
-        """The finest P3M mesh spacing (Å) of the model's ``p3m`` terms, or None."""
-        need = [t.p3m_spacing for t in self.long_range if getattr(t, "method", "") == "p3m"]
-        return min(need) if need else None
-
-    @property
-    def has_charge_terms(self) -> bool:
-        """Whether the energy depends on the total charge: a long-range term over latent
-        charges equilibrated to it (``latent_coulomb``, ``sog``)."""
-        return any(getattr(t, "uses_total_charge", False) for t in self.long_range)
-
-    def hierarchical_sog_term(self) -> int | None:
-        """Index of the SOG term with ``method: hierarchical`` (at most one), or None."""
-        idx = [k for k, t in enumerate(self.long_range) if t.type == "sog" and t.method == "hierarchical"]
-        if len(idx) > 1:
-            raise ValueError("at most one sog term may use method: hierarchical (one plan per structure)")
-        return idx[0] if idx else None
 
 
-class DeepPotSE(nnx.Module):
-    """se_e2_a descriptor + per-species fitting nets (see module docstring)."""
+class DeepPotSE(LocalModel):
+    """se_e2_a descriptor + per-species fitting nets (see module docstring); the energy and the
+    long-range composition are :class:`lrnn.models.base.LocalModel`'s."""
 
     def __init__(self, config: DeepPotConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
@@ -171,24 +105,6 @@ class DeepPotSE(nnx.Module):
                                   act=config.activation, linear_output=True, bias_std=1.0, dtype=dtype,
                                   rngs=rngs)
         self.add_terms(config.embed[-1] * config.axis_neurons + d_far, rngs, dtype)
-
-    def add_terms(self, d_desc: int, rngs, dtype):
-        """The long-range terms of the config (``term0``, …), on descriptors of width ``d_desc``."""
-        self.n_terms = len(self.config.long_range)
-        for k, tcfg in enumerate(self.config.long_range):
-            setattr(self, f"term{k}", create_term(tcfg, self.config.n_types, d_desc, rngs, dtype))
-
-    def far_field_features(self, inputs):
-        """Far-field descriptor features (N, n_types) scaled by r_off (FMM with a plan in
-        ``inputs``, else the exact sum)."""
-        cfg = self.config
-        pos = inputs["positions"]
-        plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
-        if plan is not None:
-            ff = far_field_potentials_fmm(plan, pos, inputs["types"], cfg.n_types, *cfg.far_field)
-        else:
-            ff = far_field_potentials(pos, inputs["types"], cfg.n_types, *cfg.far_field)
-        return ff * cfg.far_field[1]
 
     def descriptors(self, inputs, stats):
         """Per centre species ``a``: D (C_a, M1*M2) and the centre mask (C_a,)."""
@@ -257,64 +173,6 @@ class DeepPotSE(nnx.Module):
         dmat = jnp.einsum("cml,cnl->cmn", tmat, tmat[:, : cfg.axis_neurons, :])
         return dmat.reshape(n, -1)
 
-    def atomic_energies(self, inputs, stats, desc=None):
-        """Per centre species: atomic energies (C_a,) in eV, zero for padding slots."""
-        res = []
-        desc = self.descriptors(inputs, stats) if desc is None else desc
-        for a, item in enumerate(desc):
-            if item is None:
-                res.append(None)
-                continue
-            dmat, mask = item
-            if self.config.fit_norm:
-                if "d_avg" not in stats:
-                    raise ValueError("fit_norm: the statistics have no d_avg/d_std; compute them with "
-                                     "lrnn.models.deeppot.fit_input_stats (the trainer does)")
-                dmat = (dmat - stats["d_avg"][a].astype(dmat.dtype)) / stats["d_std"][a].astype(dmat.dtype)
-            e = self.fitting(a, dmat)[:, 0]
-            res.append(jnp.where(mask, e, 0.0))
-        return res
-
-    @property
-    def terms(self):
-        return [getattr(self, f"term{k}") for k in range(self.n_terms)]
-
-    def energy(self, inputs, stats):
-        """Total energy (eV) without the per-element shifts: short range plus the
-        long-range terms of the config."""
-        desc = self.descriptors(inputs, stats)
-        return self._energy(inputs, stats, desc)
-
-    def _energy(self, inputs, stats, desc):
-        e = sum(jnp.sum(x) for x in self.atomic_energies(inputs, stats, desc) if x is not None)
-        for term in self.terms:
-            e = e + term.energy(inputs, stats, desc)
-        return e
-
-    def charges(self, inputs, stats):
-        """Latent atomic charges (N,) in e of the first latent-charge term (latent_coulomb or
-        sog): the quantity a reference-charge loss compares with (``train.pref_q``)."""
-        return self._charges(inputs, self.descriptors(inputs, stats))
-
-    def _charges(self, inputs, desc):
-        for term in self.terms:
-            if hasattr(term, "charges"):
-                return term.charges(inputs, desc)
-        raise ValueError("the model has no latent-charge term (latent_coulomb or sog): it predicts no charges")
-
-    def energy_and_charges(self, inputs, stats):
-        """(energy eV, latent charges (N,) e) from one descriptor evaluation."""
-        desc = self.descriptors(inputs, stats)
-        return self._energy(inputs, stats, desc), self._charges(inputs, desc)
-
-    def energy_terms(self, inputs, stats):
-        """Dict of energy contributions (eV): ``short`` and one entry per long-range term."""
-        desc = self.descriptors(inputs, stats)
-        out = {"short": sum(jnp.sum(x) for x in self.atomic_energies(inputs, stats, desc) if x is not None)}
-        for k, term in enumerate(self.terms):
-            out[f"{k}:{term.cfg.type}"] = term.energy(inputs, stats, desc)
-        return out
-
 
 def chunked(fn, args: tuple, chunk: int):
     """``fn(*args)`` for arrays ``args`` with a common leading (centre) axis, computed
@@ -367,7 +225,7 @@ def compute_stats(config: DeepPotConfig, positions, cells, layout, max_structure
     return {"s_avg": s_avg, "s_std": s_std, "dir_std": d_std, "n_norm": np.asarray(n_max)}
 
 
-def fit_input_stats(model: DeepPotSE, inputs, stats, max_structures: int = 256, batch: int = 16) -> dict:
+def fit_input_stats(model: LocalModel, inputs, stats, max_structures: int = 256, batch: int = 16) -> dict:
     """Per centre species: mean and standard deviation (floored at 1e-2 of the mean magnitude,
     and at 1e-6) of each fitting-input feature over the centres of up to ``max_structures``
     structures of ``inputs`` (batched model inputs), for the model's current weights (NumPy out:

@@ -26,8 +26,8 @@ channel c and angular order L is the rotation-invariant square norm
 (:math:`a_{jc}` the radial part), for :math:`L = 0..` ``l_max``.  The descriptor
 :math:`D_i = (\rho_{i,cL})` (plus the far-field features if configured) feeds a
 per-species MLP :math:`\mathcal F_{z_i}` (``fit``); every long-range term of
-``long_range`` receives the same :math:`D_i`, exactly as with DeepPot-SE, whose energy
-composition this class inherits.  :math:`\bar N` is the ``n_norm`` neighbour count of the
+``long_range`` receives the same :math:`D_i`, exactly as with DeepPot-SE (the composition
+of :class:`lrnn.models.base.LocalModel`).  :math:`\bar N` is the ``n_norm`` neighbour count of the
 training statistics.  f_c and its first derivative vanish at r_c, so energy and forces are
 continuous as a neighbour crosses the cutoff; the energy is invariant under rotations,
 reflections, translations and permutations.  Forces and virial come from ``jax.grad``.
@@ -46,15 +46,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrnn.models.deeppot import DeepPotConfig, DeepPotSE
+from lrnn.models.base import LocalConfig, LocalModel
 from lrnn.nn import StackedMLP
 
 
 @dataclasses.dataclass(frozen=True)
-class EANNConfig(DeepPotConfig):
-    """Hyper-parameters (lengths in Å).  Shares type_map, rcut, neighbor_mode, long_range,
-    far_field and the FMM settings with :class:`DeepPotConfig`; ``embed`` and
-    ``axis_neurons`` are not used (``rcut_smth`` only enters the statistics)."""
+class EANNConfig(LocalConfig):
+    """Hyper-parameters (lengths in Å): those of :class:`lrnn.models.base.LocalConfig`
+    (``rcut_smth`` only enters the neighbour statistics) plus the orbitals' and fitting nets'."""
 
     rcut: float = 5.0
     n_radial: int = 8  # Gaussians per orbital
@@ -64,12 +63,7 @@ class EANNConfig(DeepPotConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.two_body:
-            raise ValueError("two_body: the linear radial features are a DeepPot-SE option, not supported with "
-                             "model type 'eann'")
-        if self.grid:
-            raise ValueError("grid: the fixed-grid descriptor is not supported with model type 'eann' "
-                             "(use far_field or a long_range term)")
+        object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
         for k, lo in {"n_radial": 2, "channels": 1, "l_max": 0}.items():
             if int(getattr(self, k)) < lo:
                 raise ValueError(f"{k} must be >= {lo}, got {getattr(self, k)}")
@@ -94,9 +88,9 @@ def cutoff_fn(r, rcut):
     return jnp.where(r < rcut, c * c, 0.0)
 
 
-class EANN(DeepPotSE):
-    """EANN local model (module docstring).  Inherits the energy, charge and long-range
-    term composition of :class:`DeepPotSE`; only the descriptors differ."""
+class EANN(LocalModel):
+    """EANN local model (module docstring); the energy, charges and long-range composition
+    are :class:`lrnn.models.base.LocalModel`'s."""
 
     def __init__(self, config: EANNConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config

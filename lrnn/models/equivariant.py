@@ -51,8 +51,8 @@ vector times U with the permutation multiplicities folded in.
 The invariant descriptor of atom i is :math:`D_i = [h^{(1)}_{i,k0}, \dots, h^{(T)}_{i,k0}]`
 (plus the far-field features if configured); the atomic energy is a per-species MLP
 :math:`\mathcal F_{z_i}(D_i)` (``readout``), and every long-range term of ``long_range``
-receives the same :math:`D_i`, exactly as with DeepPot-SE, whose energy composition this
-class inherits.  Forces and virial come from ``jax.grad`` (:mod:`lrnn.potential`).
+receives the same :math:`D_i`, exactly as with DeepPot-SE (the composition of
+:class:`lrnn.models.base.LocalModel`).  Forces and virial come from ``jax.grad`` (:mod:`lrnn.potential`).
 """
 
 from __future__ import annotations
@@ -67,18 +67,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrnn.models.deeppot import DeepPotConfig, DeepPotSE
+from lrnn.models.base import LocalConfig, LocalModel
 from lrnn.nn import StackedMLP
 
 SILU_NORM = 1.6791767923989418  # 1/sqrt(E[silu(z)^2]), z ~ N(0, 1): unit second moment
 
 
 @dataclasses.dataclass(frozen=True)
-class EquivariantConfig(DeepPotConfig):
-    """Hyper-parameters (lengths in Å).  Shares type_map, rcut, neighbor_mode, long_range,
-    far_field and the FMM settings (and their validation) with :class:`DeepPotConfig`;
-    ``rcut_smth``, ``embed``, ``axis_neurons`` and ``fit`` are not used by this model
-    (``rcut_smth`` only enters the DeepPot-style statistics)."""
+class EquivariantConfig(LocalConfig):
+    """Hyper-parameters (lengths in Å): those of :class:`lrnn.models.base.LocalConfig`
+    (``rcut_smth`` only enters the neighbour statistics) plus the message passing's."""
 
     rcut: float = 5.0
     activation: str = "silu"  # readout MLP
@@ -94,14 +92,8 @@ class EquivariantConfig(DeepPotConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.two_body:
-            raise ValueError("two_body: the linear radial features are a DeepPot-SE option, not supported with "
-                             "model type 'mace'")
         for k in ("radial_mlp", "readout"):
             object.__setattr__(self, k, tuple(int(x) for x in getattr(self, k)))
-        if self.grid:
-            raise ValueError("grid: the fixed-grid descriptor is not supported with model type 'mace' yet "
-                             "(use far_field or a long_range term)")
         checks = {"channels": 1, "n_layers": 1, "n_radial": 1, "correlation": 1, "envelope_p": 2,
                   "l_max": 0, "hidden_l": 0}
         for k, lo in checks.items():
@@ -237,9 +229,9 @@ class Interaction(nnx.Module):
         return out
 
 
-class Equivariant(DeepPotSE):
-    """MACE-like local model (module docstring).  Inherits the energy, charge and
-    long-range-term composition of :class:`DeepPotSE`; only the descriptors differ."""
+class Equivariant(LocalModel):
+    """MACE-like local model (module docstring); the energy, charges and long-range
+    composition are :class:`lrnn.models.base.LocalModel`'s."""
 
     def __init__(self, config: EquivariantConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config

@@ -1,0 +1,116 @@
+"""The thesis protocol's training schedule and input scaling, chosen on validation data (issue 19).
+
+Energy-only DeepPot-SE training on 7,706 configurations stalled near the predict-the-mean
+error after the planned 30,000 steps (``energy_only_plateau.py``).  This script trains the local
+model on the thesis protocol's data (rMD17 paracetamol, MD17 labels, the 80/10/10 split of
+``thesis_table.py``: 7,706 fitted, 963 validation) for a long schedule, once plain and once
+with ``model.fit_norm``, and records both validation curves.  No test configuration is read.
+
+    python experiments/thesis_table/schedule_choice.py run --variant plain       # ~40 min, one core
+    python experiments/thesis_table/schedule_choice.py run --variant fit_norm
+    python experiments/thesis_table/schedule_choice.py report  # -> experiments/results/thesis_table/schedule_choice.json
+
+The two runs can go side by side, one per core (``taskset -c 0`` / ``-c 1``).  ``report``
+reads each run's directory, checks that the run used this script's configuration (the
+checkpoint stores it), and writes the curves, the best validation error of each variant,
+and the choice (the lower best validation energy MAE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from thesis_table import BASE_MODEL, HERE, OUT, PREFS, prepare  # noqa: E402
+
+from lrnn.train import load_config, train  # noqa: E402
+
+RUNS = HERE / "runs" / "schedule"
+STEPS = 100_000
+KCAL = 0.0433641043  # eV per kcal/mol (lrnn.units.KCAL_MOL)
+VARIANTS = {"plain": {}, "fit_norm": {"fit_norm": True}}
+TRAIN = {"batch_size": 8, "lr_start": 2e-3, "lr_stop": 3e-5, "decay_steps": 200, "max_steps": STEPS,
+         "checkpoint_every_s": 300, "progress": False, "seed": 0, **PREFS[False]}
+
+
+def config(variant: str) -> dict:
+    data, _ = prepare("paracetamol", "md17", "thesis", HERE / "data")
+    data = {k: v for k, v in data.items() if k != "test"}  # validation only: no test set is loaded
+    return {"data": data, "model": {**BASE_MODEL, **VARIANTS[variant]}, "train": dict(TRAIN),
+            "output": str(RUNS / variant)}
+
+
+def cmd_run(args):
+    cfg = config(args.variant)
+    t0 = time.time()
+    summary = train(load_config(cfg), resume=(RUNS / args.variant / "last").exists(), quiet=True)
+    print(json.dumps({**summary, "wall_s": time.time() - t0}))
+
+
+def read_run(variant: str) -> dict:
+    run = RUNS / variant
+    stored = json.loads((run / "checkpoint" / "lrnn.json").read_text())
+    want = config(variant)
+    model = {k: v for k, v in stored["model"].items() if k != "type_map"}
+    if model != want["model"]:
+        raise SystemExit(f"{run}: model {model} is not this script's {want['model']}")
+    for k, v in want["train"].items():
+        if stored["train"]["config"].get(k) != v:
+            raise SystemExit(f"{run}: train.{k} = {stored['train']['config'].get(k)!r}, this script uses {v!r}")
+    for k, v in want["data"].items():  # the data config is stored as strings
+        got, v = stored["data"].get(k), Path(v).name if k == "train" else str(v)
+        if (Path(got).name if k == "train" else got) != v:
+            raise SystemExit(f"{run}: data.{k} = {got!r}, this script uses {v!r}")
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    curve = [{"step": int(r["step"]), "time_s": float(r["time_s"]), "lr": float(r["lr"]),
+              "val_energy_mae_kcal_mol": float(r["val_energy_mae_eV"]) / KCAL} for r in rows]
+    best = min(curve, key=lambda r: r["val_energy_mae_kcal_mol"])
+    best30k = min((r for r in curve if r["step"] <= 30_000), key=lambda r: r["val_energy_mae_kcal_mol"])
+    summary = json.loads((run / "train_summary.json").read_text())
+    return {"variant": variant, "model": stored["model"], "train": stored["train"]["config"],
+            "data": stored["data"], "steps": curve[-1]["step"],
+            "train_time_s": summary["train_time_s"], "best": best,
+            "best_up_to_30000_steps": best30k["val_energy_mae_kcal_mol"], "curve": curve}
+
+
+def cmd_report(args):
+    runs = [read_run(v) for v in VARIANTS]
+    choice = min(runs, key=lambda r: r["best"]["val_energy_mae_kcal_mol"])["variant"]
+    rec = {"what": "thesis protocol (energy only), rMD17 paracetamol with MD17 labels, local DeepPot-SE, seed 0: "
+                   "validation energy MAE (963 configurations) against training steps, plain and fit_norm",
+           "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "host": platform.node(), "choice": choice,
+           "rule": "the variant with the lower best validation energy MAE over the whole schedule",
+           "runs": runs}
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = OUT / "schedule_choice.json.tmp"
+    tmp.write_text(json.dumps(rec, indent=1))
+    os.replace(tmp, OUT / "schedule_choice.json")
+    for r in runs:
+        print(f"{r['variant']:9s} best {r['best']['val_energy_mae_kcal_mol']:.3f} kcal/mol at step "
+              f"{r['best']['step']}; best up to 30k steps {r['best_up_to_30000_steps']:.3f}")
+    print("choice:", choice)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--variant", choices=sorted(VARIANTS), required=True)
+    sub.add_parser("report")
+    args = ap.parse_args(argv)
+    {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
