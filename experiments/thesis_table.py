@@ -288,6 +288,8 @@ def is_done(job, recs, retry_failed):
 def cmd_run(args, jobs, path):
     """Passes over the plan until one runs nothing (data that arrive meanwhile are picked up)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the code that runs is the code at start: later commits in the work tree do not change it
+    args.code = {"git_commit": git("rev-parse", "HEAD"), "lrnn_modified": bool(git("status", "--porcelain", "lrnn"))}
     attempted = set()  # each run at most once per invocation
     while run_pass(args, jobs, path, attempted):
         pass
@@ -322,8 +324,7 @@ def run_pass(args, jobs, path, attempted):
                 rec = {**job, "status": "failed", "error": f"{type(e).__name__}: {e}",
                        "traceback": traceback.format_exc()[-2000:]}
             rec.update(wall_s=time.perf_counter() - t0, command=shlex.join([sys.executable] + sys.argv),
-                       git_commit=git("rev-parse", "HEAD"), lrnn_modified=bool(git("status", "--porcelain", "lrnn")),
-                       host=platform.node(), cpu_count=os.cpu_count(), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+                       **args.code, host=platform.node(), cpu_count=os.cpu_count(), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             add_record(path, rec)
             ran += 1
             msg = rec.get("error") or f"E {rec['energy_mae_kcal_mol']:.3f} kcal/mol" + (

@@ -5,6 +5,7 @@ Usage: python experiments/update_readme.py
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,42 @@ def rows():
                    f"{t['energy_mae']:.3f} kcal/mol | {t['force_mae']:.3f} kcal/mol/Å | "
                    f"{s_['train_time_s'] / 60:.0f} min ({s_['steps']} steps) | Spearman ≥ {c['bar_force_spearman']}: "
                    f"{'met' if c['met'] else 'NOT met'} | `python experiments/uncertainty/aspirin_committee.py` |")
-    return out + al_rows() + peer_rows() + scale_rows()
+    return out + al_rows() + peer_rows() + thesis_rows() + scale_rows()
+
+
+def thesis_rows():
+    """The thesis's Table 5.3 redone (experiments/thesis_table.py): one row per molecule,
+    labels, protocol and variant, mean ± std over the seeds run, failures counted."""
+    recs = load("thesis_table/results.json") or []
+    if not recs:
+        return []
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from thesis_table import THESIS  # the thesis's and sGDML's figures, kept in one place
+
+    cells = {}
+    for r in recs:
+        cells.setdefault((r["molecule"], r["labels"], r["protocol"], r["variant"]), []).append(r)
+    out = []
+    for (m, lab, p, v), rs in sorted(cells.items()):
+        ok = [r for r in rs if r.get("status") == "ok"]
+        e = [r["energy_mae_kcal_mol"] for r in ok]
+        f = [r["force_mae_kcal_mol_A"] for r in ok if r.get("force_mae_kcal_mol_A") is not None]
+        ms = lambda x: f"{np.mean(x):.3f} ± {np.std(x):.3f}" if x else "–"  # noqa: E731
+        fails = len(rs) - len(ok)
+        bar = ""
+        if lab == "md17" and p == "thesis" and e:
+            th, sg = min(THESIS[m][:2]), THESIS[m][2]
+            bar = (f"< thesis {th}: {'met' if np.mean(e) < th else 'NOT met'}; ≤ 2× sGDML ({2 * sg:.3f}): "
+                   f"{'met' if np.mean(e) <= 2 * sg else 'NOT met'}")
+        out.append(f"| thesis table: DeepPot-SE {v}, {m}, {lab} labels, {p} protocol, "
+                   f"{'/'.join(str(n) for n in sorted({r['n_train'] for r in ok})) or '–'} train "
+                   f"(seeds: {len(ok)} ok{f', **{fails} failed**' if fails else ''}) | {ms(e)} kcal/mol | "
+                   f"{ms(f) + ' kcal/mol/Å' if f else '– (energy only)' if p == 'thesis' else '–'} | "
+                   f"{np.mean([r['train_time_s'] for r in ok]) / 60:.0f} min/run, one core | {bar} | "
+                   f"`python experiments/thesis_table.py` |" if ok else
+                   f"| thesis table: {v}, {m}, {lab}, {p}: **{fails} failed** | – | – | – | | "
+                   f"`python experiments/thesis_table.py` |")
+    return out
 
 
 def scale_rows():

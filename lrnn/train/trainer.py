@@ -23,7 +23,7 @@ from lrnn.batch import make_inputs, make_labels
 from lrnn.models.deeppot import compute_stats, fit_energy_shift, fit_input_stats, shift_energy
 from lrnn.nn import count_parameters, merge, split
 from lrnn.plots import learning_curve
-from lrnn.potential import batched_efv, committee_efv, energy_forces_virial
+from lrnn.potential import batched_efv, committee_efv, energy_fn, energy_forces_virial
 from lrnn.system import concatenate
 from lrnn.train.config import TrainConfig
 from lrnn.train.data import load_data
@@ -210,9 +210,17 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         if member_w is not None:
             member_w = jax.device_put(np.asarray(member_w), replicated)
 
+    # energy-only training (no force, virial or charge weight) needs no position gradient:
+    # the loss is E alone, and its parameter gradient skips the double backward pass
+    energy_only = not (tc.uses_forces or tc.uses_virial or tc.pref_q > 0)
+
     def member_loss(st, inputs, labels, pref):
         with_q = tc.pref_q > 0  # charges from the same descriptor pass as the energy
-        pred = jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats_j, x, with_charges=with_q))(inputs)
+        if energy_only:
+            e = jax.vmap(lambda x: energy_fn(graphdef, st, stats_j, x))(inputs)
+            pred = (e, jnp.zeros_like(labels["forces"]), jnp.zeros_like(labels["virial"]))
+        else:
+            pred = jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats_j, x, with_charges=with_q))(inputs)
         le, lf, lv = loss_terms(pred[:3], labels)
         loss = pref[0] * le + pref[1] * lf + pref[2] * lv
         if with_q:

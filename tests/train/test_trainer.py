@@ -119,3 +119,26 @@ def test_warm_start_needs_the_same_model(tiny_config, trained_checkpoint, tmp_pa
     cfg = tiny_config(out=tmp_path / "warm2", init_from=str(trained_checkpoint), committee=2)
     with pytest.raises(ValueError, match="a committee of 1, this run trains 2"):
         train(load_config(cfg), quiet=True)
+
+
+def test_energy_only_training_skips_forces_and_matches_the_force_path(tiny_config, tmp_path):
+    """With no force, virial or charge weight the loss is built from E alone (no position
+    gradient); the parameters it trains equal those of the force path whose force weight is
+    negligible (1e-30), step by step, and they do move away from the initial ones."""
+    prefs = {"pref_e_start": 1.0, "pref_e_limit": 1.0, "pref_v_start": 0.0, "pref_v_limit": 0.0}
+    runs = {}
+    for name, pf in (("energy_only", 0.0), ("force_path", 1e-30)):
+        cfg = load_config(tiny_config(tmp_path / name, max_steps=12, pref_f_start=pf, pref_f_limit=pf, **prefs))
+        assert cfg["train"].uses_forces == (pf > 0)
+        train(cfg, quiet=True)
+        runs[name] = ckpt.load(tmp_path / name / "last")[1]
+    assert len(runs["energy_only"]) == len(runs["force_path"]) > 0
+    for a, b in zip(runs["energy_only"], runs["force_path"]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    cfg0 = load_config(tiny_config(tmp_path / "zero", max_steps=1, lr_start=1e-12, lr_stop=1e-13, **prefs,
+                                   pref_f_start=0.0, pref_f_limit=0.0))
+    train(cfg0, quiet=True)
+    moved = 0.0
+    for a, b in zip(runs["energy_only"], ckpt.load(tmp_path / "zero" / "last")[1]):
+        moved = max(moved, float(np.max(np.abs(np.asarray(a, float) - np.asarray(b, float)))))
+    assert moved > 1e-3
