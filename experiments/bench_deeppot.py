@@ -48,7 +48,7 @@ def setup_model(model_cfg, ds):
     g, st = split(models.create(model_cfg))
     inputs, _ = make_inputs(ds, mcfg)
     stats = {k: jnp.asarray(v, jnp.float32) for k, v in compute_stats(mcfg, ds.positions, ds.cell,
-                                                                       inputs["layout"]).items()}
+                                                                       inputs.layout).items()}
     labels = make_labels(ds, fit_energy_shift(ds.numbers, ds.energy, mcfg.type_map), mcfg.type_map)
     return g, st, stats, inputs, labels
 

@@ -251,7 +251,7 @@ def structure_features(pot: Potential, frames: list) -> np.ndarray:
     for a in frames:
         ds = pot._dataset(a.positions, a.numbers, a.cell.array if a.pbc.any() else None, a.pbc, None)
         inputs = jax.tree.map(lambda x: jnp.asarray(x[0]), pot._inputs(ds, np.dtype(pot.dtype)))
-        inputs.update(pot.plans_for(a.positions, a.cell.array if a.pbc.any() else None))
+        inputs = inputs.with_plans(pot.plans_for(a.positions, a.cell.array if a.pbc.any() else None))
         feats.append(np.concatenate([np.zeros(0) if d is None else np.asarray(d, np.float64)
                                      for d in desc_fn(inputs)]))
     return np.stack(feats)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lrnn.inputs import ModelInputs
 from lrnn.models.deeppot import shift_energy
 from lrnn.neighbors import Capacity, dataset_layouts, species_to_types
 
@@ -36,14 +37,15 @@ def check_boundaries(model_cfg, pbc) -> None:
 
 
 def make_inputs(ds, model_cfg, capacity: Capacity | None = None, dtype=np.float32):
-    """Model inputs for every structure of ``ds``: positions (Å), cell (Å), species types,
-    total charge (e) and the species-blocked neighbour layout.  Returns (inputs, capacity)."""
+    """Model inputs (:class:`~lrnn.inputs.ModelInputs`, a leading structure axis) for every
+    structure of ``ds``: positions (Å), cell (Å), species types, total charge (e) and the
+    species-blocked neighbour layout.  Returns (inputs, capacity)."""
     check_boundaries(model_cfg, ds.pbc)
     types = species_to_types(ds.numbers, model_cfg.type_map)
     layout, cap, _ = dataset_layouts(ds.positions, ds.numbers, ds.cell, ds.pbc, model_cfg.type_map,
                                      model_cfg.rcut, model_cfg.neighbor_mode, capacity)
-    inputs = {"positions": ds.positions.astype(dtype), "cell": ds.cell.astype(dtype), "types": types,
-              "total_charge": ds.total_charge.astype(dtype), "layout": layout}
+    inputs = ModelInputs(positions=ds.positions.astype(dtype), types=types, cell=ds.cell.astype(dtype),
+                         total_charge=ds.total_charge.astype(dtype), layout=layout)
     return inputs, cap
 
 

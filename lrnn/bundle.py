@@ -47,6 +47,7 @@ import numpy as np
 from lrnn import checkpoint as ckpt
 from lrnn import models
 from lrnn.batch import make_inputs
+from lrnn.inputs import ModelInputs
 from lrnn.neighbors import Capacity, Layout, species_to_types
 from lrnn.nn import merge, split
 from lrnn.plans import Plans
@@ -136,21 +137,17 @@ def reference_energy(params: Params, species) -> Any:
     return jnp.sum(jnp.where(species >= 0, shift[jnp.maximum(species, 0)], 0.0), axis=-1)
 
 
-def from_inputs(inputs: dict):
-    """``(System, Layout, plans)`` from a model-inputs dict (:func:`lrnn.batch.make_inputs`
-    for one structure, optionally with ``fmm_plan`` / ``sog_plan`` / ``p3m_mesh`` entries)."""
-    system = System(inputs["positions"], inputs["types"], inputs["cell"], inputs["total_charge"])
-    plans = {k: inputs[k] for k in ("fmm_plan", "sog_plan", "p3m_mesh") if inputs.get(k) is not None}
-    return system, inputs["layout"], plans
+def from_inputs(inputs: ModelInputs):
+    """``(System, Layout, plans)`` from :class:`~lrnn.inputs.ModelInputs` of one structure
+    (:func:`lrnn.batch.make_inputs`, optionally with plans)."""
+    system = System(inputs.positions, inputs.types, inputs.cell, inputs.total_charge)
+    return system, inputs.layout, inputs.plans
 
 
-def _inputs(system: System, neighbors: Layout, plans) -> dict:
-    inputs = {"positions": system.positions, "cell": system.cell, "types": system.species,
-              "total_charge": system.total_charge, "layout": neighbors}
+def _inputs(system: System, neighbors: Layout, plans) -> ModelInputs:
     if isinstance(plans, Plans):
         plans = plans.inputs()
-    inputs.update(plans or {})
-    return inputs
+    return ModelInputs(system.positions, system.species, system.cell, system.total_charge, neighbors).with_plans(plans)
 
 
 def network_energy(graphdef, params: Params, system: System, neighbors: Layout, plans=None) -> jax.Array:
@@ -244,7 +241,7 @@ def prepare(model: Model, positions, numbers, cell=None, pbc=None, total_charge=
     inputs, _ = make_inputs(ds, cfg, capacity, dtype=dt)
     system = System(jnp.asarray(positions, dt), jnp.asarray(species_to_types(numbers, cfg.type_map), jnp.int32),
                     jnp.asarray(cell_a, dt), jnp.asarray(q, dt), tuple(bool(x) for x in pbc_a))
-    layout = jax.tree.map(lambda x: jnp.asarray(x[0]), inputs["layout"])
+    layout = jax.tree.map(lambda x: jnp.asarray(x[0]), inputs.layout)
     return system, layout
 
 

@@ -4,7 +4,7 @@ A :class:`Potential` is a :class:`lrnn.bundle.Model` with its :class:`lrnn.bundl
 plus host-side bookkeeping (validation, padding buckets, neighbour capacities, O(N) plans).
 Its forces and virials come from :func:`lrnn.bundle.efv`, the one function the trainer,
 evaluator, MD drivers and ASE calculator share (``energy_forces_virial`` here is that
-function on a model-inputs dict):
+function on :class:`~lrnn.inputs.ModelInputs`):
 
 .. math::
 
@@ -43,7 +43,7 @@ def enable_x64() -> None:
 
 
 def energy_fn(graphdef, state, stats, inputs):
-    """Energy (eV, without per-element shifts) of one structure from a model-inputs dict
+    """Energy (eV, without per-element shifts) of one structure from :class:`~lrnn.inputs.ModelInputs`
     (:func:`lrnn.bundle.network_energy`)."""
     system, layout, plans = bundle.from_inputs(inputs)
     return bundle.network_energy(graphdef, bundle.Params(state, stats, None), system, layout, plans)
@@ -52,7 +52,7 @@ def energy_fn(graphdef, state, stats, inputs):
 def energy_forces_virial(graphdef, state, stats, inputs, with_charges: bool = False):
     """(E eV, F (N,3) eV/Å, W (3,3) eV) of one structure from a single backward pass;
     with ``with_charges`` also the latent charges (N,) e from the same descriptors
-    (:func:`lrnn.bundle.efv` on a model-inputs dict, without per-element shifts)."""
+    (:func:`lrnn.bundle.efv` on :class:`~lrnn.inputs.ModelInputs`, without per-element shifts)."""
     system, layout, plans = bundle.from_inputs(inputs)
     r = bundle.efv(graphdef, bundle.Params(state, stats, None), system, layout, plans, with_charges)
     return (r.model_energy, r.forces, r.virial, r.charges) if with_charges else (r.model_energy, r.forces, r.virial)
@@ -65,7 +65,7 @@ def batched_efv(graphdef, state, stats, inputs, plans=None):
     :meth:`Potential.plans_for`, shared by every structure, so use it with one structure) are
     handed to the model's O(N) parts as extra inputs."""
     plans = plans or {}
-    return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, dict(x, **plans)))(inputs)
+    return jax.vmap(lambda x: energy_forces_virial(graphdef, state, stats, x.with_plans(plans)))(inputs)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -73,7 +73,7 @@ def committee_efv(graphdef, states, stats, inputs, plans=None):
     """:func:`batched_efv` for a committee: ``states`` stacked on a leading member axis;
     returns (K, M), (K, M, N, 3), (K, M, 3, 3)."""
     plans = plans or {}
-    one = lambda st: jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats, dict(x, **plans)))(inputs)  # noqa: E731
+    one = lambda st: jax.vmap(lambda x: energy_forces_virial(graphdef, st, stats, x.with_plans(plans)))(inputs)  # noqa: E731
     return jax.vmap(one)(states)
 
 
@@ -377,7 +377,7 @@ def untrained_potential(type_map, model: dict | None = None, *, seed: int = 0, r
         ds = Dataset(reference.positions[None], reference.numbers[None], np.zeros(1),
                      cell=reference.cell.array[None] if pbc.any() else None, pbc=pbc[None])
         inputs, _ = make_inputs(ds, mc, None, dtype=np.float64)
-        stats = compute_stats(mc, ds.positions, ds.cell, inputs["layout"])
+        stats = compute_stats(mc, ds.positions, ds.cell, inputs.layout)
     meta = {"model": cfg, "dtype": dtype, "stats": {k: np.asarray(v).tolist() for k, v in stats.items()},
             "energy_shift": [0.0] * t, "untrained": True}
     params = bundle.Params(state, {k: jnp.asarray(v, jdt) for k, v in stats.items()}, np.zeros(t))

@@ -13,6 +13,7 @@ Writes experiments/results/longrange/bench_terms.{md,json}.
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -88,7 +89,7 @@ def bench_n(n, repeats, only=None):
             t0 = time.perf_counter()
             fmm.needs_replan(plan, pos)
             row["check_s"] = time.perf_counter() - t0
-            inp = dict(inp, fmm_plan=plan)
+            inp = replace(inp, fmm_plan=plan)
         k_sog = mcfg.hierarchical_sog_term()
         if k_sog is not None:
             from flax import nnx
@@ -100,7 +101,7 @@ def bench_n(n, repeats, only=None):
             splan = sog.sog_plan(pos, widths)
             row["plan_s"] = time.perf_counter() - t0
             row["sog_plan"] = splan.summary()
-            inp = dict(inp, sog_plan=splan)
+            inp = replace(inp, sog_plan=splan)
         fn = jax.jit(energy_forces_virial, static_argnums=0)
         t0 = time.perf_counter()
         jax.block_until_ready(fn(g, st, stats, inp))

@@ -6,8 +6,9 @@ energies with the far-field descriptor and the long-range terms.
     E = \sum_i \mathcal F_{t_i}(D_i) + \sum_k E^{LR}_k(\{D_i\})
 
 A local model (DeepPot-SE, the MACE-like equivariant model, EANN) subclasses
-:class:`LocalModel` and provides ``descriptors(inputs, stats)``: per centre species ``a``, the
-descriptor rows ``D`` (C_a, width) with the centre mask (C_a,), or None for a species with no
+:class:`LocalModel` and provides ``descriptors(inputs, stats)`` (``inputs`` a
+:class:`~lrnn.inputs.ModelInputs`, ``stats`` the descriptor statistics): per centre species
+``a``, the descriptor rows ``D`` (C_a, width) with the centre mask (C_a,), or None for a species with no
 centre slots.  It also creates the fitting nets ``fitting`` and calls :meth:`LocalModel.add_terms`
 with the descriptor width.  Everything else (atomic energies with the optional input
 standardisation, the long-range terms of :mod:`lrnn.models.terms`, latent charges, the
@@ -128,12 +129,12 @@ class LocalModel(nnx.Module):
         """Far-field descriptor features (N, n_types) scaled by r_off (FMM with a plan in
         ``inputs``, else the exact sum)."""
         cfg = self.config
-        pos = inputs["positions"]
-        plan = inputs.get("fmm_plan") if cfg.far_field_method == "fmm" else None
+        pos = inputs.positions
+        plan = inputs.fmm_plan if cfg.far_field_method == "fmm" else None
         if plan is not None:
-            ff = far_field_potentials_fmm(plan, pos, inputs["types"], cfg.n_types, *cfg.far_field)
+            ff = far_field_potentials_fmm(plan, pos, inputs.types, cfg.n_types, *cfg.far_field)
         else:
-            ff = far_field_potentials(pos, inputs["types"], cfg.n_types, *cfg.far_field)
+            ff = far_field_potentials(pos, inputs.types, cfg.n_types, *cfg.far_field)
         return ff * cfg.far_field[1]
 
     def atomic_energies(self, inputs, stats, desc=None):

@@ -110,11 +110,11 @@ class DeepPotSE(LocalModel):
         """Per centre species ``a``: D (C_a, M1*M2) and the centre mask (C_a,)."""
         cfg = self.config
         t = cfg.n_types
-        pos = inputs["positions"]
+        pos = inputs.positions
         n = pos.shape[0]
         pos_ext = jnp.concatenate([pos, jnp.zeros((1, 3), pos.dtype)], axis=0)
-        cell = inputs["cell"].astype(pos.dtype)
-        lay = inputs["layout"]
+        cell = inputs.cell.astype(pos.dtype)
+        lay = inputs.layout
         out = []
         extra = []  # per-atom far-field features (N, .) appended to D
         if cfg.far_field:
@@ -161,7 +161,7 @@ class DeepPotSE(LocalModel):
         """Thesis grid descriptor (N, M1*M2) of :mod:`lrnn.longrange.grid`."""
         cfg = self.config
         t = cfg.n_types
-        types = inputs["types"]
+        types = inputs.types
         mask = types >= 0
         numbers = jnp.asarray(cfg.type_map)[jnp.clip(types, 0, t - 1)]
         centre, counts, occ = grid_cells(pos, numbers, mask, cfg.grid[0], int(cfg.grid[1]), t, types)
@@ -230,7 +230,7 @@ def fit_input_stats(model: LocalModel, inputs, stats, max_structures: int = 256,
     and at 1e-6) of each fitting-input feature over the centres of up to ``max_structures``
     structures of ``inputs`` (batched model inputs), for the model's current weights (NumPy out:
     ``d_avg``, ``d_std`` of shape (n_types, width); species absent from the data get 0 and 1)."""
-    m = min(int(inputs["positions"].shape[0]), max_structures)
+    m = min(int(inputs.positions.shape[0]), max_structures)
     sj = {k: jnp.asarray(v) for k, v in stats.items()}
     per_struct = jax.jit(jax.vmap(lambda x: model.descriptors(x, sj)))
     t = model.config.n_types

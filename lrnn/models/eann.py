@@ -111,12 +111,12 @@ class EANN(LocalModel):
         """Per centre species ``a``: D (C_a, descriptor_width) and the centre mask (C_a,)."""
         cfg = self.config
         t = cfg.n_types
-        pos = inputs["positions"]
+        pos = inputs.positions
         dt = pos.dtype
         n = pos.shape[0]
         pos_ext = jnp.concatenate([pos, jnp.zeros((1, 3), dt)], axis=0)
-        cell = inputs["cell"].astype(dt)
-        lay = inputs["layout"]
+        cell = inputs.cell.astype(dt)
+        lay = inputs.layout
         exps, order, weight = monomials(cfg.l_max)
         centres_k = jnp.linspace(0.0, cfg.rcut, cfg.n_radial, dtype=dt)
         width = cfg.rcut / (cfg.n_radial - 1)

@@ -254,10 +254,10 @@ class Equivariant(LocalModel):
     def descriptors(self, inputs, stats):
         """Per centre species ``a``: D (C_a, descriptor_width) and the centre mask (C_a,)."""
         cfg = self.config
-        pos = inputs["positions"]
+        pos = inputs.positions
         dt = pos.dtype
         n = pos.shape[0]
-        lay = inputs["layout"]
+        lay = inputs.layout
         blocks, lo = [], 0
         for a in range(cfg.n_types):
             m = lay.centres[a].shape[0]
@@ -276,7 +276,7 @@ class Equivariant(LocalModel):
             jnp.arange(r_tot, dtype=jnp.int32), mode="drop")
         senders = inv[jnp.minimum(nb, n)]
         pos_ext = jnp.concatenate([pos, jnp.zeros((1, 3), dt)], axis=0)
-        vec = pos_ext[nb] - pos_ext[cen][:, None, :] + shifts.astype(dt) @ inputs["cell"].astype(dt)
+        vec = pos_ext[nb] - pos_ext[cen][:, None, :] + shifts.astype(dt) @ inputs.cell.astype(dt)
         mask = (nb < n) & row_mask[:, None]
         vec = jnp.where(mask[..., None], vec, jnp.asarray([cfg.rcut, 0.0, 0.0], dt) * 2)  # safe norm
         r = jnp.sqrt(jnp.sum(vec * vec, axis=-1))

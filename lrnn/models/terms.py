@@ -9,7 +9,8 @@ A term is selected in the model config under ``long_range`` (a list), e.g.::
         - {type: latent_coulomb, sigma: 1.0, fit: [32, 32]}
 
 and receives the per-species descriptors of the short-range model, so descriptors are
-computed once.  Every term is an NNX module with ``energy(inputs, stats, desc) -> eV``;
+computed once.  Every term is an NNX module with ``energy(inputs, stats, desc) -> eV``
+(``inputs`` a :class:`~lrnn.inputs.ModelInputs`);
 forces and virials follow from ``jax.grad`` of the total energy.
 """
 
@@ -36,20 +37,20 @@ from lrnn.nn import StackedMLP
 
 def per_atom(net, inputs, desc, width: int = 1):
     """Apply a per-species net to the descriptors and scatter to atom order: (N, width)."""
-    pos = inputs["positions"]
+    pos = inputs.positions
     out = jnp.zeros((pos.shape[0], width), pos.dtype)
     for a, item in enumerate(desc):
         if item is None:
             continue
         dmat, m = item
-        out = out.at[inputs["layout"].centres[a]].add(jnp.where(m[:, None], net(a, dmat), 0.0), mode="drop")
+        out = out.at[inputs.layout.centres[a]].add(jnp.where(m[:, None], net(a, dmat), 0.0), mode="drop")
     return out
 
 
 def latent_charges(net, inputs, desc):
     """Equilibrated latent charges (N,) in e, zero on padding."""
     q = per_atom(net, inputs, desc)[:, 0]
-    return equilibrate(q, inputs["types"] >= 0, inputs["total_charge"].astype(q.dtype))
+    return equilibrate(q, inputs.types >= 0, inputs.total_charge.astype(q.dtype))
 
 
 class _OpenOrReciprocal:
@@ -128,16 +129,16 @@ class LatentCoulombConfig(_OpenOrReciprocal):
 class LatentCoulomb(_LatentChargeTerm):
     def energy(self, inputs, stats, desc):
         q = self.charges(inputs, desc)
-        mask = inputs["types"] >= 0
-        if self.cfg.method == "p3m" and inputs.get("p3m_mesh") is not None:
-            return coulomb_p3m(inputs["positions"], q, mask, inputs["cell"], self.cfg.sigma,
-                               inputs["p3m_mesh"].shape)
+        mask = inputs.types >= 0
+        if self.cfg.method == "p3m" and inputs.p3m_mesh is not None:
+            return coulomb_p3m(inputs.positions, q, mask, inputs.cell, self.cfg.sigma,
+                               inputs.p3m_mesh.shape)
         if self.cfg.method in ("reciprocal", "p3m"):
-            return coulomb_reciprocal(inputs["positions"], q, mask, inputs["cell"], self.cfg.sigma,
+            return coulomb_reciprocal(inputs.positions, q, mask, inputs.cell, self.cfg.sigma,
                                       self.cfg.k_index_max)
-        if self.cfg.method == "fmm" and inputs.get("fmm_plan") is not None:
-            return coulomb_fmm(inputs["fmm_plan"], inputs["positions"], q, mask, sigma=self.cfg.sigma)
-        return coulomb_direct(inputs["positions"], q, mask, sigma=self.cfg.sigma)
+        if self.cfg.method == "fmm" and inputs.fmm_plan is not None:
+            return coulomb_fmm(inputs.fmm_plan, inputs.positions, q, mask, sigma=self.cfg.sigma)
+        return coulomb_direct(inputs.positions, q, mask, sigma=self.cfg.sigma)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,14 +180,14 @@ class SOG(_LatentChargeTerm):
 
     def energy(self, inputs, stats, desc):
         q = self.charges(inputs, desc)
-        mask = inputs["types"] >= 0
+        mask = inputs.types >= 0
         widths = jnp.exp(self.log_width.value)
         if self.cfg.method == "reciprocal":
-            return sog_periodic(inputs["positions"], q, mask, inputs["cell"], self.weight.value, widths,
+            return sog_periodic(inputs.positions, q, mask, inputs.cell, self.weight.value, widths,
                                 self.cfg.k_index_max)
-        if self.cfg.method == "hierarchical" and inputs.get("sog_plan") is not None:
-            return sog_hierarchical(inputs["sog_plan"], inputs["positions"], q, mask, self.weight.value, widths)
-        return sog_open(inputs["positions"], q, mask, self.weight.value, widths)
+        if self.cfg.method == "hierarchical" and inputs.sog_plan is not None:
+            return sog_hierarchical(inputs.sog_plan, inputs.positions, q, mask, self.weight.value, widths)
+        return sog_open(inputs.positions, q, mask, self.weight.value, widths)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +226,7 @@ class Dispersion(nnx.Module):
 
     def energy(self, inputs, stats, desc):
         c = self.coefficients(inputs, desc)
-        return dispersion_energy(inputs["positions"], c, inputs["types"] >= 0, self.cfg.r0, self.cfg.r_on,
+        return dispersion_energy(inputs.positions, c, inputs.types >= 0, self.cfg.r0, self.cfg.r_on,
                                  self.cfg.r_off)
 
 

@@ -140,7 +140,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     tr_inputs = jax.tree.map(lambda x: x[:n_tr], joint_inputs)
     va_inputs = jax.tree.map(lambda x: x[n_tr:], joint_inputs)
     if not (resume or tc.init_from):
-        stats = compute_stats(mcfg, train_ds.positions, train_ds.cell, tr_inputs["layout"])
+        stats = compute_stats(mcfg, train_ds.positions, train_ds.cell, tr_inputs.layout)
     stats_j = {k: jnp.asarray(v, dtype) for k, v in stats.items()}
     jl = make_labels(joint, shift, mcfg.type_map, dtype=npdt)
     tr_labels = jax.tree.map(lambda x: x[:n_tr], jl)

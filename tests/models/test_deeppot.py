@@ -1,6 +1,8 @@
 """DeepPot-SE physics: invariances, forces and virial against finite differences,
 smoothness across r_cs and r_c, padding independence, periodic images."""
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +43,7 @@ def setup(paracetamol):
     g, st, mcfg = build([1, 6, 7, 8])
     sub = paracetamol.subset(np.arange(20))
     inp, _ = make_inputs(sub, mcfg, dtype=np.float64)
-    stats = {k: jnp.asarray(v) for k, v in compute_stats(mcfg, sub.positions, sub.cell, inp["layout"]).items()}
+    stats = {k: jnp.asarray(v) for k, v in compute_stats(mcfg, sub.positions, sub.cell, inp.layout).items()}
     return g, st, mcfg, stats, paracetamol.positions[0], paracetamol.numbers[0]
 
 
@@ -69,7 +71,7 @@ def test_forces_match_finite_differences(setup):
     e0, f0, _ = efv(setup, pos, num)
     inp, _ = inputs_for(mcfg, pos, num)
     def e_of(p):
-        return energy_fn(g, st, stats, dict(inp, positions=p))
+        return energy_fn(g, st, stats, replace(inp, positions=p))
     h = 1e-5
     for i, k in [(0, 0), (5, 1), (12, 2), (19, 0)]:
         dp = np.zeros_like(pos)
@@ -90,8 +92,8 @@ def test_virial_matches_strain_finite_differences(setup):
     for a, b in [(0, 0), (0, 1), (2, 1)]:
         eps = np.zeros((3, 3))
         eps[a, b] = h
-        ep = float(energy_fn(g, st, stats, dict(inp, positions=jnp.asarray(pos @ (np.eye(3) + eps).T))))
-        em = float(energy_fn(g, st, stats, dict(inp, positions=jnp.asarray(pos @ (np.eye(3) - eps).T))))
+        ep = float(energy_fn(g, st, stats, replace(inp, positions=jnp.asarray(pos @ (np.eye(3) + eps).T))))
+        em = float(energy_fn(g, st, stats, replace(inp, positions=jnp.asarray(pos @ (np.eye(3) - eps).T))))
         assert float(w[a, b]) == pytest.approx(-(ep - em) / (2 * h), rel=1e-5, abs=1e-8)
 
 
@@ -226,8 +228,8 @@ def test_two_body_features_are_the_linear_neighbour_sum():
     for i, k in [(0, 0), (3, 2), (4, 1)]:
         dp = np.zeros_like(pos)
         dp[i, k] = h
-        fd = -(float(energy_fn(g, st, stats, dict(inp, positions=jnp.asarray(pos + dp))))
-               - float(energy_fn(g, st, stats, dict(inp, positions=jnp.asarray(pos - dp))))) / (2 * h)
+        fd = -(float(energy_fn(g, st, stats, replace(inp, positions=jnp.asarray(pos + dp))))
+               - float(energy_fn(g, st, stats, replace(inp, positions=jnp.asarray(pos - dp))))) / (2 * h)
         assert float(f0[i, k]) == pytest.approx(fd, rel=1e-6, abs=1e-8)
     with pytest.raises(ValueError, match="two_body"):
         models.model_config({"type": "eann", "type_map": [1], "two_body": True})
@@ -283,10 +285,10 @@ def test_fit_norm_standardises_the_fitting_input(setup, paracetamol):
     e1, f1, _ = energy_forces_virial(g1, st1, full, x)
     e0, _, _ = energy_forces_virial(g0, st0, stats, x)
     assert float(e1) == pytest.approx(float(e0), rel=1e-10)
-    h, pos = 1e-5, np.asarray(x["positions"])
+    h, pos = 1e-5, np.asarray(x.positions)
     for i, k in [(0, 0), (7, 2)]:
         dp = np.zeros_like(pos)
         dp[i, k] = h
-        fd = -(float(energy_fn(g1, st1, full, dict(x, positions=jnp.asarray(pos + dp))))
-               - float(energy_fn(g1, st1, full, dict(x, positions=jnp.asarray(pos - dp))))) / (2 * h)
+        fd = -(float(energy_fn(g1, st1, full, replace(x, positions=jnp.asarray(pos + dp))))
+               - float(energy_fn(g1, st1, full, replace(x, positions=jnp.asarray(pos - dp))))) / (2 * h)
         assert float(f1[i, k]) == pytest.approx(fd, rel=1e-6, abs=1e-8)

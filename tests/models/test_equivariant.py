@@ -2,6 +2,8 @@
 virial against finite differences, smoothness across the cutoff, padding independence, a
 latent-Coulomb term composed with it, and training, loading, ASE and jax-md with it."""
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,8 +60,8 @@ def check_invariance_and_fd(g, st, mcfg, stats, pos, num, fd_points):
     for i, k in fd_points:  # same layout (no neighbour changes at h): reuse the compiled function
         dp = np.zeros_like(pos)
         dp[i, k] = h
-        ep = float(efv(g, st, stats, dict(inp, positions=jnp.asarray(pos + dp)))[0])
-        em = float(efv(g, st, stats, dict(inp, positions=jnp.asarray(pos - dp)))[0])
+        ep = float(efv(g, st, stats, replace(inp, positions=jnp.asarray(pos + dp)))[0])
+        em = float(efv(g, st, stats, replace(inp, positions=jnp.asarray(pos - dp)))[0])
         assert float(f0[i, k]) == pytest.approx(-(ep - em) / (2 * h), rel=1e-6, abs=1e-9)
     assert np.abs(np.asarray(f0).sum(axis=0)).max() < 1e-10  # Newton's third law
     np.testing.assert_allclose(np.asarray(w0), np.asarray(pos).T @ np.asarray(f0), atol=1e-9)  # free molecule
