@@ -31,10 +31,11 @@ experiments/thesis_table/runs/quick/.  A record already in results.json is skipp
 unless --retry-failed); an interrupted run resumes from its last checkpoint (experiments/thesis_table/runs/).
 Runs whose data are missing (xTB sets below `min_frames`; run gen_xtb.py --collect first) wait and
 are picked up by a later pass or invocation.  Plan: 324 runs (6 molecule/label sets x 3 protocols x
-6 variants x 3 seeds); steps: thesis 30000, ef1000 and ef5000 20000 each (x0.4 for Ac-Ala3-NHMe, x0.2 for
-stachyose).  Expected time: ~54 h of one free core, ~27 h with two workers on 2 free cores (`--list`
-prints the estimate and replaces the cost model by the measured times as runs finish; shared cores
-are 2-3x slower).  The 36 acceptance runs (MD17 labels, thesis protocol) come first: ~4 h of one core.
+6 variants x 3 seeds); steps: thesis 100000 (chosen on validation: thesis_table/schedule_choice.py),
+ef1000 and ef5000 20000 each (x0.4 for Ac-Ala3-NHMe, x0.2 for stachyose).  Expected time (`--list`
+prints it, from the cost model and, once runs finish, their measured times): ~310 h of one core,
+~155 h with two workers on 2 free cores; the 36 acceptance runs (MD17 labels, thesis protocol) come
+first: ~38 h of one core, ~19 h on two (a run of 100,000 energy-only steps takes 35-60 min of one core).
 """
 
 from __future__ import annotations
