@@ -144,7 +144,10 @@ def from_inputs(inputs: ModelInputs):
     return system, inputs.layout, inputs.plans
 
 
-def _inputs(system: System, neighbors: Layout, plans) -> ModelInputs:
+def model_inputs(system: System, neighbors: Layout, plans=None) -> ModelInputs:
+    """What the model reads (:class:`~lrnn.inputs.ModelInputs`) for one structure, its
+    neighbour layout and its plans (:class:`~lrnn.plans.Plans`, a dict of plans, or None);
+    the inverse of :func:`from_inputs`."""
     if isinstance(plans, Plans):
         plans = plans.inputs()
     return ModelInputs(system.positions, system.species, system.cell, system.total_charge, neighbors).with_plans(plans)
@@ -152,7 +155,7 @@ def _inputs(system: System, neighbors: Layout, plans) -> ModelInputs:
 
 def network_energy(graphdef, params: Params, system: System, neighbors: Layout, plans=None) -> jax.Array:
     """:math:`E_{\\rm net}` (eV): the model without the per-element shifts."""
-    return merge(graphdef, params.weights).energy(_inputs(system, neighbors, plans), params.stats)
+    return merge(graphdef, params.weights).energy(model_inputs(system, neighbors, plans), params.stats)
 
 
 def _apply(graphdef, params: Params, system: System, neighbors: Layout, plans=None) -> jax.Array:
@@ -209,7 +212,7 @@ def efv(graphdef, params: Params, system: System, neighbors: Layout, plans=None,
         f = jnp.eye(3, dtype=p.dtype) + eps
         s = dataclasses.replace(system, positions=p @ f.T, cell=cell @ f.T)
         if with_charges:
-            return merge(graphdef, params.weights).energy_and_charges(_inputs(s, neighbors, plans), params.stats)
+            return merge(graphdef, params.weights).energy_and_charges(model_inputs(s, neighbors, plans), params.stats)
         return network_energy(graphdef, params, s, neighbors, plans), None
 
     (e, q), (g_pos, g_eps) = jax.value_and_grad(e_of, argnums=(0, 1), has_aux=True)(

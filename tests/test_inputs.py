@@ -20,7 +20,7 @@ def test_make_inputs_is_a_pytree_that_slices_per_structure_and_round_trips_throu
     assert isinstance(one, ModelInputs) and one.plans == {}
     np.testing.assert_array_equal(one.positions, ds.positions[1])
     system, layout, plans = bundle.from_inputs(one)
-    again = bundle._inputs(system, layout, plans)
+    again = bundle.model_inputs(system, layout, plans)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(again)):
         np.testing.assert_array_equal(a, b)
 
