@@ -365,6 +365,31 @@ def fmt(x, digits=3):
     return f"{np.mean(x):.{digits}f} ± {np.std(x):.{digits}f} (n={len(x)})" if len(x) else "–"
 
 
+def findings(recs):
+    """Where long range helps, in words: per (molecule, labels, protocol) and long-range
+    variant, the relative change of the test energy MAE against local, paired by seed (mean ±
+    std over the seeds both have).  "helps" / "hurts" only where the mean change lies beyond
+    its seed spread with at least 2 paired seeds; otherwise "within the seed spread", or "one
+    seed" while there is no spread yet."""
+    cell = {}
+    for r in recs:
+        if r.get("status") == "ok":
+            cell.setdefault((r["molecule"], r["labels"], r["protocol"], r["variant"]), {})[r["seed"]] = \
+                r["energy_mae_kcal_mol"]
+    out = []
+    for (m, lab, p, v), d in sorted(cell.items()):
+        loc = cell.get((m, lab, p, "local"), {})
+        rel = [100 * (d[s] / loc[s] - 1) for s in d if s in loc]
+        if v == "local" or not rel:
+            continue
+        mu, sd = float(np.mean(rel)), float(np.std(rel))
+        verdict = ("one seed, no spread yet" if len(rel) < 2 else "helps" if mu + sd < 0 else
+                   "hurts" if mu - sd > 0 else "within the seed spread")
+        out.append(f"{m} ({lab} labels, {p} protocol), {v} vs local: {mu:+.1f} ± {sd:.1f} % "
+                   f"({len(rel)} paired seed{'s' if len(rel) > 1 else ''}): {verdict}")
+    return out
+
+
 def report(path):
     """results.md beside results.json: mean ± std over seeds, thesis and sGDML, relative change."""
     recs = load_results(path)
@@ -437,6 +462,10 @@ def report(path):
         L.append(f"- {m}: {len(beats)}/{len(means)} variants (of {len(var)}) beat the thesis's best {bar} kcal/mol "
                  f"({'met' if len(beats) == len(var) else 'not met'}); best {best} {means[best]:.3f} = "
                  f"{means[best] / sg:.1f}× sGDML's {sg} ({'met' if means[best] <= 2 * sg else 'not met'}: ≤ 2×).")
+    L += ["", "## Where long range helps", "", "Test energy MAE of each long-range variant relative to local, paired "
+          "by seed.  \"helps\" / \"hurts\" only where the mean change lies beyond its seed spread with at least 2 "
+          "paired seeds (`findings` in the script).", ""]
+    L += [f"- {x}" for x in findings(recs)] or ["- no paired runs yet."]
     bad = [r for r in recs if r.get("status") == "failed"]
     if bad:
         L += ["", "## Failed runs", ""] + [f"- {' '.join(key(r))}: {r['error']}" for r in bad]

@@ -89,7 +89,7 @@ def rows():
                    f"{t['energy_mae']:.3f} kcal/mol | {t['force_mae']:.3f} kcal/mol/Å | "
                    f"{s_['train_time_s'] / 60:.0f} min ({s_['steps']} steps) | Spearman ≥ {c['bar_force_spearman']}: "
                    f"{'met' if c['met'] else 'NOT met'} | `python experiments/uncertainty/aspirin_committee.py` |")
-    return out + al_rows() + peer_rows() + thesis_rows() + scale_rows()
+    return out + al_rows() + peer_rows() + scale_rows() + thesis_rows()
 
 
 def thesis_rows():
@@ -99,7 +99,7 @@ def thesis_rows():
     if not recs:
         return []
     sys.path.insert(0, str(ROOT / "experiments"))
-    from thesis_table import THESIS  # the thesis's and sGDML's figures, kept in one place
+    from thesis_table import THESIS, findings  # the thesis's and sGDML's figures, kept in one place
 
     cells = {}
     for r in recs:
@@ -124,6 +124,11 @@ def thesis_rows():
                    f"`python experiments/thesis_table.py` |" if ok else
                    f"| thesis table: {v}, {m}, {lab}, {p}: **{fails} failed** | – | – | – | | "
                    f"`python experiments/thesis_table.py` |")
+    words = findings(recs)
+    if words:  # after the table (a blank line ends it): where long range helps, by the script's rule
+        out += ["", "**Where long range helps in the thesis table** (test energy MAE relative to local-only, "
+                "paired by seed; \"helps\"/\"hurts\" only beyond the seed spread with ≥ 2 seeds; "
+                "`experiments/results/thesis_table/results.md`):", ""] + [f"- {w}" for w in words] + [""]
     return out
 
 

@@ -103,3 +103,20 @@ def test_shards_partition_the_plan():
     only = tt.parse_only("molecule=aspirin,variant=local+grid,seed=1")
     assert {(j["molecule"], j["variant"], j["seed"]) for j in tt.plan([0, 1, 2], only)} == {
         ("aspirin", "local", 1), ("aspirin", "grid", 1)}
+
+
+def test_findings_say_helps_or_hurts_only_beyond_the_seed_spread():
+    """Relative changes paired by seed, worked by hand: far_field -10 % and -20 % (mean -15,
+    std 5: helps); sog +10 % and -10 % (0 ± 10: within the spread); grid +50 % on one seed."""
+    def rec(v, seed, e, m="aspirin"):
+        return {"molecule": m, "labels": "md17", "protocol": "thesis", "variant": v, "seed": seed,
+                "status": "ok", "energy_mae_kcal_mol": e}
+    recs = [rec("local", 0, 2.0), rec("local", 1, 1.0), rec("far_field", 0, 1.8), rec("far_field", 1, 0.8),
+            rec("sog", 0, 2.2), rec("sog", 1, 0.9), rec("grid", 1, 1.5), rec("grid", 2, 9.0),
+            {**rec("latent_coulomb", 0, 0.1), "status": "failed"}, rec("sog", 0, 1.0, m="paracetamol")]
+    got = tt.findings(recs)
+    assert got == ["aspirin (md17 labels, thesis protocol), far_field vs local: -15.0 ± 5.0 % (2 paired seeds): helps",
+                   "aspirin (md17 labels, thesis protocol), grid vs local: +50.0 ± 0.0 % (1 paired seed): "
+                   "one seed, no spread yet",
+                   "aspirin (md17 labels, thesis protocol), sog vs local: +0.0 ± 10.0 % (2 paired seeds): "
+                   "within the seed spread"]
