@@ -128,7 +128,7 @@ def thesis_rows():
     if words:  # after the table (a blank line ends it): where long range helps, by the script's rule
         out += ["", "**Where long range helps in the thesis table** (test energy MAE relative to local-only, "
                 "paired by seed; \"helps\"/\"hurts\" only beyond the seed spread with ≥ 2 seeds; "
-                "`experiments/results/thesis_table/results.md`):", ""] + [f"- {w}" for w in words] + [""]
+                "`experiments/results/thesis_table/results.md`):", ""] + [f"- {w}" for w in words]
     return out
 
 
