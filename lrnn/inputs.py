@@ -15,6 +15,9 @@ import jax
 
 from lrnn.neighbors import Layout
 
+#: the optional plan fields of :class:`ModelInputs`
+PLAN_FIELDS = ("fmm_plan", "sog_plan", "p3m_mesh")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelInputs:
@@ -37,18 +40,16 @@ class ModelInputs:
     def with_plans(self, plans: dict | None) -> ModelInputs:
         """These inputs with the plans of ``plans`` (a dict as :meth:`lrnn.plans.Plans.inputs`
         returns, or None for none)."""
-        unknown = set(plans or {}) - {"fmm_plan", "sog_plan", "p3m_mesh"}
+        unknown = set(plans or {}) - set(PLAN_FIELDS)
         if unknown:
-            raise ValueError(f"unknown plans {sorted(unknown)}; known: fmm_plan, sog_plan, p3m_mesh")
+            raise ValueError(f"unknown plans {sorted(unknown)}; known: {', '.join(PLAN_FIELDS)}")
         return dataclasses.replace(self, **(plans or {}))
 
     @property
     def plans(self) -> dict:
         """The plans in use, as a dict (``fmm_plan``, ``sog_plan``, ``p3m_mesh``)."""
-        out = {"fmm_plan": self.fmm_plan, "sog_plan": self.sog_plan, "p3m_mesh": self.p3m_mesh}
-        return {k: v for k, v in out.items() if v is not None}
+        return {k: getattr(self, k) for k in PLAN_FIELDS if getattr(self, k) is not None}
 
 
 jax.tree_util.register_dataclass(
-    ModelInputs, data_fields=["positions", "types", "cell", "total_charge", "layout", "fmm_plan", "sog_plan",
-                              "p3m_mesh"], meta_fields=[])
+    ModelInputs, data_fields=["positions", "types", "cell", "total_charge", "layout", *PLAN_FIELDS], meta_fields=[])
