@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# test processes: most of the suite is single-threaded XLA compilation, so one per core
+# (CI has 2); a module's tests stay in one process and share its fixtures
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.lrnn-installed
 
 .PHONY: demo test lint clean-venv
@@ -17,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/lrnn demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

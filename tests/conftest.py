@@ -17,7 +17,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 def _share_compiled_code():
     """One persistent XLA compilation cache for the whole run, this process and every subprocess
-    it starts (CLI, notebook, multi-process and fake-device tests inherit the environment).
+    it starts (pytest-xdist's test workers of ``make test``, and the CLI, notebook, multi-process
+    and fake-device tests, inherit the environment).
     Most of the suite's time is compilation, and its tests compile the same small models over
     and over; a cache hit returns the same executable the compiler would, so no test changes
     meaning.  The cache starts empty (a fresh directory, removed at exit) unless the caller set
