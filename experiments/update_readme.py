@@ -99,7 +99,7 @@ def thesis_rows():
     if not recs:
         return []
     sys.path.insert(0, str(ROOT / "experiments"))
-    from thesis_table import THESIS, findings  # the thesis's and sGDML's figures, kept in one place
+    from thesis_table import THESIS, findings, std  # the thesis and sGDML figures live there
 
     cells = {}
     for r in recs:
@@ -109,7 +109,7 @@ def thesis_rows():
         ok = [r for r in rs if r.get("status") == "ok"]
         e = [r["energy_mae_kcal_mol"] for r in ok]
         f = [r["force_mae_kcal_mol_A"] for r in ok if r.get("force_mae_kcal_mol_A") is not None]
-        ms = lambda x: f"{np.mean(x):.3f} ± {np.std(x):.3f}" if x else "–"  # noqa: E731
+        ms = lambda x: f"{np.mean(x):.3f} ± {std(x):.3f}" if x else "–"  # noqa: E731
         fails = len(rs) - len(ok)
         bar = ""
         if lab == "md17" and p == "thesis" and e:
@@ -127,7 +127,7 @@ def thesis_rows():
     words = findings(recs)
     if words:  # after the table (a blank line ends it): where long range helps, by the script's rule
         out += ["", "**Where long range helps in the thesis table** (test energy MAE relative to local-only, "
-                "paired by seed; \"helps\"/\"hurts\" only beyond the seed spread with ≥ 2 seeds; "
+                "paired by seed, mean ± sample std; \"helps\"/\"hurts\" only beyond the seed spread with ≥ 2 seeds; "
                 "`experiments/results/thesis_table/results.md`):", ""] + [f"- {w}" for w in words]
     return out
 

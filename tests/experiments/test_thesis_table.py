@@ -73,7 +73,8 @@ def test_pipeline_records_resume_report(toy, monkeypatch, capsys):
     tt.main(args)
     assert path.read_text() == before
 
-    # report: mean ± std over seeds, thesis and sGDML columns, failures shown
+    # report: mean ± sample std over seeds (0.5, 0.7: sqrt(0.1² + 0.1²) = 0.141), thesis and sGDML
+    # columns, failures shown
     for var, seed, mae in (("far_field", 0, 0.5), ("far_field", 1, 0.7)):  # a second variant, two seeds
         tt.add_record(path, {**recs[("ef1000", "local")], "variant": var, "seed": seed, "energy_mae_kcal_mol": mae})
     tt.add_record(path, {"molecule": "toy", "labels": "gfn2-xtb", "protocol": "ef1000", "variant": "sog",
@@ -82,7 +83,7 @@ def test_pipeline_records_resume_report(toy, monkeypatch, capsys):
     tt.main(["--report"] + dirs)
     md = (tmp / "res" / "results.md").read_text()
     row = next(x for x in md.splitlines() if x.startswith("| toy | gfn2-xtb | ef1000 | 32 |"))
-    assert f"{r['energy_mae_kcal_mol']:.3f} ± 0.000 (n=1)" in row and "0.600 ± 0.100 (n=2)" in row
+    assert f"{r['energy_mae_kcal_mol']:.3f} ± 0.000 (n=1)" in row and "0.600 ± 0.141 (n=2)" in row
     assert "4.0 / 5.0 | 0.5 |" in row
     assert "**1 failed**" in row and "RuntimeError: boom" in md and "like-for-like" in md.lower()
     rel = md.split("## Relative change")[1]
@@ -107,7 +108,8 @@ def test_shards_partition_the_plan():
 
 def test_findings_say_helps_or_hurts_only_beyond_the_seed_spread():
     """Relative changes paired by seed, worked by hand: far_field -10 % and -20 % (mean -15,
-    std 5: helps); sog +10 % and -10 % (0 ± 10: within the spread); grid +50 % on one seed."""
+    sample std sqrt(5² + 5²) = 7.07: helps); sog +10 % and -10 % (0 ± sqrt(200) = 14.14: within
+    the spread); grid +50 % on one seed."""
     def rec(v, seed, e, m="aspirin"):
         return {"molecule": m, "labels": "md17", "protocol": "thesis", "variant": v, "seed": seed,
                 "status": "ok", "energy_mae_kcal_mol": e}
@@ -115,8 +117,8 @@ def test_findings_say_helps_or_hurts_only_beyond_the_seed_spread():
             rec("sog", 0, 2.2), rec("sog", 1, 0.9), rec("grid", 1, 1.5), rec("grid", 2, 9.0),
             {**rec("latent_coulomb", 0, 0.1), "status": "failed"}, rec("sog", 0, 1.0, m="paracetamol")]
     got = tt.findings(recs)
-    assert got == ["aspirin (md17 labels, thesis protocol), far_field vs local: -15.0 ± 5.0 % (2 paired seeds): helps",
+    assert got == ["aspirin (md17 labels, thesis protocol), far_field vs local: -15.0 ± 7.1 % (2 paired seeds): helps",
                    "aspirin (md17 labels, thesis protocol), grid vs local: +50.0 ± 0.0 % (1 paired seed): "
                    "one seed, no spread yet",
-                   "aspirin (md17 labels, thesis protocol), sog vs local: +0.0 ± 10.0 % (2 paired seeds): "
+                   "aspirin (md17 labels, thesis protocol), sog vs local: +0.0 ± 14.1 % (2 paired seeds): "
                    "within the seed spread"]
