@@ -371,6 +371,12 @@ def fmt(x, digits=3):
     return f"{np.mean(x):.{digits}f} ± {std(x):.{digits}f} (n={len(x)})" if len(x) else "–"
 
 
+def paired_change(var, local):
+    """Relative change of the test energy MAE, variant / local - 1 in %, for each seed both have
+    (``var`` and ``local`` map seed -> MAE)."""
+    return [100 * (var[s] / local[s] - 1) for s in var if s in local]
+
+
 def findings(recs):
     """Where long range helps, in words: per (molecule, labels, protocol) and long-range
     variant, the relative change of the test energy MAE against local, paired by seed (mean ±
@@ -385,7 +391,7 @@ def findings(recs):
     out = []
     for (m, lab, p, v), d in sorted(cell.items()):
         loc = cell.get((m, lab, p, "local"), {})
-        rel = [100 * (d[s] / loc[s] - 1) for s in d if s in loc]
+        rel = paired_change(d, loc)
         if v == "local" or not rel:
             continue
         mu, sd = float(np.mean(rel)), std(rel)
@@ -452,7 +458,8 @@ def report(path):
         loc, out = cell.get((m, lab, p, "local"), {}), []
         for v in var[1:]:
             d = cell.get((m, lab, p, v), {})
-            rel = [100 * (d[s]["energy_mae_kcal_mol"] / loc[s]["energy_mae_kcal_mol"] - 1) for s in d if s in loc]
+            e = lambda c: {s: r["energy_mae_kcal_mol"] for s, r in c.items()}  # noqa: E731
+            rel = paired_change(e(d), e(loc))
             out.append(f"{np.mean(rel):+.1f} ± {std(rel):.1f} (n={len(rel)})" if rel else "–")
         tt = [r["train_time_s"] for v in var for r in cell.get((m, lab, p, v), {}).values()]
         L.append(f"| {m} | {lab} | {p} | " + " | ".join(out) + (f" | {np.mean(tt):.0f} |" if tt else " | – |"))
