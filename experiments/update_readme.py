@@ -49,6 +49,7 @@ def rows():
                    f"of E_Coulomb | {x['force_mae_eV_per_A']:.3f} eV/Å ({y['force_mae_eV_per_A']:.3f}) | | "
                    f"≤ 1 %: {'met' if r['met'] else 'NOT met'} | `python experiments/longrange/random_charges.py train` |")
     out += ablation_rows()
+    out += lode_rows()
     b = load("longrange/bench_terms.json")
     if b and "by_n_atoms" in b and {"3000", "10000"} <= set(b["by_n_atoms"]):
         x, y = b["by_n_atoms"]["3000"], b["by_n_atoms"]["10000"]
@@ -218,6 +219,22 @@ def ablation_rows():
                    f"({gain:.2g}x) | {lr['force_mae_mean']:.3g} ± {lr['force_mae_std']:.2g} vs "
                    f"{loc['force_mae_mean']:.3g} ± {loc['force_mae_std']:.2g} meV/Å | | {verdict} | "
                    "`python experiments/longrange/ablation.py run` |")
+    return out
+
+
+def lode_rows():
+    """LODE dimers (lode_dimers.py), each protocol: local only next to the long-range column
+    that the script chose on validation data; every dimer, with issue 18's bar."""
+    res = load("longrange/lode/results.json") or {}
+    out = []
+    for protocol, p in res.items():
+        for d, r in p["dimers"].items():
+            (lm, ls), (cm, cs) = r["local_meV"], r["chosen_meV"]
+            (lf, lfs), (cf, cfs) = r["local_force_meV_A"], r["chosen_force_meV_A"]
+            out.append(f"| LODE {d}, {protocol} protocol: {p['chosen']} (chosen on validation) vs local, test E / F "
+                       f"MAE, 5 seeds, fixed steps | {cm:.3g} ± {cs:.2g} vs {lm:.3g} ± {ls:.2g} meV ({lm / cm:.2g}x) | "
+                       f"{cf:.3g} ± {cfs:.2g} vs {lf:.3g} ± {lfs:.2g} meV/Å | | {r['bar']}: "
+                       f"{'met' if r['met'] else 'NOT met'} | `python experiments/longrange/lode_dimers.py run` |")
     return out
 
 

@@ -24,7 +24,10 @@ class TrainConfig:
     replicated); a batch that does not divide evenly is padded with structures of weight 0,
     so losses stay means over real structures.  ``init_from`` (a checkpoint of the same model
     config and committee size) warm-starts: its weights, descriptor statistics and energy
-    shifts are the starting point (a fresh optimiser; active learning's retraining)."""
+    shifts are the starting point (a fresh optimiser; active learning's retraining).
+    ``select``: ``best`` keeps each model's (each member's) best epoch by the validation
+    score; ``last`` keeps the final weights of a fixed schedule (validation then only
+    reports), for validation sets too small to rank epochs."""
 
     seed: int = 0
     batch_size: int = 8
@@ -43,7 +46,7 @@ class TrainConfig:
     pref_v_limit: float = 0.0
     pref_q: float = 0.0  # weight of the reference-charge loss (e²), for datasets with atomic charges
     dtype: str = "float32"
-    val_every_steps: int = 0  # 0 = once per epoch
+    val_every_steps: int = 0  # 0 = every epoch; N: at the end of each epoch that reaches a multiple of N, and the last
     checkpoint_every_s: float = 30.0
     metrics_format: str = "csv"  # csv or jsonl
     refit_shift: bool = True
@@ -55,6 +58,7 @@ class TrainConfig:
     # learning curves against wall time: the best checkpoint so far (shift re-fitted) is also
     # written to OUTPUT/checkpoint_at_{T}s at the first validation after T seconds of training
     snapshot_at_s: tuple = ()
+    select: str = "best"  # the checkpoint: best epoch on validation, or the last one
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -81,6 +85,10 @@ class TrainConfig:
         self.snapshot_at_s = tuple(sorted(float(t) for t in (snaps if isinstance(snaps, (list, tuple)) else [snaps])))
         if any(t <= 0 for t in self.snapshot_at_s):
             raise ValueError(f"snapshot_at_s: times must be > 0 s, got {list(self.snapshot_at_s)}")
+        if self.val_every_steps < 0:
+            raise ValueError(f"val_every_steps must be >= 0 (0: every epoch), got {self.val_every_steps}")
+        if self.select not in ("best", "last"):
+            raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
         if self.metrics_format not in ("csv", "jsonl"):
             raise ValueError(f"metrics_format must be csv or jsonl, got {self.metrics_format!r}")
 

@@ -361,28 +361,32 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
                     bar.set_postfix(loss=f"{loss_acc[-1]:.3g}", lr=f"{lr:.1e}")
             if bar is not None:
                 bar.update(1)
-        met, score = validate(state)
-        now = time.perf_counter() - t_start
-        pe, pf, pv = prefactors(tc, lr)
-        row = {"step": step, "epoch": epoch + 1, "time_s": round(now, 3), "lr": lr,
-               "train_loss": float(np.mean(loss_acc)) if loss_acc else float("nan"),
-               "pref_e": pe, "pref_f": pf,
-               "val_energy_mae_eV": met["energy_mae"], "val_energy_rmse_eV": met["energy_rmse"],
-               "val_energy_mae_per_atom_eV": met["energy_mae_per_atom"],
-               "val_force_mae_eV_per_A": met.get("force_mae", float("nan")),
-               "val_force_rmse_eV_per_A": met.get("force_rmse", float("nan"))}
-        loss_acc = []
-        metrics.write(row)
-        improved = score < best_val
-        if np.any(improved):
-            if K == 1 or best_weights is None:
-                best_weights = state
-            else:  # each member keeps its own best epoch
-                best_weights = jax.tree.map(lambda a, b: jnp.where(
-                    jnp.asarray(improved).reshape((K,) + (1,) * (a.ndim - 1)), a, b), state, best_weights)
-            best_val = np.where(improved, score, best_val) if K > 1 else score
-            best_state = best_weights
         done = epoch + 1 >= max_epochs
+        every = tc.val_every_steps  # validate in the epoch that reaches each multiple (0: every epoch)
+        now = time.perf_counter() - t_start
+        if every <= 0 or step // every > (step - n_batches) // every or done or (
+                tc.max_time_s > 0 and now >= tc.max_time_s):
+            met, score = validate(state)
+            now = time.perf_counter() - t_start
+            pe, pf, pv = prefactors(tc, lr)
+            row = {"step": step, "epoch": epoch + 1, "time_s": round(now, 3), "lr": lr,
+                   "train_loss": float(np.mean(loss_acc)) if loss_acc else float("nan"),
+                   "pref_e": pe, "pref_f": pf,
+                   "val_energy_mae_eV": met["energy_mae"], "val_energy_rmse_eV": met["energy_rmse"],
+                   "val_energy_mae_per_atom_eV": met["energy_mae_per_atom"],
+                   "val_force_mae_eV_per_A": met.get("force_mae", float("nan")),
+                   "val_force_rmse_eV_per_A": met.get("force_rmse", float("nan"))}
+            loss_acc = []
+            metrics.write(row)
+            improved = score < best_val if tc.select == "best" else np.ones_like(np.asarray(score), bool)
+            if np.any(improved):
+                if K == 1 or best_weights is None:
+                    best_weights = state
+                else:  # each member keeps its own best epoch
+                    best_weights = jax.tree.map(lambda a, b: jnp.where(
+                        jnp.asarray(improved).reshape((K,) + (1,) * (a.ndim - 1)), a, b), state, best_weights)
+                best_val = np.where(improved, score, best_val) if K > 1 else score
+                best_state = best_weights
         out_of_time = tc.max_time_s > 0 and now >= tc.max_time_s
         while pending and pending[0] <= now:
             if best_weights is None and best_path.exists():  # resumed, not improved since

@@ -27,3 +27,16 @@ def test_every_ablation_dataset_has_a_row_without_best_of_selection():
     assert len(rows) == len(ab)
     for dataset, row in zip(ab, rows):
         assert f"ablation, {dataset}: {mod.ABLATION_CHOICE} " in row
+
+
+def test_every_lode_dimer_has_a_row_per_protocol():
+    """Each protocol in lode/results.json: one row per dimer, local next to the column chosen
+    on validation (no best-of selection by test error)."""
+    mod = _module()
+    res = mod.load("longrange/lode/results.json") or {}
+    rows = mod.lode_rows()
+    assert len(rows) == sum(len(p["dimers"]) for p in res.values())
+    for protocol, p in res.items():
+        for d in p["dimers"]:
+            assert any(f"LODE {d}, {protocol} protocol: {p['chosen']} (chosen on validation) vs local" in r
+                       for r in rows)

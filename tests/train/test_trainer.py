@@ -56,6 +56,30 @@ def test_resume_equals_uninterrupted_run(tiny_config, tmp_path):
     assert [r["step"] for r in rows] == [r["step"] for r in read_metrics(tmp_path / "full" / "metrics.csv")]
 
 
+def test_select_last_keeps_the_final_weights_and_val_every_steps(tiny_config, tmp_path):
+    """``select: last``: the checkpoint holds the weights of the last step (those of ``last``),
+    even where the default (``best``) keeps an earlier epoch: a constant learning rate of 0.05
+    makes the validation score of the 4 epochs non-monotonic here; bad values raise.  The
+    ``last`` run also validates less often: ``val_every_steps: 15`` with 10-step epochs
+    validates after the epochs that reach steps 15 and 30 (steps 20 and 30) and after the last (40)."""
+    runs = {}
+    for sel, every in (("best", 0), ("last", 15)):
+        train(load_config(tiny_config(tmp_path / sel, lr_start=0.05, lr_stop=0.05, select=sel,
+                                      val_every_steps=every)), quiet=True)
+        runs[sel] = ckpt.load(tmp_path / sel / "checkpoint")[:2]
+        _, final, _ = ckpt.load(tmp_path / sel / "last", with_train_state=True)
+    assert runs["best"][0]["train"]["step"] < 40 == runs["last"][0]["train"]["step"]
+    for x, y in zip(final, runs["last"][1]):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in zip(final, runs["best"][1]))
+    assert [r["step"] for r in read_metrics(tmp_path / "last" / "metrics.csv")] == [20, 30, 40]
+    assert [r["step"] for r in read_metrics(tmp_path / "best" / "metrics.csv")] == [10, 20, 30, 40]
+    with pytest.raises(ValueError, match="select"):
+        load_config(tiny_config(select="first"))
+    with pytest.raises(ValueError, match="val_every_steps"):
+        load_config(tiny_config(val_every_steps=-1))
+
+
 def test_missing_forces_with_force_weight(tiny_config, tmp_path):
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
