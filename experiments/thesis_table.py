@@ -458,8 +458,7 @@ def report(path):
         loc, out = cell.get((m, lab, p, "local"), {}), []
         for v in var[1:]:
             d = cell.get((m, lab, p, v), {})
-            e = lambda c: {s: r["energy_mae_kcal_mol"] for s, r in c.items()}  # noqa: E731
-            rel = paired_change(e(d), e(loc))
+            rel = paired_change(*({s: r["energy_mae_kcal_mol"] for s, r in c.items()} for c in (d, loc)))
             out.append(f"{np.mean(rel):+.1f} ± {std(rel):.1f} (n={len(rel)})" if rel else "–")
         tt = [r["train_time_s"] for v in var for r in cell.get((m, lab, p, v), {}).values()]
         L.append(f"| {m} | {lab} | {p} | " + " | ".join(out) + (f" | {np.mean(tt):.0f} |" if tt else " | – |"))

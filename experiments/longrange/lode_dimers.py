@@ -54,6 +54,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse.csgraph import connected_components
+
+from lrnn.data import read_lode_h5
+from lrnn.potential import load
+from lrnn.train import load_config, train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results" / "longrange" / "lode"
@@ -84,8 +89,6 @@ PROTOCOLS = ["sognet", "extrapolation"]
 
 def com_distance(ds):
     """Centre-of-mass distance (Å, unweighted centroids) of the two monomers of each structure."""
-    from scipy.sparse.csgraph import connected_components
-
     z = ds.numbers[0][ds.mask[0]]
     p = ds.positions[:, : len(z)]
     _, lab = connected_components(np.linalg.norm(p[0][:, None] - p[0][None], axis=-1) < 1.8)
@@ -93,17 +96,17 @@ def com_distance(ds):
 
 
 def load_dimer(dimer):
-    """The 13 structures of a dimer (padding atoms dropped, total charge set), in file order."""
-    from lrnn.data import read_lode_h5
-
+    """The 13 structures of a dimer (padding atoms dropped, total charge set), in file order, and
+    their centre-of-mass distances (Å)."""
     ds = read_lode_h5(SHARED / f"dimer{dimer}_data.h5")
     ds.total_charge[:] = TOTAL_CHARGE[dimer]
     m = ds.mask[0]
     ds = ds.subset(np.arange(len(ds)))
     ds.positions, ds.numbers, ds.forces = ds.positions[:, m], ds.numbers[:, m], ds.forces[:, m]
-    if np.any(np.diff(com_distance(ds)) <= 0):
+    r_com = com_distance(ds)
+    if np.any(np.diff(r_com) <= 0):
         raise ValueError(f"dimer {dimer}: structures are not in order of increasing distance")
-    return ds
+    return ds, r_com
 
 
 def split(dimer, protocol, n=13):
@@ -120,10 +123,7 @@ def split(dimer, protocol, n=13):
 
 def run(dimer, protocol, column):
     """Train one committee cell; its record (per-member predictions and errors)."""
-    from lrnn.potential import load
-    from lrnn.train import load_config, train
-
-    ds = load_dimer(dimer)
+    ds, r_com = load_dimer(dimer)
     fit, val, test = split(dimer, protocol, len(ds))
     out = WORK / protocol / dimer / column
     cfg = {"data": {"train": "in-memory", "report_energy_unit": "eV"}, "model": {**MODEL, **COLUMNS[column]},
@@ -141,7 +141,7 @@ def run(dimer, protocol, column):
         return np.mean(np.abs(f[:, idx] - ds.forces[idx]), axis=(1, 2, 3)).tolist()
 
     return {"dimer": dimer, "protocol": protocol, "column": column, "model": cfg["model"], "train": TRAIN,
-            "fit": fit.tolist(), "val": val.tolist(), "test": test.tolist(), "R_com": com_distance(ds).tolist(),
+            "fit": fit.tolist(), "val": val.tolist(), "test": test.tolist(), "R_com": r_com.tolist(),
             "e_ref": ds.energy.tolist(), "e_pred": e.tolist(),
             "val_energy_mae_eV": mae_e(val), "test_energy_mae_eV": mae_e(test),
             "val_force_mae_eV_A": mae_f(val), "test_force_mae_eV_A": mae_f(test),

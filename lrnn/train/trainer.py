@@ -380,7 +380,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             metrics.write(row)
             improved = score < best_val if tc.select == "best" else np.ones_like(np.asarray(score), bool)
             if np.any(improved):
-                if K == 1 or best_weights is None:
+                if K == 1 or best_weights is None or np.all(improved):
                     best_weights = state
                 else:  # each member keeps its own best epoch
                     best_weights = jax.tree.map(lambda a, b: jnp.where(
