@@ -12,6 +12,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "experiments" / "results"
+sys.path.insert(0, str(ROOT / "experiments" / "longrange"))
+import ablation  # noqa: E402  (its CHOICE; the module imports no lrnn code at its top)
 
 
 def load(rel):
@@ -193,7 +195,7 @@ def les_rows():
 
 #: the long-range column of the ablation fixed in ablation.py before any run (no selection
 #: by test error): latent Coulomb + dispersion + far-field (open), latent Coulomb + SOG (periodic)
-ABLATION_CHOICE = "combination"
+ABLATION_CHOICE = ablation.CHOICE
 #: rows where the long-range issue sets a bar (≥ 5x lower test energy MAE than local only)
 ABLATION_BARS = {"lode_0_CC": 5.0, "lode_9_CP": 5.0}
 

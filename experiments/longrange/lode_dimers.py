@@ -46,9 +46,6 @@ delete the cell's stale .lock).  `report` writes results.md, results.json and bi
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -56,9 +53,13 @@ from pathlib import Path
 import numpy as np
 from scipy.sparse.csgraph import connected_components
 
-from lrnn.data import read_lode_h5
-from lrnn.potential import load
-from lrnn.train import load_config, train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cells import choose as choose_column  # noqa: E402
+from cells import provenance, run_cells, stats  # noqa: E402
+
+from lrnn.data import read_lode_h5  # noqa: E402
+from lrnn.potential import load  # noqa: E402
+from lrnn.train import load_config, train  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results" / "longrange" / "lode"
@@ -146,8 +147,7 @@ def run(dimer, protocol, column):
             "val_energy_mae_eV": mae_e(val), "test_energy_mae_eV": mae_e(test),
             "val_force_mae_eV_A": mae_f(val), "test_force_mae_eV_A": mae_f(test),
             "train_time_s": t_train, "compile_s": summary.get("compile_s"), "steps": summary.get("steps"),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_start": os.getloadavg(), "host": platform.node(),
-            "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])}
+            **provenance()}
 
 
 def record_path(protocol, dimer, column):
@@ -157,25 +157,9 @@ def record_path(protocol, dimer, column):
 def cmd_run(a):
     if not SHARED.exists():
         raise SystemExit(f"LODE data not found at {SHARED}")
-    (RESULTS / "runs").mkdir(parents=True, exist_ok=True)
-    for protocol in a.protocols:
-        for column in a.columns:
-            for dimer in a.dimers:
-                path = record_path(protocol, dimer, column)
-                lock = path.with_suffix(".lock")  # another worker's cell (a stale one after a crash: delete it)
-                if path.exists() or lock.exists():
-                    continue
-                try:
-                    os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
-                except FileExistsError:
-                    continue
-                r = run(dimer, protocol, column)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(r, indent=1))
-                tmp.rename(path)
-                lock.unlink()
-                print(f"[{time.strftime('%H:%M:%S')}] {protocol} {dimer} {column}: val E "
-                      f"{1e3 * np.mean(r['val_energy_mae_eV']):.1f} meV ({r['train_time_s']:.0f} s)", flush=True)
+    run_cells([(p, d, c) for p in a.protocols for c in a.columns for d in a.dimers], record_path,
+              lambda p, d, c: run(d, p, c),
+              lambda r: f"val E {1e3 * np.mean(r['val_energy_mae_eV']):.1f} meV")
 
 
 def load_records():
@@ -190,20 +174,8 @@ def choose(recs, protocol):
     """The long-range column of a protocol, from validation errors only: the smallest geometric
     mean over dimers of (mean validation energy MAE / local's); (choice, {column: score}),
     over the columns with every dimer done (None while local is incomplete)."""
-    if not all((protocol, d, "local") in recs for d in DIMERS):
-        return None, {}
-    base = {d: np.mean(recs[(protocol, d, "local")]["val_energy_mae_eV"]) for d in DIMERS}
-    scores = {}
-    for c in COLUMNS:
-        if c != "local" and all((protocol, d, c) in recs for d in DIMERS):
-            ratios = [np.mean(recs[(protocol, d, c)]["val_energy_mae_eV"]) / base[d] for d in DIMERS]
-            scores[c] = float(np.exp(np.mean(np.log(ratios))))
-    return (min(scores, key=scores.get) if scores else None), scores
-
-
-def stats(values, scale=1e3):
-    v = scale * np.asarray(values, float)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    val = {(d, c): r["val_energy_mae_eV"] for (p, d, c), r in recs.items() if p == protocol}
+    return choose_column(val, DIMERS, COLUMNS)
 
 
 def bars(recs, protocol, chosen):
