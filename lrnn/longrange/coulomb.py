@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lrnn.fmm.core import potential_with_plan
 from lrnn.longrange.tiles import ROW_BLOCK, map_rows
@@ -77,7 +78,19 @@ def equilibrate(raw, mask, total_charge):
     return jnp.where(mask, raw + (total_charge - jnp.sum(raw)) / n, 0.0)
 
 
-def coulomb_reciprocal(positions, charges, mask, cell, sigma: float, k_index_max: int, k: float = COULOMB_K):
+def k_index_vectors(k_index_max) -> np.ndarray:
+    r"""The integer vectors :math:`\mathbf n \ne 0` (float, (K, 3)) of a reciprocal-space sum
+    with :math:`|n_a| \le` ``k_index_max`` (an int, the same along every cell vector, or three
+    ints, one per cell vector: a cell much longer along one vector needs more indices along
+    it for the same :math:`|\mathbf k|`, ``n_a ≈ k_max L_a / 2π``)."""
+    m = np.broadcast_to(np.asarray(k_index_max, int), (3,))
+    if np.any(m < 0):
+        raise ValueError(f"k_index_max must be >= 0, got {k_index_max}")
+    n = np.stack(np.meshgrid(*[np.arange(-a, a + 1) for a in m], indexing="ij"), -1).reshape(-1, 3)
+    return n[np.any(n != 0, axis=-1)].astype(float)
+
+
+def coulomb_reciprocal(positions, charges, mask, cell, sigma: float, k_index_max, k: float = COULOMB_K):
     r"""Periodic Coulomb energy (eV) of Gaussian charges of width ``sigma`` (Å), all in
     reciprocal space (no real-space part is needed for smeared charges):
 
@@ -86,19 +99,18 @@ def coulomb_reciprocal(positions, charges, mask, cell, sigma: float, k_index_max
         E = k\Big[\frac{2\pi}{V}\sum_{\mathbf k\ne 0} \frac{e^{-k^2\sigma^2}}{k^2}\,|S(\mathbf k)|^2
             - \sum_i \frac{q_i^2}{2\sigma\sqrt\pi}\Big],
 
-    with :math:`\mathbf k = 2\pi\mathbf n h^{-\top}`, :math:`|n_a| \le` ``k_index_max``
-    (choose it so that :math:`e^{-k_{max}^2\sigma^2}` is negligible).  Omitting
-    :math:`\mathbf k = 0` adds a neutralising background for charged cells."""
+    with :math:`\mathbf k = 2\pi\mathbf n h^{-\top}`, :math:`|n_a| \le` ``k_index_max`` (an
+    int or one per cell vector, :func:`k_index_vectors`; choose it so that
+    :math:`e^{-k_{max}^2\sigma^2}` is negligible).  Omitting :math:`\mathbf k = 0` adds a
+    neutralising background for charged cells."""
     q = jnp.where(mask, charges, 0.0)
-    rng = jnp.arange(-k_index_max, k_index_max + 1)
-    nvec = jnp.stack(jnp.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3).astype(positions.dtype)
-    nonzero = jnp.any(nvec != 0, axis=-1)
+    nvec = jnp.asarray(k_index_vectors(k_index_max), positions.dtype)
     kvec = nvec @ (2.0 * jnp.pi * jnp.linalg.inv(cell).T)
-    k2 = jnp.where(nonzero, jnp.sum(kvec * kvec, axis=-1), 1.0)
+    k2 = jnp.sum(kvec * kvec, axis=-1)
     phase = kvec @ positions.T
     s2 = (jnp.cos(phase) @ q) ** 2 + (jnp.sin(phase) @ q) ** 2
     vol = jnp.abs(jnp.linalg.det(cell))
-    recip = 2.0 * jnp.pi / vol * jnp.sum(jnp.where(nonzero, jnp.exp(-k2 * sigma**2) / k2 * s2, 0.0))
+    recip = 2.0 * jnp.pi / vol * jnp.sum(jnp.exp(-k2 * sigma**2) / k2 * s2)
     return k * (recip - jnp.sum(q * q) / (2.0 * sigma * jnp.sqrt(jnp.pi)))
 
 

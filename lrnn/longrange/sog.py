@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrnn.longrange.coulomb import k_index_vectors
 from lrnn.longrange.tiles import ROW_BLOCK, map_rows
 
 
@@ -51,11 +52,12 @@ def sog_open(positions, charges, mask, weights, widths, block: int = ROW_BLOCK):
     return 0.5 * jnp.sum(map_rows(rows, positions, q, block=block, consts=(positions, q, weights, widths)))
 
 
-def sog_periodic(positions, charges, mask, cell, weights, widths, k_index_max: int):
-    """Periodic SOG energy (eV) in reciprocal space; ``cell`` rows are the cell vectors (Å)."""
+def sog_periodic(positions, charges, mask, cell, weights, widths, k_index_max):
+    r"""Periodic SOG energy (eV) in reciprocal space; ``cell`` rows are the cell vectors (Å);
+    ``k_index_max`` an int or one per cell vector (:func:`lrnn.longrange.coulomb.k_index_vectors`,
+    here with :math:`\mathbf n = 0` added back: the SOG kernel's k = 0 term is finite)."""
     q = jnp.where(mask, charges, 0.0)
-    rng = jnp.arange(-k_index_max, k_index_max + 1)
-    nvec = jnp.stack(jnp.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3).astype(positions.dtype)
+    nvec = jnp.asarray(np.vstack([np.zeros((1, 3)), k_index_vectors(k_index_max)]), positions.dtype)
     recip = 2.0 * jnp.pi * jnp.linalg.inv(cell).T  # rows b_a with a_i·b_j = 2π δ_ij
     k = nvec @ recip
     k2 = jnp.sum(k * k, axis=-1)

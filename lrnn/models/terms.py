@@ -53,6 +53,18 @@ def latent_charges(net, inputs, desc):
     return equilibrate(q, inputs.types >= 0, inputs.total_charge.astype(q.dtype))
 
 
+def _k_index_max(term: str, value):
+    """``k_index_max`` as an int, or a tuple of three ints (one per cell vector)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 3 or any(int(v) != v or v < 0 for v in value):
+            raise ValueError(f"{term}: k_index_max must be an int or three ints >= 0 (one per cell vector), "
+                             f"got {value}")
+        return tuple(int(v) for v in value)
+    if int(value) != value or value < 0:
+        raise ValueError(f"{term}: k_index_max must be an int >= 0, got {value}")
+    return int(value)
+
+
 class _OpenOrReciprocal:
     """Terms evaluated in free space (``direct``) or, for periodic cells, in reciprocal space."""
 
@@ -90,7 +102,8 @@ class LatentCoulombConfig(_OpenOrReciprocal):
     :func:`lrnn.longrange.coulomb.coulomb_fmm` when the caller passes an FMM plan, as
     :class:`lrnn.potential.Potential` does from ``fmm_min_atoms`` atoms on; the exact sum
     otherwise, e.g. in training batches), ``reciprocal`` (periodic cells: Ewald-type
-    k-space sum with integer k-indices up to ``k_index_max``, O(N K³)) or ``p3m`` (periodic
+    k-space sum with integer k-indices up to ``k_index_max``, one int or one per cell vector,
+    O(N K³)) or ``p3m`` (periodic
     cells: the same energy by P3M on a mesh of ``mesh_spacing`` Å, default σ/2,
     :func:`lrnn.longrange.pme.coulomb_p3m`, when the caller passes a mesh plan, as
     :class:`~lrnn.potential.Potential` and :mod:`lrnn.md` do from ``fmm_min_atoms`` atoms
@@ -101,11 +114,12 @@ class LatentCoulombConfig(_OpenOrReciprocal):
     fit: tuple = (32, 32)
     sigma: float = 1.0
     method: str = "direct"
-    k_index_max: int = 8
+    k_index_max: int | tuple = 8
     mesh_spacing: float = 0.0  # Å, P3M mesh (0: sigma / 2)
 
     def __post_init__(self):
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
+        object.__setattr__(self, "k_index_max", _k_index_max(self.type, self.k_index_max))
         if self.sigma < 0 or (self.needs_cell and self.sigma <= 0):
             raise ValueError(f"latent_coulomb: sigma must be >= 0 Å (> 0 for {self.method}), got {self.sigma}")
         if self.method not in ("direct", "fmm", "reciprocal", "p3m"):
@@ -150,7 +164,7 @@ class SOGConfig(_OpenOrReciprocal):
     ``hierarchical`` (open, O(N) by :func:`lrnn.longrange.sog.sog_hierarchical` when the
     caller passes a plan, as :class:`lrnn.potential.Potential` does from ``fmm_min_atoms``
     atoms on; the exact sum otherwise, e.g. in training batches) or ``reciprocal``
-    (periodic, integer k-indices up to ``k_index_max``)."""
+    (periodic, integer k-indices up to ``k_index_max``, one int or one per cell vector)."""
 
     uses_total_charge = True  # latent charges are equilibrated to the total charge (a class attribute)
     type: str = "sog"
@@ -159,10 +173,11 @@ class SOGConfig(_OpenOrReciprocal):
     s_min: float = 1.0
     s_max: float = 12.0
     method: str = "direct"
-    k_index_max: int = 6
+    k_index_max: int | tuple = 6
 
     def __post_init__(self):
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
+        object.__setattr__(self, "k_index_max", _k_index_max(self.type, self.k_index_max))
         if not (0 < self.s_min <= self.s_max):
             raise ValueError(f"sog: need 0 < s_min <= s_max (Å), got {self.s_min}, {self.s_max}")
         if self.n_gaussians < 1:

@@ -45,3 +45,14 @@ def test_errors_per_member_and_per_atom():
     assert r["energy_rmse_eV_atom"] == pytest.approx([np.sqrt(0.5), np.sqrt(4.5)])
     assert r["force_mae_eV_A"] == pytest.approx([3 / 9, 0.0])  # 3 real atoms x 3 components
     assert r["force_rmse_eV_A"] == pytest.approx([1.0, 0.0])
+
+
+def test_per_axis_k_keeps_the_reach_of_the_longest_cell_vector():
+    cell = np.diag([9.0, 9.0, 26.5])
+    model = {"type": "deeppot_se", "long_range": [
+        {"type": "latent_coulomb", "method": "reciprocal", "k_index_max": 10},
+        {"type": "sog", "method": "reciprocal", "k_index_max": 6}, {"type": "dispersion"}]}
+    terms = h4.per_axis_k(model, cell)["long_range"]
+    # ceil(10 * 9 / 26.5) = ceil(3.40) = 4; ceil(6 * 9 / 26.5) = ceil(2.04) = 3
+    assert [t.get("k_index_max") for t in terms] == [[4, 4, 10], [3, 3, 6], None]
+    assert h4.per_axis_k({"type": "deeppot_se"}, cell) == {"type": "deeppot_se"}

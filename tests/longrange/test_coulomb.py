@@ -9,7 +9,8 @@ from scipy.special import erf
 
 from lrnn import models
 from lrnn.batch import make_inputs
-from lrnn.longrange.coulomb import coulomb_direct, equilibrate
+from lrnn.longrange.coulomb import coulomb_direct, coulomb_reciprocal, equilibrate, k_index_vectors
+from lrnn.models.terms import LatentCoulombConfig
 from lrnn.nn import split
 from lrnn.potential import energy_forces_virial
 from lrnn.system import Dataset
@@ -127,7 +128,6 @@ def test_configuration_errors():
 def test_reciprocal_coulomb_nacl_madelung():
     """Rock salt, conventional cell (a = 5.64 Å): E = -M k N_pairs / r0 with the Madelung
     constant M = 1.747565 (narrow Gaussians: the smearing correction erfc(r0/2σ) ~ 1e-23)."""
-    from lrnn.longrange.coulomb import coulomb_reciprocal
 
     a = 5.64
     na = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]]) * a
@@ -143,6 +143,27 @@ def test_reciprocal_coulomb_nacl_madelung():
     assert float(e2) == pytest.approx(2 * float(e), rel=1e-8)
     e3 = coulomb_reciprocal(jnp.asarray(pos + 0.37), jnp.asarray(q), jnp.ones(8, bool), jnp.eye(3) * a, 0.2, 20)
     assert float(e3) == pytest.approx(float(e), rel=1e-10)
+
+
+def test_reciprocal_coulomb_per_axis_indices_in_an_elongated_cell():
+    """Rock salt stacked 4 conventional cells along z (5.64 x 5.64 x 22.56 Å): the Madelung
+    energy of 16 ion pairs, -16 M k / r0, with k-indices (20, 20, 80), the same |k| reach
+    along every axis, from a fifteenth of the vectors an isotropic 80 would take."""
+
+    a = 5.64
+    na = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]]) * a
+    cell = np.vstack([na, na + [a / 2, 0, 0]])
+    pos = np.vstack([cell + [0, 0, i * a] for i in range(4)])
+    q = np.tile(np.r_[np.ones(4), -np.ones(4)], 4)
+    e = coulomb_reciprocal(jnp.asarray(pos), jnp.asarray(q), jnp.ones(32, bool), jnp.diag(jnp.array([a, a, 4 * a])),
+                           0.2, (20, 20, 80))
+    assert float(e) == pytest.approx(-16 * 1.747565 * COULOMB_K / (a / 2), rel=1e-6)
+    assert len(k_index_vectors((20, 20, 80))) == 41 * 41 * 161 - 1 < len(k_index_vectors(80)) / 15
+    with pytest.raises(ValueError, match="k_index_max"):
+        k_index_vectors(-1)
+    with pytest.raises(ValueError, match="k_index_max"):
+        LatentCoulombConfig(method="reciprocal", k_index_max=[4, 4])
+    assert LatentCoulombConfig(method="reciprocal", k_index_max=[4, 4, 9]).k_index_max == (4, 4, 9)
 
 
 def test_padding_on_top_of_a_real_atom_gives_finite_forces():
