@@ -40,3 +40,14 @@ def test_every_lode_dimer_has_a_row_per_protocol():
         for d in p["dimers"]:
             assert any(f"LODE {d}, {protocol} protocol: {p['chosen']} (chosen on validation) vs local" in r
                        for r in rows)
+
+
+def test_every_4g_hdnnp_set_has_a_row_with_the_column_chosen_on_validation():
+    mod = _module()
+    res = mod.load("longrange/hdnnp4g/results.json") or {}
+    rows = mod.hdnnp_rows()
+    assert len(rows) == len(res.get("sets", {}))
+    for s, row in zip(res.get("sets", {}), rows):
+        loc = res["sets"][s]["local"]["energy_rmse_meV_atom"][0]
+        assert f"4G-HDNNP {s} subset: {res['chosen']} (chosen on validation) vs local" in row
+        assert f"vs {loc:.3g} ± " in row
