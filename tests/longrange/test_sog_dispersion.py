@@ -40,25 +40,18 @@ def test_sog_open_matches_double_loop():
     assert float(got) == pytest.approx(sog_ref(pos, q), rel=1e-12)
 
 
-def test_sog_reciprocal_matches_image_sum():
-    rng = np.random.default_rng(1)
-    cell = np.array([[8.0, 0, 0], [1.0, 8.5, 0], [0.5, -0.4, 9.0]])
+@pytest.mark.parametrize("cell, k_index_max, seed", [
+    ([[8.0, 0, 0], [1.0, 8.5, 0], [0.5, -0.4, 9.0]], 14, 1),
+    ([[7.0, 0, 0], [0.5, 7.5, 0], [0.3, -0.2, 21.0]], (14, 14, 40), 3),  # elongated: indices per cell vector
+])
+def test_sog_reciprocal_matches_image_sum(cell, k_index_max, seed):
+    rng = np.random.default_rng(seed)
+    cell = np.array(cell)
     pos = rng.uniform(0, 1, (6, 3)) @ cell
     q = rng.normal(size=6)
     q -= q.mean()
     got = sog_periodic(jnp.asarray(pos), jnp.asarray(q), jnp.ones(6, bool), jnp.asarray(cell), jnp.asarray(W),
-                       jnp.asarray(S), k_index_max=14)
-    assert float(got) == pytest.approx(sog_ref(pos, q, cell), rel=1e-9, abs=1e-12)
-
-
-def test_sog_reciprocal_per_axis_indices_match_image_sum_in_an_elongated_cell():
-    rng = np.random.default_rng(3)
-    cell = np.array([[7.0, 0, 0], [0.5, 7.5, 0], [0.3, -0.2, 21.0]])
-    pos = rng.uniform(0, 1, (6, 3)) @ cell
-    q = rng.normal(size=6)
-    q -= q.mean()
-    got = sog_periodic(jnp.asarray(pos), jnp.asarray(q), jnp.ones(6, bool), jnp.asarray(cell), jnp.asarray(W),
-                       jnp.asarray(S), k_index_max=(14, 14, 40))
+                       jnp.asarray(S), k_index_max=k_index_max)
     assert float(got) == pytest.approx(sog_ref(pos, q, cell), rel=1e-9, abs=1e-12)
 
 
