@@ -43,6 +43,15 @@ def run_cells(cells, record_path, run_one, describe):
               f"({r['train_time_s']:.0f} s)", flush=True)
 
 
+def load_records(runs_dir, fields):
+    """Every record in ``runs_dir``, keyed by the tuple of its ``fields``."""
+    recs = {}
+    for p in sorted(runs_dir.glob("*.json")):
+        r = json.loads(p.read_text())
+        recs[tuple(r[f] for f in fields)] = r
+    return recs
+
+
 def stats(values, scale=1e3):
     """(mean, sample std) of ``scale * values``; std 0 for a single value."""
     v = scale * np.asarray(values, float)

@@ -56,7 +56,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import column_model  # noqa: E402
-from cells import choose, provenance, run_cells, stats  # noqa: E402
+from cells import choose, load_records, provenance, run_cells, stats  # noqa: E402
 
 from lrnn.data import read_runner  # noqa: E402
 from lrnn.data.splits import split_indices  # noqa: E402
@@ -90,7 +90,7 @@ def split(n):
     return np.sort(rest[pick[n_val:]]), np.sort(rest[pick[:n_val]]), test
 
 
-def extra(name, periodic):
+def extra(periodic):
     """ablation.py's per-row settings that column_model reads."""
     return {"grid": {"spacing": 3.0, "n_cells": 8}, "coulomb_sigma": 1.5 if periodic else 1.0,
             "periodic": periodic, "reference_charges": True}
@@ -109,7 +109,7 @@ PER_AXIS_K = {"au2_mgo"}  # the strongly anisotropic cell
 
 
 def applies(name, column):
-    return column_model(column, extra(name, SETS[name][1])) is not None
+    return column_model(column, extra(SETS[name][1])) is not None
 
 
 def record_path(name, column):
@@ -133,7 +133,7 @@ def run(name, column):
     ds = read_runner(SHARED / fname)
     fit, val, test = split(len(ds))
     out = WORK / name / column
-    model = {**MODEL, **column_model(column, extra(name, periodic))}
+    model = {**MODEL, **column_model(column, extra(periodic))}
     if name in PER_AXIS_K:
         model = per_axis_k(model, ds.cell[0])
     tr = {**TRAIN, "max_steps": STEPS[periodic], **({"pref_q": 10.0} if column == "latent_q" else {})}
@@ -160,16 +160,8 @@ def cmd_run(a):
               lambda r: f"val E RMSE {1e3 * np.mean(r['val_energy_rmse_eV_atom']):.3f} meV/atom")
 
 
-def load_records():
-    recs = {}
-    for p in sorted((RESULTS / "runs").glob("*.json")):
-        r = json.loads(p.read_text())
-        recs[(r["set"], r["column"])] = r
-    return recs
-
-
 def cmd_report(a):
-    recs = load_records()
+    recs = load_records(RESULTS / "runs", ("set", "column"))
     sets = [s for s in SETS if (s, "local") in recs]
     common = [c for c in COLUMNS if all(applies(s, c) for s in SETS)]
     chosen, scores = choose({k: r["val_energy_rmse_eV_atom"] for k, r in recs.items()}, list(SETS), common)

@@ -55,7 +55,7 @@ from scipy.sparse.csgraph import connected_components
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cells import choose as choose_column  # noqa: E402
-from cells import provenance, run_cells, stats  # noqa: E402
+from cells import load_records, provenance, run_cells, stats  # noqa: E402
 
 from lrnn.data import read_lode_h5  # noqa: E402
 from lrnn.potential import load  # noqa: E402
@@ -162,14 +162,6 @@ def cmd_run(a):
               lambda r: f"val E {1e3 * np.mean(r['val_energy_mae_eV']):.1f} meV")
 
 
-def load_records():
-    recs = {}
-    for p in sorted((RESULTS / "runs").glob("*.json")):
-        r = json.loads(p.read_text())
-        recs[(r["protocol"], r["dimer"], r["column"])] = r
-    return recs
-
-
 def choose(recs, protocol):
     """The long-range column of a protocol, from validation errors only: the smallest geometric
     mean over dimers of (mean validation energy MAE / local's); (choice, {column: score}),
@@ -227,7 +219,7 @@ def plot(recs, protocol, chosen, path):
 
 
 def cmd_report(a):
-    recs = load_records()
+    recs = load_records(RESULTS / "runs", ("protocol", "dimer", "column"))
     md = ["# LODE dimers: local only vs the long-range column chosen on validation", "",
           "Written by `python experiments/longrange/lode_dimers.py report` from the records in `runs/` "
           "(settings in the script's docstring).  Test energy MAE in meV, mean ± sample std over the 5 "
