@@ -28,6 +28,7 @@ from lrnn.system import concatenate
 from lrnn.train.config import TrainConfig
 from lrnn.train.data import load_data
 from lrnn.train.metrics import MetricsWriter, error_metrics, read_metrics
+from lrnn.uncertainty import force_spearman, spread
 
 log = logging.getLogger("lrnn.train")
 
@@ -472,11 +473,16 @@ def calibrate_committee(graphdef, state, stats, inputs, labels, m, chunk) -> dic
     mean) and standard deviation :math:`s\,\sigma`, :math:`\sigma` the committee spread
     (population std over members).  The scale minimising the negative log-likelihood of
     the validation errors :math:`\delta = \bar F - F_{\rm ref}` is
-    :math:`s^2 = \langle \delta^2/\sigma^2 \rangle` (closed form)."""
+    :math:`s^2 = \langle \delta^2/\sigma^2 \rangle` (closed form).  The validation
+    force Spearman correlation (:func:`lrnn.uncertainty.force_spearman`) and force MAE
+    (eV/Å, per component) are recorded beside it, for choosing between committees on
+    validation data."""
     _, f = _predict_chunks(graphdef, state, stats, inputs, m, chunk, True)
     mask = np.asarray(labels["mask"])
-    sigma = f.std(axis=0)[mask].ravel()
-    err = (f.mean(axis=0) - np.asarray(labels["forces"], np.float64))[mask].ravel()
-    sigma = np.maximum(sigma, 1e-12)
+    err_full = f.mean(axis=0) - np.asarray(labels["forces"], np.float64)
+    sigma = np.maximum(f.std(axis=0)[mask].ravel(), 1e-12)
+    err = err_full[mask].ravel()
+    _, d = spread(f, mask)
     return {"force_std_scale": float(np.sqrt(np.mean((err / sigma) ** 2))), "fitted_on": "validation",
-            "n_components": int(err.size)}
+            "n_components": int(err.size), "validation_force_mae_eV_A": float(np.mean(np.abs(err))),
+            "validation_force_spearman": force_spearman(err_full, d, mask) if m >= 3 else None}

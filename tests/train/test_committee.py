@@ -63,6 +63,22 @@ def test_committee_checkpoint_spread_and_calibration(runs):
     assert r["model_deviation"] == pytest.approx(r["forces_std"].max())
 
 
+def test_validation_spearman_recorded_with_the_calibration(runs, tiny_config):
+    """The checkpoint's validation force Spearman and MAE equal an independent evaluation
+    of the committee on the validation split (lrnn.load, lrnn.uncertainty)."""
+    from lrnn import uncertainty
+    from lrnn.train.data import load_data
+
+    cal = ckpt.read_meta(runs["committee"])["calibration"]
+    val = load_data(tiny_config()["data"])["val"]
+    members = lrnn.load(runs["committee"]).predict_members(val)
+    f_k = np.asarray(members[1], np.float64)  # (K, M, N, 3)
+    res = uncertainty.committee_metrics(f_k, val.forces, val.mask)
+    assert cal["validation_force_spearman"] == pytest.approx(res["force_spearman"], abs=1e-6)
+    err = (f_k.mean(0) - val.forces)[val.mask]
+    assert cal["validation_force_mae_eV_A"] == pytest.approx(np.abs(err).mean(), rel=1e-3)
+
+
 def test_ase_calculator_reports_the_spread(runs):
     from ase import Atoms
 
