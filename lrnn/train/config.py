@@ -25,6 +25,10 @@ class TrainConfig:
     so losses stay means over real structures.  ``init_from`` (a checkpoint of the same model
     config and committee size) warm-starts: its weights, descriptor statistics and energy
     shifts are the starting point (a fresh optimiser; active learning's retraining).
+    ``restarts: R`` trains R copies of each model (of each committee member g: seeds
+    ``seed + g + K r``, r < R; a copy shares its member's data subset) in the same vmap,
+    and keeps, per member, the copy with the best validation score (the score that
+    ``select`` uses); R times the cost, against unlucky initialisations.
     ``select``: ``best`` keeps each model's (each member's) best epoch by the validation
     score; ``last`` keeps the final weights of a fixed schedule (validation then only
     reports), for validation sets too small to rank epochs."""
@@ -53,6 +57,7 @@ class TrainConfig:
     progress: bool = True
     committee: int = 1  # K > 1: train K models (seeds seed..seed+K-1) at once, one vmap over stacked weights
     committee_subset: float = 1.0  # < 1: each member trains on its own random fraction of the training set
+    restarts: int = 1  # R > 1: each model (member) is the best on validation of R copies from other seeds
     devices: object = "auto"  # data-parallel over this many local devices ("auto": all visible)
     init_from: str = ""  # warm start: weights, descriptor statistics and shifts of this checkpoint
     # learning curves against wall time: the best checkpoint so far (shift re-fitted) is also
@@ -75,6 +80,10 @@ class TrainConfig:
             raise ValueError("schedule: time needs max_time_s > 0 (the budget over which the lr decays)")
         if int(self.committee) != self.committee or self.committee < 1:
             raise ValueError(f"committee must be an integer >= 1 (models trained together), got {self.committee}")
+        if int(self.restarts) != self.restarts or self.restarts < 1:
+            raise ValueError(f"restarts must be an integer >= 1 (copies per model), got {self.restarts}")
+        if self.restarts > 1 and self.init_from:
+            raise ValueError("restarts > 1 with init_from: a warm start has one set of weights per model")
         if not 0 < self.committee_subset <= 1:
             raise ValueError(f"committee_subset must be in (0, 1], got {self.committee_subset}")
         if not (self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1)):

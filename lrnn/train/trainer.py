@@ -147,7 +147,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     tr_labels = jax.tree.map(lambda x: x[:n_tr], jl)
     va_labels = jax.tree.map(lambda x: x[n_tr:], jl)
 
-    K = int(tc.committee)
+    K_out, R = int(tc.committee), int(tc.restarts)
+    K = K_out * R  # models trained together: R copies of each member (restarts)
     if K > 1 and mcfg.hierarchical_sog_term() is not None:
         raise ValueError("train.committee > 1 with a hierarchical SOG term is not supported: each member would need "
                          "its own SOG plan (use method: direct or reciprocal, or train the members separately)")
@@ -197,7 +198,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     if K > 1 and tc.committee_subset < 1.0:  # member k sees a random subset (seed + k) of the training data
         member_w = np.zeros((K, n_tr), npdt)
         for k in range(K):
-            keep = np.random.default_rng([tc.seed + k, 7]).permutation(n_tr)[:max(1, round(tc.committee_subset * n_tr))]
+            keep = np.random.default_rng([tc.seed + k % K_out, 7]).permutation(n_tr)[:max(1, round(tc.committee_subset * n_tr))]
             member_w[k, keep] = 1.0
         member_w = jnp.asarray(member_w)
     mesh, pad = None, 0
@@ -296,9 +297,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         return meta["train"]
 
     def saved_best():
-        """Weights and record of the best checkpoint on disk."""
+        """Weights and record of the best checkpoint on disk (its kept copies, after restarts)."""
         meta, leaves, _ = ckpt.load(best_path)
-        return jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x) for x in leaves]), meta["train"]
+        like = jax.tree.map(lambda a: a[restart_keep(meta["restarts"])], state) if "restarts" in meta else state
+        return jax.tree.unflatten(jax.tree.structure(like), [jnp.asarray(x) for x in leaves]), meta["train"]
 
     def refit_delta(weights):
         """Correction (T,) or (K, T) of the per-element shifts: least squares on the training residuals."""
@@ -410,7 +412,30 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         best_record = save(best_path, best_weights, None, step, epoch + 1, best_val,
                            time.perf_counter() - t_start, False)
 
-    summary = {"steps": step, "epochs": epoch + 1, "train_time_s": time.perf_counter() - t_start,
+    train_time = time.perf_counter() - t_start
+    if R > 1:  # per member, the copy with the best validation score; the checkpoint holds K_out models
+        done = ckpt.read_meta(best_path).get("restarts") if best_weights is None else None
+        if done:  # selected before: a resumed run that had nothing left to train
+            meta_base["restarts"] = done
+            best_weights, best_record = saved_best()
+        else:
+            if best_weights is None:
+                best_weights, best_record = saved_best()
+            scores = np.asarray(best_val, float).reshape(R, K_out)
+            kept = np.argmin(scores, axis=0) * K_out + np.arange(K_out)
+            meta_base["restarts"] = {"copies": R, "val_scores": scores.tolist(), "kept": kept.tolist(),
+                                     "kept_seeds": (tc.seed + kept).tolist()}
+            keep = restart_keep(meta_base["restarts"])
+            best_weights = jax.tree.map(lambda a: a[keep], best_weights)
+            best_record = dict(best_record, best_val=np.asarray(best_val, float)[keep].tolist())
+        K = K_out
+        if K == 1:
+            meta_base.pop("committee")
+        else:
+            meta_base["committee"] = K
+        if writer:
+            ckpt.save(best_path, meta=dict(meta_base, train=best_record), params=best_weights)
+    summary = {"steps": step, "epochs": epoch + 1, "train_time_s": train_time,
                "compile_s": compile_s,
                "stopped_by_time": stopped_by_time, "n_train": n_tr, "n_val": len(val_ds),
                "n_parameters": count_parameters(state),
@@ -441,6 +466,12 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         log.warning("learning-curve plot failed: %s", e)
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def restart_keep(restarts: dict):
+    """Indices of the copies kept by ``train.restarts`` (an int for a single model)."""
+    kept = np.asarray(restarts["kept"])
+    return kept if len(kept) > 1 else int(kept[0])
 
 
 def _check_warm_start(meta: dict, model_cfg: dict, committee: int, path) -> None:

@@ -16,10 +16,12 @@ from lrnn.train.data import resolve_path
 
 @pytest.fixture(scope="module")
 def runs(tiny_config, tmp_path_factory):
-    """A committee of 2 (seeds 5, 6) and the single model of seed 5."""
+    """A committee of 2 (seeds 5, 6), the single model of seed 5, and the single model with
+    2 restarts (copies of seeds 5, 6)."""
     root = tmp_path_factory.mktemp("committee")
     out = {}
-    for name, extra in (("committee", {"seed": 5, "committee": 2}), ("seed5", {"seed": 5})):
+    for name, extra in (("committee", {"seed": 5, "committee": 2}), ("seed5", {"seed": 5}),
+                        ("restarts", {"seed": 5, "restarts": 2})):
         cfg = load_config(tiny_config(root / name, max_steps=20, **extra))
         train(cfg, quiet=True)
         out[name] = Path(cfg["output"]) / "checkpoint"
@@ -77,6 +79,23 @@ def test_validation_spearman_recorded_with_the_calibration(runs, tiny_config):
     assert cal["validation_force_spearman"] == pytest.approx(res["force_spearman"], abs=1e-6)
     err = (f_k.mean(0) - val.forces)[val.mask]
     assert cal["validation_force_mae_eV_A"] == pytest.approx(np.abs(err).mean(), rel=1e-3)
+
+
+def test_restarts_keep_the_copy_best_on_validation(runs):
+    """train.restarts: 2 trains the copies of seeds 5 and 6 as the committee does and keeps
+    the one with the better validation score: its predictions are that member's."""
+    committee, kept = ckpt.read_meta(runs["committee"]), ckpt.read_meta(runs["restarts"])
+    scores = committee["train"]["best_val"]
+    assert "committee" not in kept and np.ravel(kept["restarts"]["val_scores"]).tolist() == pytest.approx(scores)
+    best = int(np.argmin(scores))
+    assert kept["restarts"]["kept_seeds"] == [5 + best]
+    ds = read(resolve_path("embedded:paracetamol-test"))
+    e_k, f_k, _ = lrnn.load(runs["committee"]).predict_members(ds)
+    e, f, _ = lrnn.load(runs["restarts"]).predict(ds)
+    np.testing.assert_allclose(e, e_k[best], atol=1e-4)  # eV
+    np.testing.assert_allclose(f, f_k[best], atol=1e-5)  # eV/Å
+    with pytest.raises(ValueError, match="restarts must be an integer >= 1"):
+        load_config({"data": {"train": "x"}, "model": {}, "train": {"restarts": 0}, "output": "o"})
 
 
 def test_ase_calculator_reports_the_spread(runs):
