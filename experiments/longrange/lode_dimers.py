@@ -32,13 +32,20 @@ in one vmap: member k starts from the weights of seed k; all members see the sam
 member keeps its own best epoch on the validation set, and is evaluated on its own; a cell reports
 mean ± sample std over the 5 members.
 
+Recipes: `plain` (the above) and `restarts3` (``train.restarts: 3``: each member is the
+copy, of 3 from other seeds trained in the same vmap, with the best final validation score,
+the trainer's score at the final loss weights).  `restarts3` was designed after the plain
+grid's test numbers were seen, against its unreliable members (validation errors up to 10x
+apart within a cell); its records live in `runs_restarts3/`, its report in
+`results_restarts3.md` (``--recipe restarts3``).
+
 The long-range column of each protocol is chosen on validation data only, by the script, before
 any test error is read: the column with the smallest geometric mean over the six dimers of
 (mean validation energy MAE / that of `local`).  The report puts it next to `local` for every
 dimer and checks issue 18's bars; the full grid follows it.
 
-Usage: python experiments/longrange/lode_dimers.py run [--protocols ...] [--dimers ...] [--columns ...]
-       python experiments/longrange/lode_dimers.py report
+Usage: python experiments/longrange/lode_dimers.py run [--protocols ...] [--dimers ...] [--columns ...] [--recipe R]
+       python experiments/longrange/lode_dimers.py report [--recipe R]
 Runs are resumable: one record per cell in experiments/results/longrange/lode/runs/; checkpoints in
 runs/lode/ (git-ignored).  Several workers may run at once (a lock file per cell; after a crash,
 delete the cell's stale .lock).  `report` writes results.md, results.json and binding_<protocol>.png there.
@@ -86,6 +93,7 @@ TRAIN = {"seed": 0, "committee": SEEDS, "batch_size": 3, "schedule": "steps", "m
          "pref_f_start": 10.0, "pref_f_limit": 1.0, "progress": False, "checkpoint_every_s": 600,
          "select": "last", "val_every_steps": 200}
 PROTOCOLS = ["sognet", "extrapolation"]
+RECIPES = {"plain": {}, "restarts3": {"restarts": 3}}  # training options on top of TRAIN
 
 
 def com_distance(ds):
@@ -122,13 +130,14 @@ def split(dimer, protocol, n=13):
     raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
 
 
-def run(dimer, protocol, column):
+def run(dimer, protocol, column, recipe="plain"):
     """Train one committee cell; its record (per-member predictions and errors)."""
     ds, r_com = load_dimer(dimer)
     fit, val, test = split(dimer, protocol, len(ds))
-    out = WORK / protocol / dimer / column
+    out = WORK / protocol / dimer / (column if recipe == "plain" else f"{column}_{recipe}")
+    tr = dict(TRAIN, **RECIPES[recipe])
     cfg = {"data": {"train": "in-memory", "report_energy_unit": "eV"}, "model": {**MODEL, **COLUMNS[column]},
-           "train": dict(TRAIN), "output": str(out)}
+           "train": dict(tr), "output": str(out)}
     t0 = time.perf_counter()
     summary = train(load_config(cfg), quiet=True, datasets={"train": ds.subset(fit), "val": ds.subset(val)})
     t_train = time.perf_counter() - t0
@@ -141,7 +150,7 @@ def run(dimer, protocol, column):
     def mae_f(idx):
         return np.mean(np.abs(f[:, idx] - ds.forces[idx]), axis=(1, 2, 3)).tolist()
 
-    return {"dimer": dimer, "protocol": protocol, "column": column, "model": cfg["model"], "train": TRAIN,
+    return {"dimer": dimer, "protocol": protocol, "column": column, "recipe": recipe, "model": cfg["model"], "train": tr,
             "fit": fit.tolist(), "val": val.tolist(), "test": test.tolist(), "R_com": r_com.tolist(),
             "e_ref": ds.energy.tolist(), "e_pred": e.tolist(),
             "val_energy_mae_eV": mae_e(val), "test_energy_mae_eV": mae_e(test),
@@ -150,15 +159,19 @@ def run(dimer, protocol, column):
             **provenance()}
 
 
-def record_path(protocol, dimer, column):
-    return RESULTS / "runs" / f"{protocol}__{dimer}__{column}.json"
+def runs_dir(recipe="plain"):
+    return RESULTS / ("runs" if recipe == "plain" else f"runs_{recipe}")
+
+
+def record_path(protocol, dimer, column, recipe="plain"):
+    return runs_dir(recipe) / f"{protocol}__{dimer}__{column}.json"
 
 
 def cmd_run(a):
     if not SHARED.exists():
         raise SystemExit(f"LODE data not found at {SHARED}")
-    run_cells([(p, d, c) for p in a.protocols for c in a.columns for d in a.dimers], record_path,
-              lambda p, d, c: run(d, p, c),
+    run_cells([(p, d, c, a.recipe) for p in a.protocols for c in a.columns for d in a.dimers], record_path,
+              lambda p, d, c, recipe: run(d, p, c, recipe),
               lambda r: f"val E {1e3 * np.mean(r['val_energy_mae_eV']):.1f} meV")
 
 
@@ -219,9 +232,11 @@ def plot(recs, protocol, chosen, path):
 
 
 def cmd_report(a):
-    recs = load_records(RESULTS / "runs", ("protocol", "dimer", "column"))
-    md = ["# LODE dimers: local only vs the long-range column chosen on validation", "",
-          "Written by `python experiments/longrange/lode_dimers.py report` from the records in `runs/` "
+    suffix = "" if a.recipe == "plain" else f"_{a.recipe}"
+    recs = load_records(runs_dir(a.recipe), ("protocol", "dimer", "column"))
+    md = [f"# LODE dimers: local only vs the long-range column chosen on validation (recipe `{a.recipe}`)", "",
+          f"Written by `python experiments/longrange/lode_dimers.py report --recipe {a.recipe}` from the records "
+          f"in `{runs_dir(a.recipe).name}/` "
           "(settings in the script's docstring).  Test energy MAE in meV, mean ± sample std over the 5 "
           "members (seeds) of each cell; every member is evaluated on its own.", ""]
     summary = {}
@@ -248,8 +263,8 @@ def cmd_report(a):
                     "local_force_meV_A": stats(recs[(protocol, d, "local")]["test_force_mae_eV_A"]),
                     "chosen_force_meV_A": stats(recs[(protocol, d, chosen)]["test_force_mae_eV_A"])}
             md.append("")
-            plot(recs, protocol, chosen, RESULTS / f"binding_{protocol}.png")
-            md += [f"Binding curves (local and {chosen}): `binding_{protocol}.png`.", ""]
+            plot(recs, protocol, chosen, RESULTS / f"binding_{protocol}{suffix}.png")
+            md += [f"Binding curves (local and {chosen}): `binding_{protocol}{suffix}.png`.", ""]
             if protocol == "sognet":  # one test structure: each member's MAE is one |error|
                 signed = {d: 1e3 * (np.array(recs[(protocol, d, chosen)]["e_pred"])[:, 11]
                                     - recs[(protocol, d, chosen)]["e_ref"][11]) for d in CHARGED}
@@ -274,8 +289,8 @@ def cmd_report(a):
         md += ["", f"{len(times)} cells, {sum(times) / 60:.0f} min of training in all "
                f"({min(times, default=0):.0f}-{max(times, default=0):.0f} s per committee of 5, compilation "
                "included).", ""]
-    (RESULTS / "results.md").write_text("\n".join(md))
-    (RESULTS / "results.json").write_text(json.dumps(summary, indent=1))
+    (RESULTS / f"results{suffix}.md").write_text("\n".join(md))
+    (RESULTS / f"results{suffix}.json").write_text(json.dumps(summary, indent=1))
     print("\n".join(md))
 
 
@@ -286,7 +301,9 @@ def main():
     r.add_argument("--protocols", nargs="+", default=PROTOCOLS, choices=PROTOCOLS)
     r.add_argument("--dimers", nargs="+", default=DIMERS, choices=DIMERS)
     r.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
-    sub.add_parser("report")
+    rep = sub.add_parser("report")
+    for p in (r, rep):
+        p.add_argument("--recipe", default="plain", choices=list(RECIPES))
     a = ap.parse_args()
     {"run": cmd_run, "report": cmd_report}[a.cmd](a)
 
