@@ -50,6 +50,17 @@ def force_spearman(err, d, mask) -> float:
     return float(spearmanr(e_max, d_max).statistic)
 
 
+def calibrated_spearman(f_members, mask, scale: float = 1.0, draws: int = 20, seed: int = 0):
+    r"""The force Spearman a committee would reach if its errors were exactly its claimed
+    Gaussians: errors drawn as :math:`N(0, (s\sigma_{i\alpha})^2)` per component, ranked
+    against the same deviations; (mean, std) over ``draws``.  A ceiling set by how much the
+    deviation varies between structures: near 0 when every structure has the same σ."""
+    sigma, d = spread(f_members, mask)
+    rng = np.random.default_rng(seed)
+    r = [force_spearman(rng.normal(size=sigma.shape) * sigma * scale, d, mask) for _ in range(draws)]
+    return float(np.mean(r)), float(np.std(r))
+
+
 def miscalibration_area(err, sigma, n_levels: int = 101) -> float:
     """Area between observed and expected coverage of Gaussian intervals (see module docstring);
     ``err`` and ``sigma`` flat arrays of components."""

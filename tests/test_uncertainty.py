@@ -49,3 +49,18 @@ def test_committee_metrics_on_a_synthetic_committee():
     assert set(res) >= {"miscalibration_area", "nll", "nll_recalibrated", "miscalibration_area_recalibrated"}
     with pytest.raises(ValueError, match="K >= 2"):
         uncertainty.committee_metrics(members[:1], truth, mask)
+
+
+def test_calibrated_spearman_follows_the_spread_between_structures():
+    """Structures whose committees disagree by the same amount cannot be ranked (ceiling near
+    0); a spread that varies 100x between structures ranks them almost perfectly."""
+    rng = np.random.default_rng(3)
+    m, n = 200, 5
+    mask = np.ones((m, n), bool)
+    sign = np.array([1.0, -1.0, 1.0, -1.0])[:, None, None, None]  # σ = 0.1 eV/Å, to 0.1 % per structure
+    same = uncertainty.calibrated_spearman(0.1 * sign * (1 + 1e-3 * rng.random((1, m, 1, 1))), mask)[0]
+    assert abs(same) < 0.2
+    base = rng.normal(size=(4, m, n, 3))
+    width = np.logspace(-2, 0, m)[None, :, None, None]  # σ from 0.01 to 1 eV/Å
+    varied, std = uncertainty.calibrated_spearman(width * base, mask)
+    assert varied > 0.9 and std < 0.05
