@@ -53,8 +53,9 @@ def force_spearman(err, d, mask) -> float:
 def calibrated_spearman(f_members, mask, scale: float = 1.0, draws: int = 20, seed: int = 0):
     r"""The force Spearman a committee would reach if its errors were exactly its claimed
     Gaussians: errors drawn as :math:`N(0, (s\sigma_{i\alpha})^2)` per component, ranked
-    against the same deviations; (mean, std) over ``draws``.  A ceiling set by how much the
-    deviation varies between structures: near 0 when every structure has the same σ."""
+    against the same deviations; (mean, std) over ``draws``.  A reference, not a bound: it
+    measures how much the deviation varies between structures (near 0 when every structure
+    has the same σ), and what the Spearman of a committee calibrated in that sense would be."""
     sigma, d = spread(f_members, mask)
     rng = np.random.default_rng(seed)
     r = [force_spearman(rng.normal(size=sigma.shape) * sigma * scale, d, mask) for _ in range(draws)]

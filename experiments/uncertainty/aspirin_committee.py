@@ -122,7 +122,7 @@ def choose(results: Path = RESULTS):
         rows[name]["test"] = evaluate(ck, test_path, **(plots if name == chosen else {}))
     res = rows[chosen]["test"]
     meta = json.loads((results / "checkpoint" / "lrnn.json").read_text())
-    test = read(test_path)  # the ceiling: the Spearman of errors drawn from the committee's own σ
+    test = read(test_path)  # a reference: the Spearman of errors drawn from the committee's own σ
     _, f_k, _ = lrnn.load(results / "checkpoint").predict_members(test)
     ceiling = calibrated_spearman(np.asarray(f_k, np.float64), test.mask, meta["calibration"]["force_std_scale"])
     rec = {"test": res, "chosen": chosen, "rule": "stage-2 variant with the higher validation force Spearman",
