@@ -93,5 +93,6 @@ def committee_metrics(f_members, f_ref, mask, scale: float | None = None) -> dic
            "mean_model_deviation": float(d.max(axis=1).mean())}
     if scale is not None:
         out.update(force_std_scale=float(scale), nll_recalibrated=gaussian_nll(e, s, scale),
-                   miscalibration_area_recalibrated=miscalibration_area(e, s * scale))
+                   miscalibration_area_recalibrated=miscalibration_area(e, s * scale),
+                   calibrated_spearman=calibrated_spearman(f_members, mask, scale))
     return out

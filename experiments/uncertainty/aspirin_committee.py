@@ -36,11 +36,10 @@ import numpy as np
 
 import lrnn
 from lrnn import units
-from lrnn.data import read
 from lrnn.evaluate import evaluate
 from lrnn.train import load_config, train
 from lrnn.train.data import load_data, resolve_path
-from lrnn.uncertainty import calibrated_spearman, committee_metrics
+from lrnn.uncertainty import committee_metrics
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "aspirin_committee.yaml"
@@ -122,9 +121,7 @@ def choose(results: Path = RESULTS):
         rows[name]["test"] = evaluate(ck, test_path, **(plots if name == chosen else {}))
     res = rows[chosen]["test"]
     meta = json.loads((results / "checkpoint" / "lrnn.json").read_text())
-    test = read(test_path)  # a reference: the Spearman of errors drawn from the committee's own σ
-    _, f_k, _ = lrnn.load(results / "checkpoint").predict_members(test)
-    reference = calibrated_spearman(np.asarray(f_k, np.float64), test.mask, meta["calibration"]["force_std_scale"])
+    reference = res["calibrated_spearman"]  # the Spearman of errors drawn from the committee's own σ
     rec = {"test": res, "chosen": chosen, "rule": "stage-2 variant with the higher validation force Spearman",
            "members": meta["committee"], "best_val_per_member": meta["train"]["best_val"],
            "calibration_fit": meta.get("calibration"), "bar_force_spearman": BAR_SPEARMAN,
