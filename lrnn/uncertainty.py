@@ -17,6 +17,12 @@ the mean :math:`\bar F_{i\alpha}` and its uncertainty the spread
   a confidence level p the expected fraction of errors inside the central interval
   :math:`|\delta| \le s\sigma\,\Phi^{-1}(\tfrac{1+p}2)` is p; the area is
   :math:`\int_0^1 |p_{\rm obs}(p) - p|\,dp` (0 = calibrated, 0.5 = worst);
+* **member error correlation** :math:`\bar\rho`: the mean over member pairs of the
+  Pearson correlation of their force-component errors :math:`F^{(k)} - F^{\rm ref}`.  For K
+  members whose errors have variance v and pairwise correlation ρ, the committee's squared
+  error is :math:`v[\rho + (1-\rho)/K]` while its squared spread is :math:`v(1-\rho)(1-1/K)`:
+  the spread sees only the independent part of the errors, so a committee with ρ near 1
+  cannot rank its own errors whatever its K;
 * **NLL**: :math:`\langle \tfrac12\log(2\pi s^2\sigma^2) + \delta^2/(2 s^2\sigma^2)\rangle`
   per component, for s = 1 and for the scale s fitted on validation data
   (:func:`lrnn.train.trainer.calibrate_committee`).
@@ -62,6 +68,14 @@ def calibrated_spearman(f_members, mask, scale: float = 1.0, draws: int = 20, se
     return float(np.mean(r)), float(np.std(r))
 
 
+def member_error_correlation(f_members, f_ref, mask) -> float:
+    """Mean over member pairs of the Pearson correlation of their force-component errors
+    (see module docstring); ``f_members`` (K, M, N, 3), ``f_ref`` (M, N, 3), padding masked."""
+    err = (f_members - f_ref)[:, mask].reshape(f_members.shape[0], -1)
+    c = np.corrcoef(err)
+    return float(c[~np.eye(len(c), dtype=bool)].mean())
+
+
 def miscalibration_area(err, sigma, n_levels: int = 101) -> float:
     """Area between observed and expected coverage of Gaussian intervals (see module docstring);
     ``err`` and ``sigma`` flat arrays of components."""
@@ -89,7 +103,8 @@ def committee_metrics(f_members, f_ref, mask, scale: float | None = None) -> dic
     err = f_members.mean(axis=0) - f_ref
     e, s = err[mask], sigma[mask]
     out = {"force_spearman": force_spearman(err, d, mask), "miscalibration_area": miscalibration_area(e, s),
-           "nll": gaussian_nll(e, s), "mean_force_std": float(np.mean(s)),
+           "nll": gaussian_nll(e, s), "member_error_correlation": member_error_correlation(f_members, f_ref, mask),
+           "mean_force_std": float(np.mean(s)),
            "mean_model_deviation": float(d.max(axis=1).mean())}
     if scale is not None:
         out.update(force_std_scale=float(scale), nll_recalibrated=gaussian_nll(e, s, scale),

@@ -64,3 +64,21 @@ def test_calibrated_spearman_follows_the_spread_between_structures():
     width = np.logspace(-2, 0, m)[None, :, None, None]  # σ from 0.01 to 1 eV/Å
     varied, std = uncertainty.calibrated_spearman(width * base, mask)
     assert varied > 0.9 and std < 0.05
+
+
+def test_member_error_correlation_recovers_the_shared_part():
+    """Member errors built as sqrt(rho) * shared + sqrt(1 - rho) * own have pairwise
+    correlation rho; the committee's mean squared spread is then v (1 - rho)(1 - 1/K)."""
+    rng = np.random.default_rng(4)
+    k, m, n, rho = 4, 400, 6, 0.8
+    mask = np.ones((m, n), bool)
+    mask[:, -1] = False  # padding: garbage there must not count
+    truth = rng.normal(size=(m, n, 3))
+    shared, own = rng.normal(size=(m, n, 3)), rng.normal(size=(k, m, n, 3))
+    members = truth + 0.1 * (np.sqrt(rho) * shared + np.sqrt(1 - rho) * own)
+    members[:, :, -1] = 1e3 * rng.normal(size=(k, m, 3))
+    assert uncertainty.member_error_correlation(members, truth, mask) == pytest.approx(rho, abs=0.01)
+    sigma, _ = uncertainty.spread(members, mask)
+    assert np.mean(sigma[mask] ** 2) == pytest.approx(0.01 * (1 - rho) * (1 - 1 / k), rel=0.03)
+    res = uncertainty.committee_metrics(members, truth, mask)
+    assert res["member_error_correlation"] == pytest.approx(rho, abs=0.01)

@@ -2,6 +2,7 @@
 (experiments/uncertainty/aspirin_committee.py) loads with lrnn.load, and its recorded test
 metrics are reproduced on the first test configurations."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from tests.conftest import shared_file
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "experiments/results/uncertainty/aspirin_committee"
+spec = importlib.util.spec_from_file_location("aspirin_committee", ROOT / "experiments/uncertainty/aspirin_committee.py")
+ac = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ac)
 
 
 def test_committed_committee_loads_and_reproduces_its_record():
@@ -34,3 +38,23 @@ def test_committed_committee_loads_and_reproduces_its_record():
         assert abs(res[key] - rec["test"][key]) < 0.1, (key, res[key], rec["test"][key])
     r = pot.calculate(sub.positions[0][: int(sub.n_atoms[0])], sub.numbers[0][: int(sub.n_atoms[0])])
     assert r["forces_std"].shape == (21,) and r["model_deviation"] > 0
+
+
+def test_diagnostic_pool_is_disjoint_from_split_01():
+    """The pool shares no geometry with split 01's training or test file (checked on the
+    coordinates, independently of the old_indices the pool is built from), and its labels
+    are those of the source files."""
+    train = read(shared_file("rmd17/rmd17_aspirin_train_01.npz"))
+    test = read(shared_file("rmd17/rmd17_aspirin_test_01.npz"))
+    pool = ac.diagnostic_pool(n=300, data=shared_file("rmd17/rmd17_aspirin_train_02.npz").parent)
+    key = lambda x: np.round(x, 4).tobytes()  # noqa: E731
+    split01 = {key(x) for x in np.concatenate([train.positions, test.positions])}
+    assert len(pool) == 300 and not any(key(x) in split01 for x in pool.positions)
+    assert len({key(x) for x in pool.positions}) == 300  # no configuration twice
+    other = read(shared_file("rmd17/rmd17_aspirin_train_02.npz"))
+    where = {key(x): i for i, x in enumerate(other.positions)}
+    hits = [(j, where[key(x)]) for j, x in enumerate(pool.positions) if key(x) in where]
+    assert hits, "some pool configurations come from split 02's training file"
+    for j, i in hits[:20]:
+        assert pool.energy[j] == other.energy[i]
+        np.testing.assert_array_equal(pool.forces[j], other.forces[i])
