@@ -44,8 +44,16 @@ any test error is read: the column with the smallest geometric mean over the six
 (mean validation energy MAE / that of `local`).  The report puts it next to `local` for every
 dimer and checks issue 18's bars; the full grid follows it.
 
+Choosing the recipe (``recipes``), on validation data only, by a rule fixed before any
+restarts3 test error was read: for each protocol the long-range column is the one chosen on
+the plain grid's validation errors; restarts3 replaces plain for that protocol when, over all
+six dimers, the geometric mean of (mean validation energy MAE of the column under restarts3 /
+under plain) is below 1.  Only then are the test errors of the adopted recipe's `local` and
+long-range cells put side by side with issue 18's bars (`results_recipes.md`).
+
 Usage: python experiments/longrange/lode_dimers.py run [--protocols ...] [--dimers ...] [--columns ...] [--recipe R]
        python experiments/longrange/lode_dimers.py report [--recipe R]
+       python experiments/longrange/lode_dimers.py recipes
 Runs are resumable: one record per cell in experiments/results/longrange/lode/runs/; checkpoints in
 runs/lode/ (git-ignored).  Several workers may run at once (a lock file per cell; after a crash,
 delete the cell's stale .lock).  `report` writes results.md, results.json and binding_<protocol>.png there.
@@ -202,6 +210,62 @@ def bars(recs, protocol, chosen):
     return out
 
 
+def choose_recipe(plain, other, protocol):
+    """The recipe rule (module docstring): (column, {dimer: (plain, other) mean validation MAE
+    in meV}, geometric-mean ratio or None while incomplete, adopt other?)."""
+    column, _ = choose(plain, protocol)
+    if column is None:
+        return None, {}, None, False
+    val = {d: (stats(plain[(protocol, d, column)]["val_energy_mae_eV"])[0],
+               stats(other[(protocol, d, column)]["val_energy_mae_eV"])[0])
+           for d in DIMERS if (protocol, d, column) in other}
+    if len(val) < len(DIMERS):
+        return column, val, None, False
+    ratio = float(np.exp(np.mean([np.log(o / p) for p, o in val.values()])))
+    return column, val, ratio, ratio < 1
+
+
+def cmd_recipes(a, other="restarts3"):
+    plain, alt = (load_records(runs_dir(r), ("protocol", "dimer", "column")) for r in ("plain", other))
+    md = [f"# LODE dimers: recipe `plain` or `{other}`, chosen on validation", "",
+          "Written by `python experiments/longrange/lode_dimers.py recipes` (the rule is in the script's "
+          "docstring).  Validation / test energy MAE in meV, mean ± sample std over the 5 members.", ""]
+    summary = {}
+    for protocol in PROTOCOLS:
+        column, val, ratio, adopt = choose_recipe(plain, alt, protocol)
+        md += [f"## Protocol `{protocol}`", ""]
+        if column is None:
+            md += ["The plain grid is incomplete: no column, no choice.", ""]
+            continue
+        md += [f"Long-range column (chosen on the plain grid's validation errors): **{column}**.", "",
+               f"| dimer | val plain | val {other} | val local plain | val local {other} |", "|---|---|---|---|---|"]
+        for d in DIMERS:
+            cells = [recs.get((protocol, d, c)) for c in (column, "local") for recs in (plain, alt)]
+            md.append(f"| {d} | " + " | ".join("not run" if r is None else "{:.3g} ± {:.2g}".format(
+                *stats(r["val_energy_mae_eV"])) for r in cells) + " |")
+        summary[protocol] = {"column": column, "validation_meV": val, "ratio": ratio, "adopt": adopt}
+        if ratio is None:
+            md += ["", f"{len(val)} of {len(DIMERS)} dimers have run under {other}: no choice yet, and no "
+                   "test error is shown.", ""]
+            continue
+        recipe, recs = (other, alt) if adopt else ("plain", plain)
+        md += ["", f"Geometric mean of the validation ratio {other} / plain: {ratio:.3f}: **{recipe}** is "
+               "adopted for this protocol.", "", f"Test, recipe `{recipe}`:", "",
+               f"| dimer | local | {column} | local / {column} | bar |", "|---|---|---|---|---|"]
+        if any((protocol, d, c) not in recs for d in DIMERS for c in ("local", column)):
+            md += ["", f"`local` or `{column}` has not run on every dimer under {recipe}.", ""]
+            continue
+        for d, (text, met) in bars(recs, protocol, column).items():
+            (lm, ls), (cm, cs) = (stats(recs[(protocol, d, c)]["test_energy_mae_eV"]) for c in ("local", column))
+            md.append(f"| {d} | {lm:.3g} ± {ls:.2g} | {cm:.3g} ± {cs:.2g} | {lm / cm:.2f}x | "
+                      f"{text}: {'met' if met else 'not met'} |")
+            summary[protocol].setdefault("test_meV", {})[d] = {"local": [lm, ls], column: [cm, cs], "met": met}
+        md.append("")
+    (RESULTS / "results_recipes.md").write_text("\n".join(md))
+    (RESULTS / "results_recipes.json").write_text(json.dumps(summary, indent=1))
+    print("\n".join(md))
+
+
 def plot(recs, protocol, chosen, path):
     import matplotlib
 
@@ -304,8 +368,9 @@ def main():
     rep = sub.add_parser("report")
     for p in (r, rep):
         p.add_argument("--recipe", default="plain", choices=list(RECIPES))
+    sub.add_parser("recipes")
     a = ap.parse_args()
-    {"run": cmd_run, "report": cmd_report}[a.cmd](a)
+    {"run": cmd_run, "report": cmd_report, "recipes": cmd_recipes}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,21 @@ def test_bars():
     assert not b["9_CP"][1] and "std/mean 0.50" in b["9_CP"][0]
     assert b["3_PA"][1] and b["29_PP"][1] and b["6_AA"][1]
     assert not b["2_CA"][1] and "sog worse" in b["2_CA"][0]
+
+
+def test_recipe_rule_reads_validation_only():
+    """The long-range column comes from the plain grid; the other recipe is adopted when the
+    geometric mean of its validation ratio to plain is below 1 (worked by hand), whatever the
+    test errors, and not before every dimer has run."""
+    plain = records(val={"local": 0.4, "sog": 0.2}, test={"local": 0.4, "sog": 0.01})
+    other = records(val={"local": 0.4, "sog": 0.2}, test={"local": 0.4, "sog": 0.9})
+    # ratios 0.5 on 0_CC and 9_CP, 1.5 on the other four: exp((2 ln 0.5 + 4 ln 1.5) / 6) = 1.040
+    for d in ld.DIMERS:
+        other[("extrapolation", d, "sog")]["val_energy_mae_eV"] = [0.1 if d in ("0_CC", "9_CP") else 0.3] * 5
+    column, val, ratio, adopt = ld.choose_recipe(plain, other, "extrapolation")
+    assert column == "sog" and val["0_CC"] == pytest.approx((200.0, 100.0))
+    assert ratio == pytest.approx(np.exp((2 * np.log(0.5) + 4 * np.log(1.5)) / 6)) and not adopt
+    other[("extrapolation", "3_PA", "sog")]["val_energy_mae_eV"] = [0.02] * 5  # ratio 0.1: mean 0.72
+    assert ld.choose_recipe(plain, other, "extrapolation")[3]
+    del other[("extrapolation", "6_AA", "sog")]
+    assert ld.choose_recipe(plain, other, "extrapolation")[2:] == (None, False)
