@@ -31,8 +31,20 @@ of :class:`lrnn.models.base.LocalModel`).  :math:`\bar N` is the ``n_norm`` neig
 training statistics.  f_c and its first derivative vanish at r_c, so energy and forces are
 continuous as a neighbour crosses the cutoff; the energy is invariant under rotations,
 reflections, translations and permutations.  Forces and virial come from ``jax.grad``.
-(The recursive REANN variant, which updates the coefficients by message passing, is not
-implemented.)
+REANN (Zhang, Xia & Jiang, J. Chem. Phys. 154, 094703 (2021)), ``recursions: T`` > 0: the
+neighbours' orbital coefficients become functions of their own densities, a message
+passing of T rounds that widens the receptive field to (T + 1) r_c,
+
+.. math::
+
+    W^{(t)}_{j,kc} = W_{z_j,kc} + \mathcal G^{(t)}_{z_j}\big(\rho^{(t-1)}_j\big)_{kc},
+    \qquad \rho^{(0)} \text{ as above},
+
+with :math:`\rho^{(t)}` the density built with :math:`W^{(t)}_j` in place of
+:math:`W_{z_j}`, and :math:`D_i = \rho^{(T)}_i`.  :math:`\mathcal G^{(t)}` is a per-species MLP
+(``recursion_fit`` hidden widths) whose last layer starts at zero, so that an untrained REANN
+is the EANN of its first round.  Smoothness and invariance carry over: every round is a
+smooth, invariant function of smooth, invariant inputs.
 """
 
 from __future__ import annotations
@@ -60,11 +72,14 @@ class EANNConfig(LocalConfig):
     l_max: int = 2  # angular orders L = 0..l_max
     channels: int = 16  # orbitals per centre (linear combinations of the neighbours' Gaussians)
     fit: tuple = (64, 64)
+    recursions: int = 0  # REANN message-passing rounds (0: EANN)
+    recursion_fit: tuple = (32,)  # hidden widths of the per-round coefficient nets
 
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "fit", tuple(int(x) for x in self.fit))
-        for k, lo in {"n_radial": 2, "channels": 1, "l_max": 0}.items():
+        object.__setattr__(self, "recursion_fit", tuple(int(x) for x in self.recursion_fit))
+        for k, lo in {"n_radial": 2, "channels": 1, "l_max": 0, "recursions": 0}.items():
             if int(getattr(self, k)) < lo:
                 raise ValueError(f"{k} must be >= {lo}, got {getattr(self, k)}")
         if self.l_max > 4:
@@ -97,6 +112,13 @@ class EANN(LocalModel):
         t = config.n_types
         self.coeff = nnx.Param(jax.random.normal(rngs.params(), (t, config.n_radial, config.channels), dtype)
                                / math.sqrt(config.n_radial))
+        rho_width = config.channels * (config.l_max + 1)
+        for rnd in range(config.recursions):  # REANN: coefficient corrections from the last round's density
+            net = StackedMLP(t, (rho_width,) + config.recursion_fit + (config.n_radial * config.channels,),
+                             act=config.activation, linear_output=True, dtype=dtype, rngs=rngs)
+            last = f"w{net.n_layers - 1}"
+            getattr(net, last).value = jnp.zeros_like(getattr(net, last).value)
+            setattr(self, f"recursion{rnd}", net)
         d = self.descriptor_width
         self.fitting = StackedMLP(t, (d,) + tuple(config.fit) + (1,), act=config.activation, linear_output=True,
                                   bias_std=1.0, dtype=dtype, rngs=rngs)
@@ -126,27 +148,47 @@ class EANN(LocalModel):
         if cfg.far_field:
             ff = self.far_field_features(inputs)
             far = jnp.concatenate([ff, jnp.zeros((1, ff.shape[1]), ff.dtype)], axis=0)
-        out = []
+        geometry = []  # per centre species: (centres, neighbours, radial Gaussians g, monomials)
         for a in range(t):
             cidx, nb = lay.centres[a], lay.neighbors[a]  # (C_a,), (C_a, T, S)
             if cidx.shape[0] == 0:
-                out.append(None)
+                geometry.append(None)
                 continue
             d = pos_ext[nb] - pos_ext[cidx][:, None, None, :] + lay.shifts[a].astype(dt) @ cell
             mask = (nb < n) & (cidx < n)[:, None, None]
             d = jnp.where(mask[..., None], d, 2.0 * cfg.rcut)  # padding: beyond the cutoff, safe norm
             r = jnp.sqrt(jnp.sum(d * d, axis=-1))
             g = jnp.exp(-(((r[..., None] - centres_k) / width) ** 2)) * (cutoff_fn(r, cfg.rcut) * mask)[..., None]
-            radial = jnp.einsum("cbsk,bkh->cbsh", g, self.coeff.value.astype(dt))  # per neighbour species b
             u = d / cfg.rcut
             pw = [jnp.ones_like(u)]
             for _ in range(cfg.l_max):  # powers by products: no pow (NaN gradients at 0, negative bases)
                 pw.append(pw[-1] * u)
             pw = jnp.stack(pw, axis=-1)  # (C_a, T, S, 3, l_max + 1)
             mono = pw[..., 0, exps[:, 0]] * pw[..., 1, exps[:, 1]] * pw[..., 2, exps[:, 2]]  # (C_a, T, S, M)
+            geometry.append((cidx, nb, g, mono))
+
+        def density(radial, mono, n_centres):
             amp = jnp.einsum("cbsh,cbsm->chm", radial, mono) * inv_norm
-            rho = (amp * amp) @ onehot_l  # (C_a, channels, L)
-            dflat = rho.reshape(cidx.shape[0], -1)
+            return ((amp * amp) @ onehot_l).reshape(n_centres, -1)  # (C_a, channels * (l_max + 1))
+
+        coeff = self.coeff.value.astype(dt)  # (T, K, channels)
+        rho = [None if geo is None else density(jnp.einsum("cbsk,bkh->cbsh", geo[2], coeff), geo[3], geo[0].shape[0])
+               for geo in geometry]
+        for rnd in range(cfg.recursions):  # REANN: each atom's coefficients from its last density
+            net = getattr(self, f"recursion{rnd}")
+            w_atom = jnp.zeros((n + 1,) + coeff.shape[1:], dt)  # row n: padding neighbours (g = 0 there)
+            for a, geo in enumerate(geometry):
+                if geo is not None:
+                    w_a = coeff[a] + net(a, rho[a]).reshape((-1,) + coeff.shape[1:])
+                    w_atom = w_atom.at[geo[0]].set(w_a)
+            rho = [None if geo is None else density(jnp.einsum("cbsk,cbskh->cbsh", geo[2], w_atom[geo[1]]), geo[3],
+                                                    geo[0].shape[0]) for geo in geometry]
+        out = []
+        for geo, dflat in zip(geometry, rho):
+            if geo is None:
+                out.append(None)
+                continue
+            cidx = geo[0]
             if far is not None:
                 dflat = jnp.concatenate([dflat, far[cidx]], axis=-1)
             out.append((dflat, cidx < n))

@@ -18,38 +18,72 @@ from tests.models.test_equivariant import STATS, build, check_invariance_and_fd,
 efv = jax.jit(_efv, static_argnums=0)
 
 TINY_EANN = {"type": "eann", "rcut": 4.0, "n_radial": 5, "l_max": 2, "channels": 3, "fit": [8]}
+TINY_REANN = dict(TINY_EANN, recursions=2, recursion_fit=[6])
 
 
-@pytest.fixture(scope="module")
-def setup():
-    return build(TINY_EANN) + (STATS,)
+@pytest.fixture(scope="module", params=["eann", "reann"])
+def setup(request):
+    g, st, mcfg = build(TINY_EANN if request.param == "eann" else TINY_REANN)
+    if request.param == "reann":  # the coefficient nets start at zero: perturb them to test the recursion
+        leaves, tree = jax.tree.flatten(st)
+        keys = jax.random.split(jax.random.key(7), len(leaves))
+        st = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+    return g, st, mcfg, STATS
+
+
+def direct_density(pos, types, coeff_of_atom, rc, k, n_norm, l_max=2):
+    """ρ_{i,cL} for every atom by the double sum, with neighbour j's coefficients coeff_of_atom[j] (K, C)."""
+    centres, width = np.linspace(0, rc, k), rc / (k - 1)
+    rho = []
+    for i in range(len(pos)):
+        rij = pos - pos[i]
+        r = np.linalg.norm(rij, axis=1)
+        use = (r > 0) & (r < rc)
+        fc = (0.5 * np.cos(np.pi * r / rc) + 0.5) ** 2
+        gk = np.exp(-(((r[:, None] - centres) / width) ** 2)) * fc[:, None]
+        amp = np.einsum("jk,jkc->jc", gk, coeff_of_atom)[use]  # (neighbours, channels)
+        dots = (rij[use] @ rij[use].T) / rc**2
+        rho.append(np.stack([np.einsum("jc,kc,jk->c", amp, amp, dots**L) / n_norm for L in range(l_max + 1)], -1).ravel())
+    return np.array(rho)
 
 
 def test_density_matches_its_definition(setup, paracetamol):
     """ρ_{i,cL} = (1/N̄) Σ_{j,j'} a_jc a_j'c (r_ij·r_ij')^L / r_c^{2L}, evaluated directly in
-    NumPy from the model's coefficients (the double-sum form of the multinomial one)."""
+    NumPy from the model's coefficients (the double-sum form of the multinomial one); for
+    REANN, each round's neighbour coefficients W_z + G_z(ρ_j) from the previous round's
+    direct densities."""
     g, st, mcfg, stats = setup
     pos, num = paracetamol.positions[0], paracetamol.numbers[0]
     inp, _ = inputs_for(mcfg, pos, num)
+    model = merge(g, st)
     desc = jax.jit(lambda s, i: merge(g, s).descriptors(i, stats))(st, inp)
-    coeff = np.asarray(merge(g, st).coeff.value)
-    rc, k = mcfg.rcut, mcfg.n_radial
-    centres, width = np.linspace(0, rc, k), rc / (k - 1)
+    coeff = np.asarray(model.coeff.value, np.float64)
     types = np.array([mcfg.type_map.index(z) for z in num])
+    n_norm = float(stats["n_norm"])
+    rho = direct_density(pos, types, coeff[types], mcfg.rcut, mcfg.n_radial, n_norm)
+    for rnd in range(mcfg.recursions):
+        net = getattr(model, f"recursion{rnd}")
+        w = np.stack([coeff[types[j]] + np.asarray(net(int(types[j]), rho[j][None]), np.float64).reshape(coeff.shape[1:])
+                      for j in range(len(pos))])
+        rho = direct_density(pos, types, w, mcfg.rcut, mcfg.n_radial, n_norm)
     for a in range(len(mcfg.type_map)):
-        if desc[a] is None:
-            continue
-        d_model = np.asarray(desc[a][0])
-        for row, i in enumerate(np.flatnonzero(types == a)):  # centres of species a in atom order
-            rij = pos - pos[i]
-            r = np.linalg.norm(rij, axis=1)
-            use = (r > 0) & (r < rc)
-            fc = (0.5 * np.cos(np.pi * r / rc) + 0.5) ** 2
-            gk = np.exp(-(((r[:, None] - centres) / width) ** 2)) * fc[:, None]
-            amp = np.einsum("jk,jkc->jc", gk, coeff[types])[use]  # (neighbours, channels)
-            dots = (rij[use] @ rij[use].T) / rc**2
-            rho = [np.einsum("jc,kc,jk->c", amp, amp, dots**L) / float(stats["n_norm"]) for L in range(3)]
-            np.testing.assert_allclose(d_model[row], np.stack(rho, axis=-1).ravel(), rtol=1e-9, atol=1e-12)
+        if desc[a] is not None:  # centres of species a in atom order
+            np.testing.assert_allclose(np.asarray(desc[a][0]), rho[types == a], rtol=1e-8, atol=1e-11)
+
+
+def test_untrained_reann_is_its_eann(paracetamol):
+    """The coefficient nets start at zero: a fresh REANN's descriptor is that of the EANN
+    with the same seed (the same element coefficients, drawn first)."""
+    out = []
+    for cfg in (TINY_REANN, TINY_EANN):
+        g, st, mcfg = build(cfg)
+        inp, _ = inputs_for(mcfg, paracetamol.positions[0], paracetamol.numbers[0])
+        out.append(jax.jit(lambda s, i, g=g: merge(g, s).descriptors(i, STATS))(st, inp))
+    np.testing.assert_array_equal(merge(*build(TINY_REANN)[:2]).coeff.value, merge(*build(TINY_EANN)[:2]).coeff.value)
+    for x, y in zip(*out):
+        if x is not None:
+            assert float(np.abs(x[0]).max()) > 0
+            np.testing.assert_allclose(np.asarray(x[0]), np.asarray(y[0]), rtol=1e-12)
 
 
 def test_invariance_forces_virial(setup, paracetamol):
@@ -107,4 +141,6 @@ def test_bad_configs():
         models.model_config(dict(TINY_EANN, type_map=[1], grid=[4.0, 2]))
     with pytest.raises(ValueError, match="n_radial"):
         models.model_config(dict(TINY_EANN, type_map=[1], n_radial=1))
+    with pytest.raises(ValueError, match="recursions"):
+        models.model_config(dict(TINY_EANN, type_map=[1], recursions=-1))
     assert math.isclose(models.model_config(dict(TINY_EANN, type_map=[1]))[1].rcut, 4.0)
