@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/lrnn demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=30
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
