@@ -230,17 +230,27 @@ def ablation_rows():
 
 def lode_rows():
     """LODE dimers (lode_dimers.py), each protocol: local only next to the long-range column
-    that the script chose on validation data; every dimer, with issue 18's bar."""
+    that the script chose on validation data; every dimer, with issue 18's bar.  Where the
+    training recipe has been chosen on validation too (``recipes``: results_recipes.json),
+    the rows are the adopted recipe's."""
     res = load("longrange/lode/results.json") or {}
+    recipes = load("longrange/lode/results_recipes.json") or {}
     out = []
     for protocol, p in res.items():
+        rec = recipes.get(protocol, {})
+        recipe = "plain"
+        if rec.get("ratio") is not None and rec.get("dimers"):
+            p, recipe = rec, rec["recipe"]
+        how = (f"recipe {recipe} (chosen on validation over plain, ratio {rec['ratio']:.2f}: results_recipes.md)"
+               if rec.get("ratio") is not None and rec.get("dimers") else "recipe plain")
         for d, r in p["dimers"].items():
             (lm, ls), (cm, cs) = r["local_meV"], r["chosen_meV"]
             (lf, lfs), (cf, cfs) = r["local_force_meV_A"], r["chosen_force_meV_A"]
-            out.append(f"| LODE {d}, {protocol} protocol: {p['chosen']} (chosen on validation) vs local, test E / F "
-                       f"MAE, 5 seeds, fixed steps | {cm:.3g} ± {cs:.2g} vs {lm:.3g} ± {ls:.2g} meV ({lm / cm:.2g}x) | "
-                       f"{cf:.3g} ± {cfs:.2g} vs {lf:.3g} ± {lfs:.2g} meV/Å | | {r['bar']}: "
-                       f"{'met' if r['met'] else 'NOT met'} | `python experiments/longrange/lode_dimers.py run` |")
+            out.append(f"| LODE {d}, {protocol} protocol: {p['chosen']} (chosen on validation) vs local, {how}, "
+                       f"test E / F MAE, 5 seeds, fixed steps | {cm:.3g} ± {cs:.2g} vs {lm:.3g} ± {ls:.2g} meV "
+                       f"({lm / cm:.2g}x) | {cf:.3g} ± {cfs:.2g} vs {lf:.3g} ± {lfs:.2g} meV/Å | | {r['bar']}: "
+                       f"{'not judged yet' if r['met'] is None else 'met' if r['met'] else 'NOT met'} | `python experiments/longrange/lode_dimers.py "
+                       f"{'run' if recipe == 'plain' else 'run --recipe ' + recipe + '`, then `recipes'}` |")
     return out
 
 

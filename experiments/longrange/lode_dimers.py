@@ -192,7 +192,8 @@ def choose(recs, protocol):
 
 
 def bars(recs, protocol, chosen):
-    """Issue 18's bars for one protocol: {dimer: (text, met)}."""
+    """Issue 18's bars for one protocol: {dimer: (text, met)}; met is None where the bar needs
+    columns that have not run (no column worse among those that have)."""
     out = {}
     for d in DIMERS:
         if (protocol, d, chosen) not in recs or (protocol, d, "local") not in recs:
@@ -203,10 +204,11 @@ def bars(recs, protocol, chosen):
             met = lm / cm >= 5 and cs < cm / 3
             out[d] = (f"≥ 5x with std < mean/3: {lm / cm:.1f}x, std/mean {cs / cm:.2f}", met)
         else:  # no long-range column worse than local by more than local's std
-            worse = [c for c in COLUMNS if c != "local" and (protocol, d, c) in recs
-                     and stats(recs[(protocol, d, c)]["test_energy_mae_eV"])[0] > lm + ls]
-            out[d] = ("no long-range column worse than local + 1 std" +
-                      (f": {', '.join(worse)} worse" if worse else ""), not worse)
+            ran = [c for c in COLUMNS if c != "local" and (protocol, d, c) in recs]
+            worse = [c for c in ran if stats(recs[(protocol, d, c)]["test_energy_mae_eV"])[0] > lm + ls]
+            only = f" (of the columns run: {', '.join(ran)})" if len(ran) < len(COLUMNS) - 1 else ""
+            out[d] = ("no long-range column worse than local + 1 std" + only +  # None: not every column ran
+                      (f": {', '.join(worse)} worse" if worse else ""), False if worse else (None if only else True))
     return out
 
 
@@ -243,7 +245,8 @@ def cmd_recipes(a, other="restarts3"):
             cells = [recs.get((protocol, d, c)) for c in (column, "local") for recs in (plain, alt)]
             md.append(f"| {d} | " + " | ".join("not run" if r is None else "{:.3g} ± {:.2g}".format(
                 *stats(r["val_energy_mae_eV"])) for r in cells) + " |")
-        summary[protocol] = {"column": column, "validation_meV": val, "ratio": ratio, "adopt": adopt}
+        summary[protocol] = {"chosen": column, "validation_meV": val, "ratio": ratio, "adopt": adopt,
+                             "recipe": other if adopt else "plain"}
         if ratio is None:
             md += ["", f"{len(val)} of {len(DIMERS)} dimers have run under {other}: no choice yet, and no "
                    "test error is shown.", ""]
@@ -258,12 +261,19 @@ def cmd_recipes(a, other="restarts3"):
         for d, (text, met) in bars(recs, protocol, column).items():
             (lm, ls), (cm, cs) = (stats(recs[(protocol, d, c)]["test_energy_mae_eV"]) for c in ("local", column))
             md.append(f"| {d} | {lm:.3g} ± {ls:.2g} | {cm:.3g} ± {cs:.2g} | {lm / cm:.2f}x | "
-                      f"{text}: {'met' if met else 'not met'} |")
-            summary[protocol].setdefault("test_meV", {})[d] = {"local": [lm, ls], column: [cm, cs], "met": met}
+                      f"{text}: {verdict(met)} |")
+            summary[protocol].setdefault("dimers", {})[d] = {
+                "local_meV": [lm, ls], "chosen_meV": [cm, cs], "bar": text, "met": None if met is None else bool(met),
+                "local_force_meV_A": stats(recs[(protocol, d, "local")]["test_force_mae_eV_A"]),
+                "chosen_force_meV_A": stats(recs[(protocol, d, column)]["test_force_mae_eV_A"])}
         md.append("")
     (RESULTS / "results_recipes.md").write_text("\n".join(md))
     (RESULTS / "results_recipes.json").write_text(json.dumps(summary, indent=1))
     print("\n".join(md))
+
+
+def verdict(met) -> str:
+    return "not judged yet" if met is None else ("met" if met else "not met")
 
 
 def plot(recs, protocol, chosen, path):
@@ -321,9 +331,9 @@ def cmd_report(a):
                 cm, cs = stats(recs[(protocol, d, chosen)]["test_energy_mae_eV"])
                 text, met = bar[d]
                 md.append(f"| {d} | {lm:.3g} ± {ls:.2g} | {cm:.3g} ± {cs:.2g} | {lm / cm:.2f}x | "
-                          f"{text}: {'met' if met else 'not met'} |")
+                          f"{text}: {verdict(met)} |")
                 summary[protocol]["dimers"][d] = {
-                    "local_meV": [lm, ls], "chosen_meV": [cm, cs], "bar": text, "met": bool(met),
+                    "local_meV": [lm, ls], "chosen_meV": [cm, cs], "bar": text, "met": None if met is None else bool(met),
                     "local_force_meV_A": stats(recs[(protocol, d, "local")]["test_force_mae_eV_A"]),
                     "chosen_force_meV_A": stats(recs[(protocol, d, chosen)]["test_force_mae_eV_A"])}
             md.append("")

@@ -62,8 +62,15 @@ def test_bars():
     b = ld.bars(recs, "extrapolation", "sog")
     assert b["0_CC"][1] and "6.0x" in b["0_CC"][0]
     assert not b["9_CP"][1] and "std/mean 0.50" in b["9_CP"][0]
-    assert b["3_PA"][1] and b["29_PP"][1] and b["6_AA"][1]
-    assert not b["2_CA"][1] and "sog worse" in b["2_CA"][0]
+    # only sog has run beside local: no column worse, but the bar is not judged yet
+    assert all(b[d][1] is None and "of the columns run: sog" in b[d][0] for d in ("3_PA", "29_PP", "6_AA"))
+    assert b["2_CA"][1] is False and "sog worse" in b["2_CA"][0]
+    for d in ld.DIMERS:  # every column run, each as good as local: judged, and met where none is worse
+        for c in ld.COLUMNS:
+            recs.setdefault(("extrapolation", d, c), dict(recs[("extrapolation", d, "local")]))
+    b = ld.bars(recs, "extrapolation", "sog")
+    assert b["3_PA"][1] is True and b["29_PP"][1] is True and b["6_AA"][1] is True
+    assert b["2_CA"][1] is False and "sog worse" in b["2_CA"][0] and "columns run" not in b["2_CA"][0]
 
 
 def test_recipe_rule_reads_validation_only():

@@ -36,10 +36,16 @@ def test_every_lode_dimer_has_a_row_per_protocol():
     res = mod.load("longrange/lode/results.json") or {}
     rows = mod.lode_rows()
     assert len(rows) == sum(len(p["dimers"]) for p in res.values())
+    recipes = mod.load("longrange/lode/results_recipes.json") or {}
     for protocol, p in res.items():
+        rec = recipes.get(protocol, {})
+        decided = rec.get("ratio") is not None and bool(rec.get("dimers"))
         for d in p["dimers"]:
-            assert any(f"LODE {d}, {protocol} protocol: {p['chosen']} (chosen on validation) vs local" in r
-                       for r in rows)
+            mine = [r for r in rows if f"LODE {d}, {protocol} protocol: {p['chosen']} (chosen on validation) vs local, "
+                    f"recipe {rec['recipe'] if decided else 'plain'}" in r]
+            assert len(mine) == 1, (protocol, d)
+            src = rec["dimers"][d] if decided else p["dimers"][d]  # the adopted recipe's numbers
+            assert f"vs {src['local_meV'][0]:.3g} ± {src['local_meV'][1]:.2g} meV" in mine[0]
 
 
 def test_every_4g_hdnnp_set_has_a_row_with_the_column_chosen_on_validation():
