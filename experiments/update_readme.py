@@ -96,7 +96,7 @@ def rows():
                    f"{s1['train_time_s'] / 60:.0f} + {s2['train_time_s'] / 60:.0f} min ({s1['steps']} + {s2['steps']} "
                    f"steps) | Spearman ≥ {c['bar_force_spearman']}: {'met' if c['met'] else 'NOT met'} | "
                    "`python experiments/uncertainty/aspirin_committee.py` |")
-    return out + al_rows() + peer_rows() + scale_rows() + thesis_rows()
+    return out + al_rows() + peer_rows() + timed_rows() + scale_rows() + thesis_rows()
 
 
 def thesis_rows():
@@ -336,6 +336,40 @@ def al_rows():
             f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {tb.get('al_labels')}, random "
             f"{tb.get('random_labels')}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "
             "`report` |"]
+
+
+def timed_rows():
+    """EANN family against DeepPot-SE at equal training time (local_models/timed_runs.py):
+    the EANN variant chosen by validation force MAE, its per-configuration cost from
+    local_models/bench.py (the same process times both models)."""
+    res = ROOT / "experiments" / "local_models" / "results"
+    recs = [json.loads(p.read_text()) for p in sorted(res.glob("timed_*.json"))]
+    bench = json.loads((res / "bench.json").read_text()) if (res / "bench.json").exists() else {"results": []}
+    strip = lambda m: {k: v for k, v in m.items() if k != "type_map"}  # noqa: E731
+    cost = {json.dumps(strip(b["model"]), sort_keys=True): b for b in bench["results"]}
+    out = []
+    for minutes in sorted({r["minutes"] for r in recs}):
+        same = [r for r in recs if r["minutes"] == minutes and "validation" in r]
+        eann = [r for r in same if r["model"]["type"] == "eann"]
+        deep = [r for r in same if r["model"]["type"] == "deeppot_se"]
+        if not eann or not deep:
+            continue
+        e = min(eann, key=lambda r: r["validation"]["force_mae"])
+        d = deep[0]
+        ce, cd = (cost.get(json.dumps(strip(r["model"]), sort_keys=True)) for r in (e, d))
+        if ce is None or cd is None:
+            continue
+        ok = (e["test"]["energy_mae"] <= d["test"]["energy_mae"] and e["test"]["force_mae"] <= d["test"]["force_mae"]
+              and ce["ef_ms_batch1"] <= cd["ef_ms_batch1"] and ce["ef_ms_batch32"] <= cd["ef_ms_batch32"])
+        kind = f"REANN ({e['model']['recursions']} round)" if e["model"].get("recursions") else "EANN"
+        out.append(f"| {kind} vs DeepPot-SE, rMD17 aspirin split 01, {minutes:g} min of training each on one core "
+                   f"(EANN variant `{e['name']}` chosen on validation of {len(eann)}); E+F ms/configuration at "
+                   f"batch 1 / 32: {ce['ef_ms_batch1']:.2f} / {ce['ef_ms_batch32']:.2f} vs {cd['ef_ms_batch1']:.2f} / "
+                   f"{cd['ef_ms_batch32']:.2f} | {e['test']['energy_mae']:.3f} vs {d['test']['energy_mae']:.3f} kcal/mol | "
+                   f"{e['test']['force_mae']:.3f} vs {d['test']['force_mae']:.3f} kcal/mol/Å | {e['train_summary']['steps']} "
+                   f"vs {d['train_summary']['steps']} steps | errors ≤ DeepPot-SE's at ≤ its cost: "
+                   f"{'met' if ok else 'NOT met'} | `python experiments/local_models/timed_runs.py` |")
+    return out
 
 
 def peer_rows():

@@ -1,0 +1,135 @@
+"""Local models at equal training time on rMD17 aspirin split 01 (issue 20): each run trains
+one config for a wall-clock budget on the cores it is given (the time schedule decays the
+learning rate over that budget), then evaluates the best-on-validation checkpoint on the
+1000 test configurations.  Runs meant to be compared are started together, one per core
+(``taskset``), so that they share the machine's load.
+
+Usage (one run per core, side by side):
+    taskset -c 0 python experiments/local_models/timed_runs.py run --name reann_10min \\
+        --config experiments/local_models/aspirin_reann.yaml --minutes 10 &
+    taskset -c 1 python experiments/local_models/timed_runs.py run --name deeppot_10min \\
+        --config experiments/aspirin/config.yaml --minutes 10 &
+    python experiments/local_models/timed_runs.py report
+
+``commit NAME`` copies run NAME's checkpoint to ``experiments/results/local_models/aspirin_eann/
+checkpoint`` (``lrnn.load``; the EANN-family run chosen on validation) with its record beside it.
+
+``report`` also evaluates each run's checkpoint on its 50 validation configurations (once,
+stored in the record): variants of one model family are chosen by validation force MAE.
+
+Each run writes ``results/timed_<name>.json`` (config, command, cores, load average before
+and after, training summary, test errors, commit); ``report`` writes ``results/timed.md``
+from all of them.  Checkpoints stay in ``runs/timed/<name>`` (git-ignored).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lrnn.evaluate import evaluate
+from lrnn.train import load_config, train
+from lrnn.train.data import load_data, resolve_path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RESULTS = HERE / "results"
+
+
+def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "timed") -> dict:
+    cfg = load_config(config)
+    cfg["train"].schedule = "time"
+    cfg["train"].max_time_s = 60.0 * minutes
+    cfg["output"] = str(work / name)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    summary = train(cfg, quiet=True)
+    wall = time.perf_counter() - t0
+    test = evaluate(Path(cfg["output"]) / "checkpoint", resolve_path(cfg["data"]["test"], cfg["base"]))
+    rec = {"name": name, "config": str(Path(config).resolve().relative_to(ROOT)), "model": cfg["model"],
+           "minutes": minutes, "train_summary": summary, "wall_time_s": wall, "test": test,
+           "command": " ".join(sys.argv), "cores": sorted(os.sched_getaffinity(0)), "load_avg_before": load_before,
+           "load_avg_after": os.getloadavg(), "machine": platform.processor() or platform.machine(),
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    cwd=ROOT).stdout.strip()}
+    rec["validation"] = validation_errors(rec)
+    write(rec)
+    return rec
+
+
+def validation_errors(rec: dict) -> dict:
+    """Errors of the run's checkpoint on its own validation split (never the test set)."""
+    cfg = load_config(ROOT / rec["config"])
+    val = load_data(cfg["data"], cfg["base"])["val"]
+    return evaluate(ROOT / "runs" / "timed" / rec["name"] / "checkpoint", val)
+
+
+def write(rec: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS / f"timed_{rec['name']}.json.tmp"
+    tmp.write_text(json.dumps(rec, indent=1, default=float))
+    os.replace(tmp, RESULTS / f"timed_{rec['name']}.json")
+
+
+def report(validate: bool = True) -> str:
+    recs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("timed_*.json"))]
+    for rec in recs:
+        if validate and "validation" not in rec:
+            rec["validation"] = validation_errors(rec)
+            write(rec)
+    md = ["# Local models at equal training time, rMD17 aspirin split 01", "",
+          "Written by `python experiments/local_models/timed_runs.py report` from `timed_*.json` (each "
+          "record has its command, cores and load).  Test errors on the 1000 test configurations: energy "
+          "MAE (kcal/mol), force MAE per component (kcal/mol/Å).", "",
+          "| run | model | minutes | cores | load before / after | steps | parameters | val F MAE | E MAE | F MAE | date |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        s, t = r["train_summary"], r["test"]
+        model = ", ".join(f"{k} {v}" for k, v in r["model"].items() if k != "type_map")
+        md.append(f"| {r['name']} | {model} | {r['minutes']:g} | {','.join(map(str, r['cores']))} | "
+                  f"{r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} | {s['steps']} | "
+                  f"{s.get('n_parameters', '')} | "
+                  f"{r['validation']['force_mae'] if 'validation' in r else float('nan'):.3f} | {t['energy_mae']:.3f} | {t['force_mae']:.3f} | {r['date']} |")
+    text = "\n".join(md) + "\n"
+    (RESULTS / "timed.md").write_text(text)
+    return text
+
+
+def commit(name: str, dest: Path = ROOT / "experiments" / "results" / "local_models" / "aspirin_eann") -> Path:
+    """Copy run ``name``'s checkpoint and record to ``dest`` (write, then rename)."""
+    src = ROOT / "runs" / "timed" / name / "checkpoint"
+    if not (src / "lrnn.json").exists():
+        raise FileNotFoundError(f"run {name!r} has no checkpoint at {src}")
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dest / "checkpoint", ignore_errors=True)
+    os.replace(tmp, dest / "checkpoint")
+    shutil.copy(RESULTS / f"timed_{name}.json", dest / "record.json")
+    return dest / "checkpoint"
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--name", required=True)
+    r.add_argument("--config", type=Path, required=True)
+    r.add_argument("--minutes", type=float, required=True)
+    sub.add_parser("report")
+    c = sub.add_parser("commit")
+    c.add_argument("name")
+    a = ap.parse_args()
+    if a.cmd == "run":
+        print(json.dumps(run(a.name, a.config, a.minutes)["test"], indent=1, default=float))
+    elif a.cmd == "commit":
+        print(commit(a.name))
+    else:
+        print(report())

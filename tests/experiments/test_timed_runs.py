@@ -1,0 +1,45 @@
+"""experiments/local_models/timed_runs.py without training: the report lists every record
+with its cores, load and test errors."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("timed_runs", ROOT / "experiments/local_models/timed_runs.py")
+tr = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tr)
+
+
+def test_report_has_a_row_per_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(tr, "RESULTS", tmp_path)
+    for name, e, f in (("a_10min", 1.2345, 2.5), ("b_10min", 0.5, 0.9876)):
+        rec = {"name": name, "model": {"type": "eann", "recursions": 1, "type_map": [1, 6, 8]}, "minutes": 10,
+               "cores": [1], "load_avg_before": [2.0, 2, 2], "load_avg_after": [2.5, 2, 2],
+               "train_summary": {"steps": 1000, "n_parameters": 123}, "test": {"energy_mae": e, "force_mae": f},
+               "date": "2026-12-02 01:00:00", "validation": {"force_mae": 3.0}}
+        (tmp_path / f"timed_{name}.json").write_text(json.dumps(rec))
+    text = tr.report(validate=False)
+    rows = [r for r in text.splitlines() if r.startswith("| a_") or r.startswith("| b_")]
+    assert len(rows) == 2 and (tmp_path / "timed.md").read_text() == text
+    assert "| 3.000 | 1.234 | 2.500 |" in rows[0] and "| 0.500 | 0.988 |" in rows[1]
+    assert "recursions 1" in rows[0] and "type_map" not in rows[0] and "| 2.0 / 2.5 |" in rows[0]
+
+
+def test_committed_eann_family_model_loads_and_reproduces_its_record():
+    """experiments/results/local_models/aspirin_eann/checkpoint (issue 20) loads with
+    lrnn.load and reproduces its recorded test force MAE on the first 100 test configurations."""
+    import numpy as np
+
+    import lrnn
+    from lrnn.data import read
+    from tests.conftest import shared_file
+
+    where = ROOT / "experiments/results/local_models/aspirin_eann"
+    rec = json.loads((where / "record.json").read_text())
+    pot = lrnn.load(where / "checkpoint")
+    assert rec["model"]["type"] == "eann" and "eann" in repr(pot)
+    ds = read(shared_file("rmd17/rmd17_aspirin_test_01.npz")).subset(np.arange(100))
+    _, f, _ = pot.predict(ds)
+    mae = float(np.mean(np.abs(np.asarray(f) - ds.forces)[ds.mask])) / 0.0433641  # kcal/mol/Å
+    assert abs(mae / rec["test"]["force_mae"] - 1) < 0.25, (mae, rec["test"]["force_mae"])
