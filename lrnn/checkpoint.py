@@ -109,6 +109,21 @@ def save(path, *, meta: dict, params, train_state=None) -> Path:
     return path
 
 
+def copy(src, dest) -> Path:
+    """Copy the checkpoint directory ``src`` to ``dest``, replacing it only once the copy is
+    complete (write, then rename: an interrupted copy never leaves a half checkpoint)."""
+    src, dest = Path(src), Path(dest)
+    if not (src / "lrnn.json").exists():
+        raise FileNotFoundError(f"no checkpoint at {src} (lrnn.json missing)")
+    tmp = dest.with_name(f"{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
 def _json_default(x):
     if isinstance(x, (np.ndarray, np.generic)) or hasattr(x, "__array__"):
         return np.asarray(x).tolist()

@@ -64,3 +64,18 @@ def test_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="is a file"):
         lrnn.load(tmp_path / "file")
     np.save(tmp_path / "a.npy", np.zeros(2))
+
+
+def test_copy_replaces_the_destination_with_a_loadable_checkpoint(trained_checkpoint, tmp_path):
+    from lrnn import checkpoint
+
+    dest = tmp_path / "results" / "checkpoint"
+    dest.mkdir(parents=True)
+    (dest / "stale").write_text("old")  # an earlier checkpoint there is replaced, not merged
+    assert checkpoint.copy(trained_checkpoint, dest) == dest
+    assert not (dest / "stale").exists() and not dest.with_name("checkpoint.tmp").exists()
+    a, b = lrnn.load(trained_checkpoint), lrnn.load(dest)
+    x = np.zeros((3, 3)) + np.array([[0.0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    assert a.energy_forces(x, [8, 1, 1])[0] == b.energy_forces(x, [8, 1, 1])[0]
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        checkpoint.copy(tmp_path / "nothing", tmp_path / "out")

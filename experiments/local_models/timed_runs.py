@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from lrnn import checkpoint
 from lrnn.evaluate import evaluate
 from lrnn.train import load_config, train
 from lrnn.train.data import load_data, resolve_path
@@ -103,17 +104,9 @@ def report(validate: bool = True) -> str:
 
 def commit(name: str, dest: Path = ROOT / "experiments" / "results" / "local_models" / "aspirin_eann") -> Path:
     """Copy run ``name``'s checkpoint and record to ``dest`` (write, then rename)."""
-    src = ROOT / "runs" / "timed" / name / "checkpoint"
-    if not (src / "lrnn.json").exists():
-        raise FileNotFoundError(f"run {name!r} has no checkpoint at {src}")
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / "checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dest / "checkpoint", ignore_errors=True)
-    os.replace(tmp, dest / "checkpoint")
+    out = checkpoint.copy(ROOT / "runs" / "timed" / name / "checkpoint", dest / "checkpoint")
     shutil.copy(RESULTS / f"timed_{name}.json", dest / "record.json")
-    return dest / "checkpoint"
+    return out
 
 
 if __name__ == "__main__":

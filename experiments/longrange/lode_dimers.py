@@ -259,18 +259,25 @@ def cmd_recipes(a, other="restarts3"):
         if any((protocol, d, c) not in recs for d in DIMERS for c in ("local", column)):
             md += ["", f"`local` or `{column}` has not run on every dimer under {recipe}.", ""]
             continue
-        for d, (text, met) in bars(recs, protocol, column).items():
-            (lm, ls), (cm, cs) = (stats(recs[(protocol, d, c)]["test_energy_mae_eV"]) for c in ("local", column))
-            md.append(f"| {d} | {lm:.3g} ± {ls:.2g} | {cm:.3g} ± {cs:.2g} | {lm / cm:.2f}x | "
-                      f"{text}: {verdict(met)} |")
-            summary[protocol].setdefault("dimers", {})[d] = {
-                "local_meV": [lm, ls], "chosen_meV": [cm, cs], "bar": text, "met": None if met is None else bool(met),
-                "local_force_meV_A": stats(recs[(protocol, d, "local")]["test_force_mae_eV_A"]),
-                "chosen_force_meV_A": stats(recs[(protocol, d, column)]["test_force_mae_eV_A"])}
-        md.append("")
+        rows, summary[protocol]["dimers"] = bar_table(recs, protocol, column)
+        md += rows + [""]
     (RESULTS / "results_recipes.md").write_text("\n".join(md))
     (RESULTS / "results_recipes.json").write_text(json.dumps(summary, indent=1))
     print("\n".join(md))
+
+
+def bar_table(recs, protocol, column):
+    """Test rows of local next to ``column`` with issue 18's bar, one per dimer (markdown
+    lines), and their summary {dimer: {...}} for results*.json and the README."""
+    rows, summary = [], {}
+    for d, (text, met) in bars(recs, protocol, column).items():
+        (lm, ls), (cm, cs) = (stats(recs[(protocol, d, c)]["test_energy_mae_eV"]) for c in ("local", column))
+        rows.append(f"| {d} | {lm:.3g} ± {ls:.2g} | {cm:.3g} ± {cs:.2g} | {lm / cm:.2f}x | {text}: {verdict(met)} |")
+        summary[d] = {"local_meV": [lm, ls], "chosen_meV": [cm, cs], "bar": text,
+                      "met": None if met is None else bool(met),
+                      "local_force_meV_A": stats(recs[(protocol, d, "local")]["test_force_mae_eV_A"]),
+                      "chosen_force_meV_A": stats(recs[(protocol, d, column)]["test_force_mae_eV_A"])}
+    return rows, summary
 
 
 def verdict(met) -> str:
@@ -326,18 +333,8 @@ def cmd_report(a):
                    "MAE relative to local: " + ", ".join(f"{c} {s:.3f}" for c, s in sorted(scores.items(),
                                                                                         key=lambda x: x[1]))
                    + ").", "", f"| dimer | local | {chosen} | local / {chosen} | bar |", "|---|---|---|---|---|"]
-            bar = bars(recs, protocol, chosen)
-            for d in DIMERS:
-                lm, ls = stats(recs[(protocol, d, "local")]["test_energy_mae_eV"])
-                cm, cs = stats(recs[(protocol, d, chosen)]["test_energy_mae_eV"])
-                text, met = bar[d]
-                md.append(f"| {d} | {lm:.3g} ± {ls:.2g} | {cm:.3g} ± {cs:.2g} | {lm / cm:.2f}x | "
-                          f"{text}: {verdict(met)} |")
-                summary[protocol]["dimers"][d] = {
-                    "local_meV": [lm, ls], "chosen_meV": [cm, cs], "bar": text, "met": None if met is None else bool(met),
-                    "local_force_meV_A": stats(recs[(protocol, d, "local")]["test_force_mae_eV_A"]),
-                    "chosen_force_meV_A": stats(recs[(protocol, d, chosen)]["test_force_mae_eV_A"])}
-            md.append("")
+            rows, summary[protocol]["dimers"] = bar_table(recs, protocol, chosen)
+            md += rows + [""]
             plot(recs, protocol, chosen, RESULTS / f"binding_{protocol}{suffix}.png")
             md += [f"Binding curves (local and {chosen}): `binding_{protocol}{suffix}.png`.", ""]
             if protocol == "sognet":  # one test structure: each member's MAE is one |error|

@@ -53,7 +53,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -61,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrnn import checkpoint
 from lrnn.data import read_sgdml
 from lrnn.potential import load
 from lrnn.train import load_config, train
@@ -187,11 +187,7 @@ def commit_checkpoint(recs):
     steps = max(r["steps"] for r in rs)
     src = run_dir(CHOSEN, 0, steps) / "checkpoint"
     if src.exists():
-        tmp = RESULTS / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        shutil.rmtree(RESULTS / "checkpoint", ignore_errors=True)
-        os.replace(tmp, RESULTS / "checkpoint")
+        checkpoint.copy(src, RESULTS / "checkpoint")
     return f"Committed model (`checkpoint`, `lrnn.load`): {CHOSEN}, seed 0, {steps} steps."
 
 

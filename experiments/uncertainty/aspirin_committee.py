@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -44,12 +43,12 @@ from pathlib import Path
 import numpy as np
 
 import lrnn
-from lrnn import units
+from lrnn import checkpoint, units
 from lrnn.evaluate import evaluate
 from lrnn.system import Dataset
 from lrnn.train import load_config, train
 from lrnn.train.data import load_data, resolve_path
-from lrnn.uncertainty import committee_metrics, member_error_correlation
+from lrnn.uncertainty import committee_metrics
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "aspirin_committee.yaml"
@@ -57,14 +56,6 @@ REFINE = HERE / "aspirin_committee_refine.yaml"
 RESULTS = HERE.parent / "results" / "uncertainty" / "aspirin_committee"
 BAR_SPEARMAN = 0.5
 RMD17 = HERE.parents[1].parent / "shared" / "data" / "rmd17"
-
-
-def commit_checkpoint(src: Path, results: Path):
-    tmp = results / "checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(results / "checkpoint", ignore_errors=True)
-    os.replace(tmp, results / "checkpoint")
 
 
 VARIANTS = {"all": 1.0, "subset75": 0.75}  # stage 2: train.committee_subset
@@ -124,7 +115,7 @@ def choose(results: Path = RESULTS):
     # the rule, fixed before any stage-2 test number: the higher validation Spearman
     chosen = max((f"refine_{v}" for v in VARIANTS), key=lambda n: rows[n]["validation"]["force_spearman"])
     results.mkdir(parents=True, exist_ok=True)
-    commit_checkpoint(Path(stages[chosen]["output"]) / "checkpoint", results)
+    checkpoint.copy(Path(stages[chosen]["output"]) / "checkpoint", results / "checkpoint")
     test_path = resolve_path(stages[chosen]["data"]["test"], stages[chosen]["base"])
     for name, cfg in stages.items():
         ck = results / "checkpoint" if name == chosen else Path(cfg["output"]) / "checkpoint"
@@ -209,7 +200,7 @@ def diagnose(results: Path = RESULTS):
         m = committee_metrics(f_k, pool.forces, pool.mask)
         err = f_k.mean(0) - pool.forces
         rows[name] = {"members": len(f_k), "force_spearman": m["force_spearman"],
-                      "member_error_correlation": member_error_correlation(f_k, pool.forces, pool.mask),
+                      "member_error_correlation": m["member_error_correlation"],
                       "force_mae_kcal_mol_A": float(np.mean(np.abs(err[pool.mask]))) / units.KCAL_MOL,
                       "member_force_mae_kcal_mol_A": float(np.mean(np.abs((f_k - pool.forces)[:, pool.mask])))
                       / units.KCAL_MOL}
