@@ -1,4 +1,5 @@
-"""Data-parallel training (train.devices): 1, 2 and 4 devices give the same parameters.
+"""Data-parallel training (train.devices): 1, 2 and 4 devices give the same parameters
+(1 and 4 from scratch; 2 in the first half of a run resumed on 4).
 
 Runs in a subprocess with 4 fake CPU devices (XLA_FLAGS must be set before JAX starts).
 Batch size 3 does not divide over 2 or 4 devices, so the last shard holds padding of weight 0.
@@ -21,7 +22,7 @@ from lrnn.train import load_config, train
 from tests.conftest import TINY_MODEL
 out = {}
 assert len(jax.local_devices()) == 4, jax.local_devices()
-for n in (1, 2, 4):
+for n in (1, 4):  # 2 devices: the first half of the resumed run
     cfg = {"data": {"train": "embedded:paracetamol", "n_train": 30, "n_val": 6, "seed": 1},
            "model": dict(TINY_MODEL), "output": f"{sys.argv[1]}/d{n}",
            "train": {"max_steps": 20, "batch_size": 3, "checkpoint_every_s": 0, "progress": False, "devices": n,
@@ -47,7 +48,8 @@ print("RESULT" + json.dumps(out))
 
 
 def test_one_two_four_devices_give_the_same_parameters(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(root)], env=env, cwd=root,
                           capture_output=True, text=True, timeout=900)
@@ -55,7 +57,7 @@ def test_one_two_four_devices_give_the_same_parameters(tmp_path):
     res = json.loads(proc.stdout.split("RESULT")[-1])
     ref = [np.asarray(x) for x in res["1"]]
     assert sum(x.size for x in ref) > 100
-    for n in ("2", "4", "resumed"):
+    for n in ("4", "resumed"):
         for a, b in zip(ref, res[n]):
             np.testing.assert_allclose(np.asarray(b), a, rtol=2e-5, atol=2e-6)  # float32 round-off after 20 steps
     # the 20 steps moved the parameters: the comparison is not one of untouched initial values
