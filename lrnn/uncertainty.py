@@ -76,6 +76,36 @@ def member_error_correlation(f_members, f_ref, mask) -> float:
     return float(c[~np.eye(len(c), dtype=bool)].mean())
 
 
+def species_sigma_scales(err, sigma, mask, numbers) -> dict[int, float]:
+    r"""One σ scale per element, the one-parameter recalibration fitted per species:
+    :math:`s_Z^2 = \langle \delta_{i\alpha}^2/\sigma_{i\alpha}^2 \rangle` over the force
+    components of the atoms of element Z (the NLL minimiser for that element).  ``err``,
+    ``sigma`` (M, N, 3) eV/Å; ``numbers`` (N,) or (M, N); fit on validation data."""
+    z = np.broadcast_to(numbers, mask.shape)
+    out = {}
+    for el in np.unique(z[mask]):
+        m = mask & (z == el)
+        out[int(el)] = float(np.sqrt(np.mean((err[m] / np.maximum(sigma[m], SIGMA_FLOOR)) ** 2)))
+    return out
+
+
+def rank_diagnostics(err, d, mask) -> dict:
+    """How well the per-atom deviations ``d`` (M, N) rank the errors ``err`` (M, N, 3) at
+    several levels: the force Spearman (max error against max deviation, per structure);
+    max error against the mean deviation; mean error against mean deviation; over all atoms
+    pooled (per-atom error norm against d); and the fraction of structures whose largest
+    error sits on the atom of largest deviation."""
+    en = np.where(mask, np.linalg.norm(err, axis=-1), 0.0)
+    d = np.where(mask, d, 0.0)
+    n = mask.sum(axis=1)
+    rho = lambda a, b: float(spearmanr(a, b).statistic)  # noqa: E731
+    return {"max_error_max_deviation": force_spearman(err, d, mask),
+            "max_error_mean_deviation": rho(en.max(axis=1), d.sum(axis=1) / n),
+            "mean_error_mean_deviation": rho(en.sum(axis=1) / n, d.sum(axis=1) / n),
+            "per_atom": rho(en[mask], d[mask]),
+            "argmax_agreement": float(np.mean(en.argmax(axis=1) == d.argmax(axis=1)))}
+
+
 def miscalibration_area(err, sigma, n_levels: int = 101) -> float:
     """Area between observed and expected coverage of Gaussian intervals (see module docstring);
     ``err`` and ``sigma`` flat arrays of components."""

@@ -82,3 +82,44 @@ def test_member_error_correlation_recovers_the_shared_part():
     assert np.mean(sigma[mask] ** 2) == pytest.approx(0.01 * (1 - rho) * (1 - 1 / k), rel=0.03)
     res = uncertainty.committee_metrics(members, truth, mask)
     assert res["member_error_correlation"] == pytest.approx(rho, abs=0.01)
+
+
+def test_species_sigma_scales_recover_per_element_miscalibration():
+    """Errors drawn with 3σ on hydrogen and 0.5σ on carbon: the per-element scales are 3 and
+    0.5 (to sampling error), padding ignored."""
+    rng = np.random.default_rng(5)
+    m, n = 400, 6
+    numbers = np.array([1, 1, 6, 6, 6, 0])
+    mask = np.broadcast_to(numbers > 0, (m, n)).copy()
+    sigma = rng.uniform(0.05, 0.5, (m, n, 3))
+    true = np.where(numbers == 1, 3.0, 0.5)[None, :, None]
+    err = rng.normal(size=sigma.shape) * sigma * true
+    err[:, -1] = 1e3  # padding: must not enter any scale
+    s = uncertainty.species_sigma_scales(err, sigma, mask, numbers)
+    assert set(s) == {1, 6}
+    assert s[1] == pytest.approx(3.0, rel=0.05) and s[6] == pytest.approx(0.5, rel=0.05)
+
+
+def test_rank_diagnostics_against_direct_evaluation():
+    """Deviations equal to the error norms rank perfectly where both sides aggregate alike; for random data
+    each entry equals scipy's Spearman of the aggregates computed here by hand."""
+    rng = np.random.default_rng(6)
+    m, n = 50, 7
+    mask = np.ones((m, n), bool)
+    mask[:, -2:] = rng.random((m, 2)) < 0.5  # ragged structures
+    err = rng.normal(size=(m, n, 3)) * rng.uniform(0.1, 2.0, (m, 1, 1))
+    norm = np.linalg.norm(err, axis=-1)
+    perfect = uncertainty.rank_diagnostics(err, np.where(mask, norm, 0.0), mask)
+    for k in ("max_error_max_deviation", "mean_error_mean_deviation", "per_atom", "argmax_agreement"):
+        assert perfect[k] == pytest.approx(1.0), k  # max error against mean deviation need not be 1
+    d = rng.uniform(0.0, 1.0, (m, n))
+    r = uncertainty.rank_diagnostics(err, d, mask)
+    e_max = [norm[j][mask[j]].max() for j in range(m)]
+    d_mean = [d[j][mask[j]].mean() for j in range(m)]
+    e_mean = [norm[j][mask[j]].mean() for j in range(m)]
+    assert r["max_error_mean_deviation"] == pytest.approx(stats.spearmanr(e_max, d_mean).statistic, abs=1e-12)
+    assert r["mean_error_mean_deviation"] == pytest.approx(stats.spearmanr(e_mean, d_mean).statistic, abs=1e-12)
+    assert r["per_atom"] == pytest.approx(stats.spearmanr(norm[mask], d[mask]).statistic, abs=1e-12)
+    agree = np.mean([np.argmax(np.where(mask[j], norm[j], -1)) == np.argmax(np.where(mask[j], d[j], -1))
+                     for j in range(m)])
+    assert r["argmax_agreement"] == pytest.approx(agree)
