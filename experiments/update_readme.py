@@ -335,7 +335,30 @@ def al_rows():
             f"labels to {a['target_force_mae_eV_per_A']} eV/Å: al {need['al']}, random {need['random']}; target (b) "
             f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {tb.get('al_labels')}, random "
             f"{tb.get('random_labels')}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "
-            "`report` |"]
+            "`report` |"] + qbc_rows(a, arms, final, need)
+
+
+def qbc_rows(a, arms, final, need):
+    """Query by committee on the reference-MD pool against random draws from the same pool."""
+    pair = a.get("pairs", {}).get("qbc/pool", {})
+    if not (arms.get("qbc") and arms.get("pool")):
+        return []
+    tb = pair.get("target_b", {})
+    ratio, rb = pair.get("ratio"), tb.get("ratio")
+    if ratio is not None:
+        bar = "met" if ratio <= 0.5 else f"NOT met (ratio {ratio:.2f})"
+    elif rb is not None:
+        bar = f"{'met' if rb <= 0.5 else 'NOT met'} at target (b) only (ratio {rb:.2f}); target (a) not reached by both"
+    else:
+        bar = "NOT met: neither target reached by every query-by-committee run"
+    return [f"| query by committee vs random draws from the same xTB MD pool, Ac-Ala3-NHMe, committee of 4 "
+            f"DeepPot-SE, 50 initial + 25 labels per round, {len(final['qbc'])} / {len(final['pool'])} complete "
+            f"repeats (qbc / pool); 500 test frames at 500 K | | final test force MAE: qbc {final['qbc'].mean():.3f} ± "
+            f"{final['qbc'].std():.3f}, pool {final['pool'].mean():.3f} ± {final['pool'].std():.3f} eV/Å | | labels to "
+            f"{a['target_force_mae_eV_per_A']} eV/Å: qbc {need['qbc']}, pool {need['pool']}; target (b) "
+            f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: qbc {tb.get('active_labels')}, pool "
+            f"{tb.get('reference_labels')}; qbc ≤ ½ pool: {bar} | `python experiments/active_learning/run.py run "
+            "--arms qbc pool`, then `report` |"]
 
 
 def timed_rows():

@@ -29,7 +29,11 @@ Two baselines share the loop: ``selection: random`` labels frames drawn uniforml
 the explored ones, and ``selection: pool`` skips exploration and draws, without
 replacement, from ``al.pool``, frames whose reference labels are already stored (e.g. the
 reference's own MD, the distribution a test set comes from); its "labelling" reads them
-(:class:`PoolLabels`).
+(:class:`PoolLabels`).  ``selection: pool_deviation`` is query by committee on the same
+pool (pool-based active learning, as ANI-1x selected its conformers): no exploration; of the
+unused pool frames within the trust window, the ``pool_shortlist × max_per_round`` of
+largest model deviation are shortlisted and ``max_per_round`` of them are spread by
+farthest-point sampling (from the largest deviation); their labels are read from the pool.
 
 Every stage writes its output atomically under ``OUTPUT/round_XX/``, and a rerun resumes
 at the first stage without it; after the last round a final committee is trained on all
@@ -73,6 +77,10 @@ from lrnn.train.metrics import MetricsWriter
 log = logging.getLogger("lrnn.al")
 
 
+SELECTIONS = ("deviation", "random", "pool", "pool_deviation")
+POOL_SELECTIONS = ("pool", "pool_deviation")  # select from al.pool (stored labels) instead of exploring
+
+
 @dataclasses.dataclass(frozen=True)
 class ALConfig:
     """The ``al`` section (temperatures K, time fs, deviations eV/Å)."""
@@ -92,8 +100,9 @@ class ALConfig:
     max_per_round: int = 20
     reference: dict = dataclasses.field(default_factory=lambda: {"calculator": "xtb"})
     test: str = ""  # optional independent test set, evaluated after every training
-    selection: str = "deviation"  # or "random": uniform over all explored frames; or "pool" (below)
-    pool: str = ""  # selection "pool": labelled frames drawn uniformly without exploring (the passive baseline)
+    selection: str = "deviation"  # or "random": uniform over all explored frames; "pool", "pool_deviation"
+    pool: str = ""  # labelled frames to select from instead of exploring (selection pool / pool_deviation)
+    pool_shortlist: int = 4  # pool_deviation: spread max_per_round over this many times as many top frames
     trust_relative: bool = False  # levels as multiples of the median deviation on the training frames
     warm_steps: int = 0  # steps of a warm-started round (0: train.max_steps)
     warm_lr_start: float = 0.0  # its initial learning rate (0: train.lr_start)
@@ -106,11 +115,14 @@ class ALConfig:
                              f"{self.trust_hi}, {self.stop_deviation} eV/Å")
         if self.rounds < 1 or self.max_per_round < 1 or self.md_steps < 1 or self.sample_every < 1:
             raise ValueError("al: rounds, max_per_round, md_steps and sample_every must be >= 1")
-        if self.selection not in ("deviation", "random", "pool"):
-            raise ValueError(f"al: selection must be 'deviation', 'random' or 'pool', got {self.selection!r}")
-        if (self.selection == "pool") != bool(self.pool):
-            raise ValueError("al: selection 'pool' needs al.pool (a labelled file to draw from), and al.pool "
-                             "is only used by selection 'pool'")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"al: selection must be one of {', '.join(map(repr, SELECTIONS))}, "
+                             f"got {self.selection!r}")
+        if (self.selection in POOL_SELECTIONS) != bool(self.pool):
+            raise ValueError(f"al: selection {self.selection!r}: selections 'pool' and 'pool_deviation' need al.pool "
+                             "(a labelled file to select from), and al.pool is only used by them")
+        if self.pool_shortlist < 1:
+            raise ValueError(f"al: pool_shortlist must be >= 1, got {self.pool_shortlist}")
         if self.warm_steps < 0 or self.warm_lr_start < 0:
             raise ValueError(f"al: warm_steps and warm_lr_start must be >= 0, got {self.warm_steps}, "
                              f"{self.warm_lr_start}")
@@ -179,16 +191,40 @@ class PoolLabels(Calculator):
         self.results = {"energy": float(ref.get_potential_energy()), "forces": np.asarray(ref.get_forces())}
 
 
-def select_from_pool(pool: list, used: set, al: ALConfig, rng: np.random.Generator) -> list:
-    """``max_per_round`` frames of ``pool`` not in ``used`` (pool indices), uniformly,
-    unlabelled copies with ``info["pool_index"]``."""
-    rest = np.array([i for i in range(len(pool)) if i not in used], int)
+def _unlabelled(pool: list, idx) -> list:
+    """Copies of ``pool[i]`` without labels, each with ``info["pool_index"] = i``."""
     out = []
-    for i in np.sort(rng.permutation(rest)[:al.max_per_round]):
+    for i in idx:
         a = Atoms(numbers=pool[i].numbers, positions=pool[i].positions, cell=pool[i].cell, pbc=pool[i].pbc)
         a.info["pool_index"] = int(i)
         out.append(a)
     return out
+
+
+def select_from_pool(pool: list, used: set, al: ALConfig, rng: np.random.Generator) -> list:
+    """``max_per_round`` frames of ``pool`` not in ``used`` (pool indices), uniformly,
+    unlabelled copies with ``info["pool_index"]``."""
+    rest = np.array([i for i in range(len(pool)) if i not in used], int)
+    return _unlabelled(pool, np.sort(rng.permutation(rest)[:al.max_per_round]))
+
+
+def query_pool(pot: Potential, pool: list, used: set, al: ALConfig) -> tuple[list, np.ndarray]:
+    """Query by committee on a pool (``selection: pool_deviation``): of the frames not in
+    ``used`` whose model deviation d satisfies ``trust_lo <= d < trust_hi`` (``al``'s levels in
+    eV/Å), the ``pool_shortlist * max_per_round`` of largest d, of which ``max_per_round``
+    spread by farthest-point sampling from the largest; unlabelled copies with
+    ``info["pool_index"]`` and ``info["model_deviation"]``.  Also returns the deviations of
+    every unused frame (for the round's record)."""
+    rest = [i for i in range(len(pool)) if i not in used]
+    cands = _unlabelled(pool, rest)
+    dev = model_deviations(pot, cands)
+    for a, d in zip(cands, dev):
+        a.info["model_deviation"] = float(d)
+    inside = [k for k in np.argsort(-dev, kind="stable") if al.trust_lo <= dev[k] < al.trust_hi]
+    short = [cands[k] for k in inside[:al.pool_shortlist * al.max_per_round]]
+    if len(short) <= al.max_per_round:
+        return short, dev
+    return [short[i] for i in farthest_point_sampling(structure_features(pot, short), al.max_per_round, 0)], dev
 
 
 def _write_atomic(path: Path, frames) -> None:
@@ -395,13 +431,21 @@ def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
         if al.test:
             res = evaluate(ckpt, al.test, unit="eV")
             rec.update(test_energy_mae_eV=res["energy_mae"], test_force_mae_eV_per_A=res["force_mae"])
-        if r < n_rounds and al.selection == "pool":  # passive baseline: no exploration, stored labels
+        if r < n_rounds and al.selection in POOL_SELECTIONS:  # no exploration, stored labels
             rng = np.random.default_rng([al.seed, r])
             sel_path = rd / "selected.extxyz"
             pool = pool if pool is not None else _read_frames(Path(al.pool))
             used = {int(a.info["pool_index"]) for a in _read_frames(labels_path)}
-            if not sel_path.exists():
+            if not sel_path.exists() and al.selection == "pool":  # the passive baseline
                 _write_atomic(sel_path, select_from_pool(pool, used, al, rng))
+            elif not sel_path.exists():  # query by committee
+                pot = Potential.from_checkpoint(ckpt)
+                lv = trust_levels(al, model_deviations(pot, [_to_atoms(ds, k) for k in range(len(ds))])
+                                  if al.trust_relative else ())
+                chosen, dev = query_pool(pot, pool, used, lv)
+                rec.update(trust_lo=lv.trust_lo, trust_hi=lv.trust_hi, median_pool_deviation=float(np.median(dev)),
+                           frac_candidate=float(np.mean((dev >= lv.trust_lo) & (dev < lv.trust_hi))))
+                _write_atomic(sel_path, chosen)
             chosen = _read_frames(sel_path)
             lab = label(chosen, PoolLabels(pool), labels_path, failures_path, r)
             rec.update(n_candidates=len(pool) - len(used), n_selected=len(chosen), **lab)

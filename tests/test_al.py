@@ -20,6 +20,7 @@ from lrnn.al import (
     label,
     load_al_config,
     model_deviations,
+    query_pool,
     run_al,
     select,
     select_from_pool,
@@ -175,5 +176,39 @@ def test_pool_selection_draws_unused_frames_and_reads_their_stored_labels(parace
     moved.calc = PoolLabels(pool)
     with pytest.raises(ValueError, match="positions differ"):
         moved.get_potential_energy()
-    with pytest.raises(ValueError, match="needs al.pool"):
+    with pytest.raises(ValueError, match="need al.pool"):
         ALConfig(initial="x", selection="pool")
+
+
+def test_pool_query_by_committee_picks_the_most_uncertain_unused_frames(paracetamol, tmp_path):
+    """selection pool_deviation: the round's frames are among the pool_shortlist x
+    max_per_round unused frames of largest deviation under the round's committee (recomputed
+    here from its checkpoint), the largest one included; used frames are never offered again;
+    the labels are the pool's."""
+    pool_path = emt_labelled(paracetamol, tmp_path / "pool.extxyz", n=24)
+    initial = emt_labelled(paracetamol, tmp_path / "initial.extxyz", n=8)
+    pool = ase.io.read(pool_path, ":")
+    cfg = config(tmp_path, initial, selection="pool_deviation", pool=str(pool_path), rounds=1, max_per_round=3,
+                 pool_shortlist=2)
+    al, run = load_al_config(cfg)
+    rec = run_al(al, run)[0]
+    rd = tmp_path / "al" / "round_00"
+    sel = [a.info["pool_index"] for a in ase.io.read(rd / "selected.extxyz", ":")]
+    pot = Potential.from_checkpoint(rd / "model" / "checkpoint")
+    dev = model_deviations(pot, pool)
+    order = [int(k) for k in np.argsort(-dev)]
+    assert len(set(sel)) == 3 and set(sel) <= set(order[:6]) and order[0] in sel
+    assert rec["labelled"] == 3 and rec["frac_candidate"] == 1.0  # trust window 0 .. 1e6 eV/Å: every frame
+    labels = ase.io.read(tmp_path / "al" / "labels.extxyz", ":")
+    assert sorted(a.info["pool_index"] for a in labels) == sorted(sel)
+    for a in labels:
+        assert a.get_potential_energy() == pytest.approx(pool[a.info["pool_index"]].get_potential_energy(), abs=1e-9)
+    # used frames are skipped; a trust window keeps out frames at or above trust_hi
+    again, _ = query_pool(pot, pool, set(order[:6]), al)
+    assert not {a.info["pool_index"] for a in again} & set(order[:6])
+    capped = dataclasses.replace(al, trust_lo=0.0, trust_hi=float(dev[order[0]]))
+    assert order[0] not in {a.info["pool_index"] for a in query_pool(pot, pool, set(), capped)[0]}
+    with pytest.raises(ValueError, match="need al.pool"):
+        ALConfig(initial="x", selection="pool_deviation")
+    with pytest.raises(ValueError, match="pool_shortlist"):
+        ALConfig(initial="x", selection="pool_deviation", pool="p", pool_shortlist=0)

@@ -1,0 +1,41 @@
+"""experiments/active_learning/run.py: how an active arm is compared with its random reference."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("al_run", ROOT / "experiments" / "active_learning" / "run.py")
+al_run = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(al_run)
+
+
+def run(curve):
+    target = al_run.TARGET_F
+    return {"curve": curve, "labels_to_target": next((n for n, f in curve if f <= target), None)}
+
+
+def test_compare_counts_labels_to_both_targets():
+    t = al_run.TARGET_F
+    active = [run([(50, 0.3), (75, t - 0.01), (100, t - 0.02)]), run([(50, 0.3), (75, 0.2), (100, t)])]
+    reference = [run([(50, 0.3), (75, 0.2), (100, t - 0.01)]), run([(50, 0.3), (75, 0.25), (100, t - 0.03)])]
+    c = al_run.compare(active, reference)
+    assert c["ratio"] == pytest.approx((75 + 100) / 2 / 100)
+    # (b): the reference ends at mean t - 0.02; the first active run gets there at 100, the second never
+    assert c["target_b"]["force_mae_eV_per_A"] == pytest.approx(t - 0.02)
+    assert c["target_b"]["active_labels"] == [100, None] and "ratio" not in c["target_b"]
+    assert c["target_b"]["reference_labels"] == 100
+
+
+def test_compare_without_reaching_the_target_reports_no_ratio():
+    active = [run([(50, 0.4), (75, 0.35)])]
+    reference = [run([(50, 0.4), (75, 0.38)])]
+    c = al_run.compare(active, reference)
+    assert "ratio" not in c
+    assert c["target_b"]["active_labels"] == [75] and c["target_b"]["ratio"] == pytest.approx(1.0)
+    assert al_run.compare([], reference) == {"active_runs": 0, "reference_runs": 1}
+
+
+def test_qbc_arm_selects_from_the_pool_by_deviation():
+    assert al_run.SELECTION["qbc"] == "pool_deviation" and ("qbc", "pool") in al_run.PAIRS
