@@ -195,7 +195,8 @@ def diagnostic_pool(n: int = 2000, seed: int = 21, data: Path = RMD17) -> Datase
 def diagnose(results: Path = RESULTS):
     """Member-error correlation and the effect of K, on the diagnostic pool (module docstring)."""
     pool = diagnostic_pool()
-    val = load_data(stage_config(None)["data"], stage_config(None)["base"])["val"]  # one split for every stage
+    first = stage_config(None)
+    val = load_data(first["data"], first["base"])["val"]  # one split for every stage
     forces = {}
     for name in ("stage1", "refine_all", "refine_subset75"):
         cfg = stage_config(None if name == "stage1" else name.removeprefix("refine_"))
