@@ -251,6 +251,22 @@ def collect(shards: list[Path], out_path: Path, name: str, theory: str = METHOD)
     return summary
 
 
+def record_collected(summary: dict, molecule: str, tag: str, out_dir: Path = RESULTS) -> None:
+    """Write the merged set's summary and its shards' settings to ``out_dir`` (paths relative
+    to the repository), the committed record of the git-ignored data."""
+    def rel(p):
+        p = Path(p).resolve()
+        return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+    rec = dict(summary, file=rel(summary["file"]), shards=[rel(s) for s in summary["shards"]],
+               collected=time.strftime("%Y-%m-%d %H:%M:%S"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(out_dir / f"{molecule}_{tag}_summary.json", rec)
+    settings = [json.loads((Path(s) / "settings.json").read_text()) for s in summary["shards"]]
+    _write_json_atomic(out_dir / f"{molecule}_{tag}_settings.json", settings[0] if len(settings) == 1 else settings)
+
+
 def _fstats(f_x, f_ref) -> dict:
     d = f_x - f_ref
     return {"F_mae_eV_A": float(np.abs(d).mean()), "F_rmse_eV_A": float(np.sqrt((d ** 2).mean())),
@@ -344,7 +360,10 @@ def main(argv=None):
     if a.collect:
         shards = sorted(Path(a.out_dir, a.molecule).glob("shard_*of*"))
         out = Path(a.out_dir) / f"xtb_{a.molecule}_{a.temperature_K:.0f}K.npz"
-        print(json.dumps(collect(shards, out, name=f"{a.molecule} GFN2-xTB Langevin MD"), indent=1))
+        summary = collect(shards, out, name=f"{a.molecule} GFN2-xTB Langevin MD")
+        if Path(a.out_dir).resolve() == DATA.resolve():  # the repo's own set: record it in results/
+            record_collected(summary, a.molecule, f"{a.temperature_K:.0f}K")
+        print(json.dumps(summary, indent=1))
         return
     k, n_shards = (int(x) for x in a.shard.split("/"))
     if not 0 <= k < n_shards:

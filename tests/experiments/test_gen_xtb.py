@@ -84,3 +84,8 @@ def test_collect_loads_with_lrnn_in_ev(tmp_path):
     d = np.load(out)
     assert str(d["e_unit"]) == "kcal/mol" and d["R"].dtype == np.float32
     np.testing.assert_allclose(d["E"], e / gen.KCAL)
+    gen.record_collected(summary, "cu13", "500K", out_dir=tmp_path / "results")
+    rec = json.loads((tmp_path / "results/cu13_500K_summary.json").read_text())
+    assert rec["n_frames"] == 5 and rec["F_rms_eV_A"] == summary["F_rms_eV_A"] and "collected" in rec
+    settings = json.loads((tmp_path / "results/cu13_500K_settings.json").read_text())
+    assert [s["md"]["seed"] for s in settings] == [[7, 0], [7, 1]]  # one record per shard
