@@ -39,3 +39,21 @@ def test_compare_without_reaching_the_target_reports_no_ratio():
 
 def test_qbc_arm_selects_from_the_pool_by_deviation():
     assert al_run.SELECTION["qbc"] == "pool_deviation" and ("qbc", "pool") in al_run.PAIRS
+
+
+def test_the_arms_of_a_pair_differ_only_in_selection():
+    """Each pair's two arms get the same data, seed and training budget; only how frames are
+    chosen (and, for qbc, the trust levels that go with it) differs.  The pool pair trains
+    POOL_STEPS steps a round, the al / random pair config.yaml's budget."""
+    import yaml
+
+    base = yaml.safe_load((al_run.HERE / "config.yaml").read_text())
+    for active, reference in al_run.PAIRS:
+        a, b = (al_run.arm_config(base, arm, 1) for arm in (active, reference))
+        assert a["train"] == b["train"] and a["model"] == b["model"] and a["train"]["seed"] == 1
+        same = {k for k in a["al"] if k not in ("selection", "trust_lo", "trust_hi", "stop_deviation", "pool_shortlist")}
+        assert {k: a["al"][k] for k in same} == {k: b["al"].get(k) for k in same}
+        assert a["output"] != b["output"]
+    pool = al_run.arm_config(base, "pool", 0)
+    assert pool["train"]["max_steps"] == pool["al"]["warm_steps"] == al_run.POOL_STEPS
+    assert al_run.arm_config(base, "al", 0)["train"]["max_steps"] == base["train"]["max_steps"]
