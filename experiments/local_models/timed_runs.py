@@ -11,8 +11,14 @@ Usage (one run per core, side by side):
         --config experiments/aspirin/config.yaml --minutes 10 &
     python experiments/local_models/timed_runs.py report
 
-``commit NAME`` copies run NAME's checkpoint to ``experiments/results/local_models/aspirin_eann/
-checkpoint`` (``lrnn.load``; the EANN-family run chosen on validation) with its record beside it.
+``commit NAME`` copies run NAME's checkpoint with its record beside it to
+``experiments/results/local_models/aspirin_eann/checkpoint`` (``lrnn.load``; the EANN-family
+run chosen on validation) or, for the MACE-like model, to ``aspirin_equivariant/checkpoint``
+(the 2-hour run on both cores, issue 20):
+
+    python experiments/local_models/timed_runs.py run --name mace_120min \
+        --config experiments/local_models/aspirin_equivariant.yaml --minutes 120
+    python experiments/local_models/timed_runs.py commit mace_120min
 
 ``report`` also evaluates each run's checkpoint on its 50 validation configurations (once,
 stored in the record): variants of one model family are chosen by validation force MAE.
@@ -102,8 +108,18 @@ def report(validate: bool = True) -> str:
     return text
 
 
-def commit(name: str, dest: Path = ROOT / "experiments" / "results" / "local_models" / "aspirin_eann") -> Path:
-    """Copy run ``name``'s checkpoint and record to ``dest`` (write, then rename)."""
+COMMITTED = {"eann": "aspirin_eann", "mace": "aspirin_equivariant"}  # model.type -> results/local_models/<dir>
+
+
+def commit(name: str, dest: Path | None = None) -> Path:
+    """Copy run ``name``'s checkpoint and record (write, then rename) to ``dest``, by default
+    the committed place for its model type (``COMMITTED``)."""
+    rec = json.loads((RESULTS / f"timed_{name}.json").read_text())
+    if dest is None:
+        if rec["model"]["type"] not in COMMITTED:
+            raise SystemExit(f"{name}: no committed place for model type {rec['model']['type']!r}; "
+                             f"known: {sorted(COMMITTED)}")
+        dest = ROOT / "experiments" / "results" / "local_models" / COMMITTED[rec["model"]["type"]]
     out = checkpoint.copy(ROOT / "runs" / "timed" / name / "checkpoint", dest / "checkpoint")
     shutil.copy(RESULTS / f"timed_{name}.json", dest / "record.json")
     return out

@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("timed_runs", ROOT / "experiments/local_models/timed_runs.py")
 tr = importlib.util.module_from_spec(spec)
@@ -26,20 +28,30 @@ def test_report_has_a_row_per_record(tmp_path, monkeypatch):
     assert "recursions 1" in rows[0] and "type_map" not in rows[0] and "| 2.0 / 2.5 |" in rows[0]
 
 
-def test_committed_eann_family_model_loads_and_reproduces_its_record():
-    """experiments/results/local_models/aspirin_eann/checkpoint (issue 20) loads with
-    lrnn.load and reproduces its recorded test force MAE on the first 100 test configurations."""
+@pytest.mark.parametrize("where,kind", [("aspirin_eann", "eann"), ("aspirin_equivariant", "mace")])
+def test_committed_local_model_loads_and_reproduces_its_record(where, kind):
+    """experiments/results/local_models/{aspirin_eann,aspirin_equivariant}/checkpoint (issue 20)
+    loads with lrnn.load and reproduces its recorded test force MAE on the first 100 test
+    configurations."""
     import numpy as np
 
     import lrnn
     from lrnn.data import read
     from tests.conftest import shared_file
 
-    where = ROOT / "experiments/results/local_models/aspirin_eann"
+    where = ROOT / "experiments/results/local_models" / where
     rec = json.loads((where / "record.json").read_text())
     pot = lrnn.load(where / "checkpoint")
-    assert rec["model"]["type"] == "eann" and "eann" in repr(pot)
+    assert rec["model"]["type"] == kind and kind in repr(pot)
     ds = read(shared_file("rmd17/rmd17_aspirin_test_01.npz")).subset(np.arange(100))
     _, f, _ = pot.predict(ds)
     mae = float(np.mean(np.abs(np.asarray(f) - ds.forces)[ds.mask])) / 0.0433641  # kcal/mol/Å
     assert abs(mae / rec["test"]["force_mae"] - 1) < 0.25, (mae, rec["test"]["force_mae"])
+
+
+def test_commit_places_a_run_by_its_model_type(tmp_path, monkeypatch):
+    """``commit`` refuses a model type with no committed place rather than guessing one."""
+    monkeypatch.setattr(tr, "RESULTS", tmp_path)
+    (tmp_path / "timed_x.json").write_text(json.dumps({"name": "x", "model": {"type": "deeppot_se"}}))
+    with pytest.raises(SystemExit, match="no committed place for model type 'deeppot_se'"):
+        tr.commit("x")
