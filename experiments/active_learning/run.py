@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -102,8 +103,9 @@ def pool_file(r):
         d = _load_xtb()
         half = len(d["E"]) // 2
         rest = np.setdiff1d(np.arange(half), _initial_indices(r, half))
-        ase.io.write(path.with_suffix(".tmp"), _frames(d, rest), format="extxyz")
-        path.with_suffix(".tmp").replace(path)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two arms may start at once: one writer each
+        ase.io.write(tmp, _frames(d, rest), format="extxyz")
+        tmp.replace(path)
     return path
 
 
