@@ -397,10 +397,9 @@ def timed_rows():
 def equivariant_rows():
     """The committed MACE-like model (issue 20: 2 hours on 2 cores, E <= 0.19 kcal/mol and
     F <= 0.50 kcal/mol/Å on the 1000 test configurations of aspirin split 01)."""
-    path = ROOT / "experiments/results/local_models/aspirin_equivariant/record.json"
-    if not path.exists():
+    r = load("local_models/aspirin_equivariant/record.json")
+    if r is None:
         return []
-    r = json.loads(path.read_text())
     t, s = r["test"], r["train_summary"]
     ok = t["energy_mae"] <= 0.19 and t["force_mae"] <= 0.50
     return [f"| MACE-like equivariant (`mace`: {r['model']['channels']} channels, l ≤ {r['model']['l_max']}, "

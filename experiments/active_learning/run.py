@@ -95,10 +95,14 @@ def _initial_indices(r, half):
     return np.sort(np.random.default_rng(r).choice(half, N_INITIAL, replace=False))
 
 
+def pool_path(r) -> Path:
+    return DATA / f"pool_{r}.extxyz"
+
+
 def pool_file(r):
     """The pool arm's frames for repeat ``r``: the first half of the trajectory less the
     initial frames of that repeat (written once)."""
-    path = DATA / f"pool_{r}.extxyz"
+    path = pool_path(r)
     if not path.exists():
         d = _load_xtb()
         half = len(d["E"]) // 2
@@ -134,7 +138,7 @@ def arm_config(base: dict, arm: str, r: int) -> dict:
     cfg["al"].update(initial=str(DATA / f"initial_{r}.extxyz"), test=str(DATA / "test.extxyz"), seed=r,
                      selection=SELECTION[arm])
     if arm in ("pool", "qbc"):
-        cfg["al"]["pool"] = str(DATA / f"pool_{r}.extxyz")
+        cfg["al"]["pool"] = str(pool_path(r))
         cfg["train"]["max_steps"] = cfg["al"]["warm_steps"] = POOL_STEPS
     if arm == "qbc":  # reference MD frames: nothing to keep out (levels relative to the median)
         cfg["al"].update(trust_lo=0.0, trust_hi=1000.0, stop_deviation=1000.0, pool_shortlist=4)
@@ -147,9 +151,10 @@ def run(repeats, arms):
     base = yaml.safe_load((HERE / "config.yaml").read_text())
     for r in repeats:
         for arm in arms:
-            if arm in ("pool", "qbc"):
+            cfg = arm_config(base, arm, r)
+            if "pool" in cfg["al"]:
                 pool_file(r)
-            al, rc = load_al_config(arm_config(base, arm, r))
+            al, rc = load_al_config(cfg)
             print(f"{arm} repeat {r}", flush=True)
             for rec in run_al(al, rc):
                 print(json.dumps({k: rec.get(k) for k in ("round", "n_labels", "test_force_mae_eV_per_A")}), flush=True)
