@@ -20,6 +20,10 @@ run chosen on validation) or, for the MACE-like model, to ``aspirin_equivariant/
         --config experiments/local_models/aspirin_equivariant.yaml --minutes 120
     python experiments/local_models/timed_runs.py commit mace_120min
 
+``pilot`` trains like ``run`` with ``--set train.KEY=VALUE`` overrides (a warm start,
+say) and evaluates the validation split only, into ``results/pilot_<name>.json``: settings
+are chosen on those records before any test error of the run they feed is seen.
+
 ``report`` also evaluates each run's checkpoint on its 50 validation configurations (once,
 stored in the record): variants of one model family are chosen by validation force MAE.
 
@@ -29,6 +33,7 @@ from all of them.  Checkpoints stay in ``runs/timed/<name>`` (git-ignored).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,6 +42,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from lrnn import checkpoint
 from lrnn.evaluate import evaluate
@@ -48,8 +55,18 @@ ROOT = HERE.parents[1]
 RESULTS = HERE / "results"
 
 
-def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "timed") -> dict:
+def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "timed", overrides=(),
+        test: bool = True) -> dict:
+    """Train ``config`` for ``minutes`` and record it; ``overrides``: ``train.KEY=VALUE``
+    strings (YAML values); ``test=False`` (a pilot) evaluates the validation split only."""
     cfg = load_config(config)
+    over = {}
+    for kv in overrides:
+        key, _, val = kv.partition("=")
+        if not key.startswith("train.") or not val:
+            raise SystemExit(f"--set {kv!r}: expected train.KEY=VALUE")
+        over[key[len("train."):]] = yaml.safe_load(val)
+    cfg["train"] = dataclasses.replace(cfg["train"], **over)
     cfg["train"].schedule = "time"
     cfg["train"].max_time_s = 60.0 * minutes
     cfg["output"] = str(work / name)
@@ -57,16 +74,18 @@ def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "t
     t0 = time.perf_counter()
     summary = train(cfg, quiet=True)
     wall = time.perf_counter() - t0
-    test = evaluate(Path(cfg["output"]) / "checkpoint", resolve_path(cfg["data"]["test"], cfg["base"]))
+    ckpt = Path(cfg["output"]) / "checkpoint"
     rec = {"name": name, "config": str(Path(config).resolve().relative_to(ROOT)), "model": cfg["model"],
-           "minutes": minutes, "train_summary": summary, "wall_time_s": wall, "test": test,
+           "overrides": over, "minutes": minutes, "train_summary": summary, "wall_time_s": wall,
            "command": " ".join(sys.argv), "cores": sorted(os.sched_getaffinity(0)), "load_avg_before": load_before,
            "load_avg_after": os.getloadavg(), "machine": platform.processor() or platform.machine(),
            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                     cwd=ROOT).stdout.strip()}
-    rec["validation"] = validation_errors(rec)
-    write(rec)
+    rec["validation"] = evaluate(ckpt, load_data(cfg["data"], cfg["base"])["val"])
+    if test:
+        rec["test"] = evaluate(ckpt, resolve_path(cfg["data"]["test"], cfg["base"]))
+    write(rec, "timed" if test else "pilot")
     return rec
 
 
@@ -77,11 +96,11 @@ def validation_errors(rec: dict) -> dict:
     return evaluate(ROOT / "runs" / "timed" / rec["name"] / "checkpoint", val)
 
 
-def write(rec: dict) -> None:
+def write(rec: dict, kind: str = "timed") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS / f"timed_{rec['name']}.json.tmp"
+    tmp = RESULTS / f"{kind}_{rec['name']}.json.tmp"
     tmp.write_text(json.dumps(rec, indent=1, default=float))
-    os.replace(tmp, RESULTS / f"timed_{rec['name']}.json")
+    os.replace(tmp, RESULTS / f"{kind}_{rec['name']}.json")
 
 
 def report(validate: bool = True) -> str:
@@ -132,12 +151,19 @@ if __name__ == "__main__":
     r.add_argument("--name", required=True)
     r.add_argument("--config", type=Path, required=True)
     r.add_argument("--minutes", type=float, required=True)
+    pl = sub.add_parser("pilot")
+    for arg in ("--name", "--config", "--minutes"):
+        pl.add_argument(arg, required=True, type={"--config": Path, "--minutes": float}.get(arg, str))
+    pl.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE")
     sub.add_parser("report")
     c = sub.add_parser("commit")
     c.add_argument("name")
     a = ap.parse_args()
     if a.cmd == "run":
         print(json.dumps(run(a.name, a.config, a.minutes)["test"], indent=1, default=float))
+    elif a.cmd == "pilot":
+        rec = run(a.name, a.config, a.minutes, overrides=a.set, test=False)
+        print(json.dumps(rec["validation"], indent=1, default=float))
     elif a.cmd == "commit":
         print(commit(a.name))
     else:

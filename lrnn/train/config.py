@@ -31,7 +31,14 @@ class TrainConfig:
     ``select`` uses); R times the cost, against unlucky initialisations.
     ``select``: ``best`` keeps each model's (each member's) best epoch by the validation
     score; ``last`` keeps the final weights of a fixed schedule (validation then only
-    reports), for validation sets too small to rank epochs."""
+    reports), for validation sets too small to rank epochs.
+    ``ema_decay: d`` (MACE's ``--ema``) validates and checkpoints an exponential moving
+    average of the weights, ``w̄ ← d_n w̄ + (1 - d_n) w`` after step n with the warm-up
+    ``d_n = min(d, (1 + n) / (10 + n))``; the optimiser steps the raw weights (``last``
+    holds both, so a resume is exact).  ``stage2_from: s`` (MACE's second stage) holds the
+    energy and force prefactors at ``stage2_pref_e`` and ``stage2_pref_f`` once a fraction
+    s of the budget (``max_time_s`` or ``max_steps``) has passed; validation then scores
+    every epoch with those prefactors."""
 
     seed: int = 0
     batch_size: int = 8
@@ -64,8 +71,22 @@ class TrainConfig:
     # written to OUTPUT/checkpoint_at_{T}s at the first validation after T seconds of training
     snapshot_at_s: tuple = ()
     select: str = "best"  # the checkpoint: best epoch on validation, or the last one
+    ema_decay: float = 0.0  # > 0: validate and keep a moving average of the weights
+    stage2_from: float = 0.0  # > 0: fraction of the budget after which the stage-2 prefactors hold
+    stage2_pref_e: float = 0.0
+    stage2_pref_f: float = 0.0
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # PyYAML reads 1e-4 (no dot) as a string
+            val = getattr(self, f.name)
+            if f.type in ("float", "int") and isinstance(val, str):
+                try:
+                    num = float(val)
+                except ValueError:
+                    raise ValueError(f"train.{f.name} must be a number, got {val!r}") from None
+                if f.type == "int" and not num.is_integer():
+                    raise ValueError(f"train.{f.name} must be an integer, got {val!r}")
+                setattr(self, f.name, int(num) if f.type == "int" else num)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not (0 < self.lr_stop <= self.lr_start):
@@ -98,12 +119,21 @@ class TrainConfig:
             raise ValueError(f"val_every_steps must be >= 0 (0: every epoch), got {self.val_every_steps}")
         if self.select not in ("best", "last"):
             raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no moving average), got {self.ema_decay}")
+        if not 0 <= self.stage2_from < 1:
+            raise ValueError(f"stage2_from must be in [0, 1) (a fraction of the budget; 0: no second stage), "
+                             f"got {self.stage2_from}")
+        if self.stage2_pref_e < 0 or self.stage2_pref_f < 0:
+            raise ValueError("stage2_pref_e and stage2_pref_f must be >= 0")
+        if self.stage2_from > 0 and self.stage2_pref_e + self.stage2_pref_f == 0:
+            raise ValueError("stage2_from > 0 needs stage2_pref_e or stage2_pref_f > 0 (the second stage's loss weights)")
         if self.metrics_format not in ("csv", "jsonl"):
             raise ValueError(f"metrics_format must be csv or jsonl, got {self.metrics_format!r}")
 
     @property
     def uses_forces(self) -> bool:
-        return self.pref_f_start > 0 or self.pref_f_limit > 0
+        return self.pref_f_start > 0 or self.pref_f_limit > 0 or (self.stage2_from > 0 and self.stage2_pref_f > 0)
 
     @property
     def uses_virial(self) -> bool:

@@ -46,6 +46,22 @@ def prefactors(tc: TrainConfig, lr):
     return pe, pf, pv
 
 
+def stage_prefactors(tc: TrainConfig, lr, frac: float):
+    """Prefactors (energy, force, virial) at learning rate ``lr`` and budget fraction ``frac``:
+    the schedule's, or the constant stage-2 energy and force weights from ``stage2_from`` on."""
+    pe, pf, pv = prefactors(tc, lr)
+    if tc.stage2_from > 0 and frac >= tc.stage2_from:
+        return tc.stage2_pref_e, tc.stage2_pref_f, pv
+    return pe, pf, pv
+
+
+def ema_update(ema, new, decay: float, n):
+    """``ema_decay``'s moving average after step ``n`` (0-based), with MACE's warm-up
+    ``d_n = min(decay, (1 + n) / (10 + n))``."""
+    d = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+    return jax.tree.map(lambda a, b: (d * a + (1 - d) * b).astype(a.dtype), ema, new)
+
+
 def loss_terms(pred, labels):
     """Mean-square errors: energy per atom (eV²), force components (eV²/Å²), virial per
     atom (eV²), each over the structures/atoms that carry the label (and, with a
@@ -172,15 +188,23 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         state = jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x, dtype) for x in warm[1]])
     tx = optax.inject_hyperparams(optax.adam)(learning_rate=tc.lr_start)
     opt_state = tx.init(state)
+    use_ema = tc.ema_decay > 0
     step0, epoch0, best_val, elapsed0 = 0, 0, (np.inf if K == 1 else np.full(K, np.inf)), 0.0
     if resumed is not None:
         meta, leaves, ts = resumed
         state = jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x) for x in leaves])
         opt_leaves, opt_def = jax.tree.flatten(opt_state)
         opt_state = jax.tree.unflatten(opt_def, [jnp.asarray(x) for x in ts[: len(opt_leaves)]])
+        if use_ema:  # ``last`` holds (optimiser state, moving average)
+            if len(ts) != len(opt_leaves) + len(leaves):
+                raise ValueError(f"--resume with ema_decay > 0: {last_path} holds no moving average of the weights "
+                                 "(it was written by a run without ema_decay)")
+            ema = jax.tree.unflatten(jax.tree.structure(state), [jnp.asarray(x) for x in ts[len(opt_leaves):]])
         step0, epoch0 = int(meta["train"]["step"]), int(meta["train"]["epoch"])
         best_val, elapsed0 = np.asarray(meta["train"]["best_val"], float), float(meta["train"].get("time_s", 0.0))
         best_val = float(best_val) if K == 1 else best_val
+    if not (use_ema and resumed is not None):
+        ema = state if use_ema else None
 
     tr_dev = jax.tree.map(jnp.asarray, (tr_inputs, tr_labels))
     bs = min(tc.batch_size, n_tr)
@@ -207,8 +231,8 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
                              axis_types=(jax.sharding.AxisType.Auto,))  # GSPMD partitions the rest
         pad = -bs % n_dev  # structures of weight 0 that make the batch divide evenly
         replicated = NamedSharding(mesh, P())  # host copies first: the same values on every process
-        state, opt_state, tr_dev, stats_j = jax.device_put(
-            jax.tree.map(np.asarray, (state, opt_state, tr_dev, stats_j)), replicated)
+        state, opt_state, ema, tr_dev, stats_j = jax.device_put(
+            jax.tree.map(np.asarray, (state, opt_state, ema, tr_dev, stats_j)), replicated)
         if member_w is not None:
             member_w = jax.device_put(np.asarray(member_w), replicated)
 
@@ -245,7 +269,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         return jnp.sum(loss), jax.tree.map(jnp.mean, terms)
 
     @jax.jit
-    def train_step(st, ost, lr, idx, dev):
+    def train_step(st, ost, ema, lr, pref, n, idx, dev):
         inputs, labels = jax.tree.map(lambda x: x[idx], dev)
         if pad:  # the batch padded to a multiple of the devices: the padding has weight 0
             labels = dict(labels, weight=(jnp.arange(idx.shape[0]) < bs).astype(npdt))
@@ -254,17 +278,18 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         if member_w is not None:  # (K, B): the member axis first, not sharded
             labels = dict(labels, member_weight=member_w[:, idx])
         ost.hyperparams["learning_rate"] = jnp.asarray(lr, ost.hyperparams["learning_rate"].dtype)
-        pref = prefactors(tc, lr)
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(st, inputs, labels, pref)
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(st, inputs, labels, tuple(pref))
         updates, ost = tx.update(grads, ost, st)
-        return optax.apply_updates(st, updates), ost, loss / K, terms  # a committee logs its mean loss
+        st = optax.apply_updates(st, updates)
+        ema = ema_update(ema, st, tc.ema_decay, n) if use_ema else ema
+        return st, ost, ema, loss / K, terms  # a committee logs its mean loss
 
     va_dev = jax.tree.map(jnp.asarray, va_inputs) if mesh is None else jax.device_put(va_inputs, replicated)
 
     def score_of(e, f):
         # model selection at the final prefactors, with the energy errors centred: the
         # constant offset is re-fitted on the training set after training
-        pe, pf, _ = prefactors(tc, tc.lr_stop)
+        pe, pf, _ = stage_prefactors(tc, tc.lr_stop, 1.0)
         de = (e - va_labels["energy"]) / va_labels["n_atoms"]
         df = (f - va_labels["forces"])[va_labels["mask"]]
         return pe * float(np.mean((de - de.mean()) ** 2)) + (pf * float(np.mean(df**2)) if tc.uses_forces else 0.0)
@@ -327,6 +352,11 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
                  count_parameters(state), train_ds.describe(), len(val_ds))
     max_epochs = min(tc.max_epochs, int(np.ceil(tc.max_steps / n_batches)))
     total_steps = max_epochs * n_batches
+
+    def prefs_at(step, elapsed, lr):
+        frac = min(elapsed / tc.max_time_s, 1.0) if tc.schedule == "time" else step / tc.max_steps
+        return stage_prefactors(tc, lr, frac)
+
     lr = tc.lr_start
     bar = None
     if tc.progress and not quiet:
@@ -348,8 +378,11 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         for b in range(n_batches):
             idx = perm[b * bs:(b + 1) * bs]
             idx = np.concatenate([idx, np.resize(idx, pad)]) if pad else idx
-            lr = lr_at(step, time.perf_counter() - t_start)
-            state, opt_state, loss, _ = train_step(state, opt_state, np.asarray(lr, npdt), idx, tr_dev)
+            elapsed = time.perf_counter() - t_start
+            lr = lr_at(step, elapsed)
+            pref = np.asarray(prefs_at(step, elapsed, lr), npdt)
+            state, opt_state, ema, loss, _ = train_step(state, opt_state, ema, np.asarray(lr, npdt), pref,
+                                                        np.asarray(step, npdt), idx, tr_dev)
             step += 1
             if compile_s is None:  # the time budget starts after the first (compiling) step
                 jax.block_until_ready(loss)
@@ -369,9 +402,10 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         now = time.perf_counter() - t_start
         if every <= 0 or step // every > (step - n_batches) // every or done or (
                 tc.max_time_s > 0 and now >= tc.max_time_s):
-            met, score = validate(state)
+            weights = ema if use_ema else state  # the weights validated and kept
+            met, score = validate(weights)
             now = time.perf_counter() - t_start
-            pe, pf, pv = prefactors(tc, lr)
+            pe, pf, pv = prefs_at(step, now, lr)
             row = {"step": step, "epoch": epoch + 1, "time_s": round(now, 3), "lr": lr,
                    "train_loss": float(np.mean(loss_acc)) if loss_acc else float("nan"),
                    "pref_e": pe, "pref_f": pf,
@@ -384,23 +418,23 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             improved = score < best_val if tc.select == "best" else np.ones_like(np.asarray(score), bool)
             if np.any(improved):
                 if K == 1 or best_weights is None or np.all(improved):
-                    best_weights = state
+                    best_weights = weights
                 else:  # each member keeps its own best epoch
                     best_weights = jax.tree.map(lambda a, b: jnp.where(
-                        jnp.asarray(improved).reshape((K,) + (1,) * (a.ndim - 1)), a, b), state, best_weights)
+                        jnp.asarray(improved).reshape((K,) + (1,) * (a.ndim - 1)), a, b), weights, best_weights)
                 best_val = np.where(improved, score, best_val) if K > 1 else score
                 best_state = best_weights
         out_of_time = tc.max_time_s > 0 and now >= tc.max_time_s
         while pending and pending[0] <= now:
             if best_weights is None and best_path.exists():  # resumed, not improved since
                 best_weights, best_record = saved_best()
-            snapshot(pending.pop(0), state if best_weights is None else best_weights,
+            snapshot(pending.pop(0), (ema if use_ema else state) if best_weights is None else best_weights,
                      {"step": step, "epoch": epoch + 1, "best_val": np.asarray(best_val).tolist(), "time_s": now})
         if done or out_of_time or time.perf_counter() - last_save >= tc.checkpoint_every_s:
             if best_state is not None:
                 best_record = save(best_path, best_state, None, step, epoch + 1, best_val, now, False)
                 best_state, best_saved = None, True
-            save(last_path, state, opt_state, step, epoch + 1, best_val, now, True)
+            save(last_path, state, (opt_state, ema) if use_ema else opt_state, step, epoch + 1, best_val, now, True)
             last_save = time.perf_counter()
         if out_of_time and not done:
             stopped_by_time = True
@@ -408,7 +442,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
     if bar is not None:
         bar.close()
     if best_state is not None or not best_saved:
-        best_weights = best_state if best_state is not None else state
+        best_weights = best_state if best_state is not None else (ema if use_ema else state)
         best_record = save(best_path, best_weights, None, step, epoch + 1, best_val,
                            time.perf_counter() - t_start, False)
 

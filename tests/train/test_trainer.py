@@ -166,3 +166,60 @@ def test_energy_only_training_skips_forces_and_matches_the_force_path(tiny_confi
     for a, b in zip(runs["energy_only"], ckpt.load(tmp_path / "zero" / "last")[1]):
         moved = max(moved, float(np.max(np.abs(np.asarray(a, float) - np.asarray(b, float)))))
     assert moved > 1e-3
+
+
+def test_ema_weights_follow_the_warm_up_average(tiny_config, tmp_path):
+    """``ema_decay: 0.99``: after one step the validated and kept weights are
+    d_0 w_0 + (1 - d_0) w_1 with MACE's warm-up d_0 = min(0.99, 1/10) = 0.1; w_0 are the
+    initial weights (those of a run whose learning rate is 1e-12) and w_1 the raw weights
+    that ``last`` keeps for the optimiser."""
+    one = {"batch_size": 40, "max_steps": 1, "select": "last"}  # 40 training structures: one step
+    train(load_config(tiny_config(tmp_path / "ema", ema_decay=0.99, **one)), quiet=True)
+    train(load_config(tiny_config(tmp_path / "w0", lr_start=1e-12, lr_stop=1e-12, **one)), quiet=True)
+    w0 = [np.asarray(x, float) for x in ckpt.load(tmp_path / "w0" / "last")[1]]
+    w1 = [np.asarray(x, float) for x in ckpt.load(tmp_path / "ema" / "last")[1]]
+    kept = ckpt.load(tmp_path / "ema" / "checkpoint")[1]
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(w0, w1)) > 1e-4  # the step moved the weights
+    for a, b, k in zip(w0, w1, kept):
+        np.testing.assert_allclose(np.asarray(k, float), 0.1 * a + 0.9 * b, rtol=1e-5, atol=1e-7)
+    for bad in ({"ema_decay": 1.0}, {"stage2_from": 0.5}, {"stage2_from": 1.0, "stage2_pref_e": 1.0}):
+        with pytest.raises(ValueError, match="ema_decay|stage2"):
+            load_config(tiny_config(**bad))
+
+
+def test_stage_two_switches_the_loss_weights_and_resumes_exactly(tiny_config, tmp_path):
+    """``stage2_from: 0.5`` of 40 steps: the metrics log the schedule's prefactors after
+    step 10 and the constant stage-2 ones once half the budget has passed (steps 20-40);
+    the weights equal those of a run without the second stage until then and differ after.
+    A run with a moving average interrupted after 2 epochs and resumed equals the
+    uninterrupted one, average included; resuming a run without one under ema_decay raises."""
+    two = {"ema_decay": 0.9, "stage2_from": 0.5, "stage2_pref_e": 7.0, "stage2_pref_f": 3.0}
+    train(load_config(tiny_config(tmp_path / "full", **two)), quiet=True)
+    train(load_config(tiny_config(tmp_path / "part", max_epochs=2, **two)), quiet=True)
+    train(load_config(tiny_config(tmp_path / "part", **two)), resume=True, quiet=True)
+    _, a, ts_a = ckpt.load(tmp_path / "full" / "last", with_train_state=True)
+    _, b, ts_b = ckpt.load(tmp_path / "part" / "last", with_train_state=True)
+    assert len(ts_a) > len(a)  # optimiser state and moving average
+    for x, y in zip(a + ts_a, b + ts_b):
+        np.testing.assert_array_equal(x, y)
+    rows = read_metrics(tmp_path / "full" / "metrics.csv")
+    assert [(r["pref_e"], r["pref_f"]) for r in rows[1:]] == [(7.0, 3.0)] * 3 and rows[0]["pref_f"] > 100
+    train(load_config(tiny_config(tmp_path / "one_stage", ema_decay=0.9)), quiet=True)
+    ref = read_metrics(tmp_path / "one_stage" / "metrics.csv")
+    assert rows[0]["val_force_mae_eV_per_A"] == ref[0]["val_force_mae_eV_per_A"]
+    assert rows[-1]["val_force_mae_eV_per_A"] != ref[-1]["val_force_mae_eV_per_A"]
+    train(load_config(tiny_config(tmp_path / "plain", max_epochs=2)), quiet=True)
+    with pytest.raises(ValueError, match="holds no moving average"):
+        train(load_config(tiny_config(tmp_path / "plain", ema_decay=0.9)), resume=True, quiet=True)
+
+
+def test_yaml_numbers_without_a_dot_are_read_as_numbers(tiny_config, tmp_path):
+    """PyYAML reads ``1e-4`` (no dot) as a string: the run config takes it as the number
+    it means; a value that is no number raises naming the option."""
+    p = tmp_path / "run.yaml"
+    p.write_text("data: {train: 'embedded:paracetamol'}\ntrain: {lr_start: 1e-3, lr_stop: 1e-4, max_steps: 2e3}\n")
+    tc = load_config(p)["train"]
+    assert (tc.lr_start, tc.lr_stop, tc.max_steps) == (1e-3, 1e-4, 2000) and isinstance(tc.max_steps, int)
+    p.write_text("data: {train: 'embedded:paracetamol'}\ntrain: {lr_stop: fast}\n")
+    with pytest.raises(ValueError, match="train.lr_stop must be a number, got 'fast'"):
+        load_config(p)
