@@ -198,6 +198,19 @@ def compare(active: list, reference: list) -> dict:
     return out
 
 
+def check_no_run_lost(res: dict) -> None:
+    """Refuse to overwrite ``results.json`` with fewer runs than it holds: the run
+    directories live under the git-ignored ``runs/``, so a fresh checkout has none."""
+    path = RESULTS / "results.json"
+    if not path.exists():
+        return
+    before = {r["run"] for v in json.loads(path.read_text())["arms"].values() for r in v}
+    missing = sorted(before - {r["run"] for v in res["arms"].values() for r in v})
+    if missing:
+        raise SystemExit(f"report: {path} holds runs {missing} that are not under {RUNS}; writing it now would "
+                         "drop their curves (rerun them first, or report from the machine that ran them)")
+
+
 def report():
     test = ase.io.read(DATA / "test.extxyz", ":")
     test_e = np.array([a.get_potential_energy() for a in test])
@@ -228,6 +241,7 @@ def report():
         tb = old["target_b"]
         res["target_b"] = {"force_mae_eV_per_A": tb["force_mae_eV_per_A"], "random_labels": tb["reference_labels"],
                            "al_labels": tb["active_labels"]} | ({"ratio_al_to_random": tb["ratio"]} if "ratio" in tb else {})
+    check_no_run_lost(res)
     ax.axhline(TARGET_F, color="k", ls=":", lw=0.8, label="target")
     ax.set(xlabel="labelled configurations", ylabel="test force MAE (eV/Å)", yscale="log")
     ax.legend()

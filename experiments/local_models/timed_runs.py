@@ -60,12 +60,7 @@ def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "t
     """Train ``config`` for ``minutes`` and record it; ``overrides``: ``train.KEY=VALUE``
     strings (YAML values); ``test=False`` (a pilot) evaluates the validation split only."""
     cfg = load_config(config)
-    over = {}
-    for kv in overrides:
-        key, _, val = kv.partition("=")
-        if not key.startswith("train.") or not val:
-            raise SystemExit(f"--set {kv!r}: expected train.KEY=VALUE")
-        over[key[len("train."):]] = yaml.safe_load(val)
+    over = parse_overrides(overrides)
     cfg["train"] = dataclasses.replace(cfg["train"], **over)
     cfg["train"].schedule = "time"
     cfg["train"].max_time_s = 60.0 * minutes
@@ -87,6 +82,17 @@ def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "t
         rec["test"] = evaluate(ckpt, resolve_path(cfg["data"]["test"], cfg["base"]))
     write(rec, "timed" if test else "pilot")
     return rec
+
+
+def parse_overrides(overrides) -> dict:
+    """``train.KEY=VALUE`` strings to {KEY: VALUE} (VALUE read as YAML)."""
+    over = {}
+    for kv in overrides:
+        key, _, val = kv.partition("=")
+        if not key.startswith("train.") or not val:
+            raise SystemExit(f"--set {kv!r}: expected train.KEY=VALUE")
+        over[key[len("train."):]] = yaml.safe_load(val)
+    return over
 
 
 def validation_errors(rec: dict) -> dict:
@@ -122,6 +128,17 @@ def report(validate: bool = True) -> str:
                   f"{r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} | {s['steps']} | "
                   f"{s.get('n_parameters', '')} | "
                   f"{r['validation']['force_mae'] if 'validation' in r else float('nan'):.3f} | {t['energy_mae']:.3f} | {t['force_mae']:.3f} | {r['date']} |")
+    pilots = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("pilot_*.json"))]
+    if pilots:
+        md += ["", "Pilots (`pilot`: validation errors only, kcal/mol and kcal/mol/Å, on the 50 validation "
+               "configurations; the settings they chose are named in the config that uses them):", "",
+               "| pilot | config | overrides | minutes | cores | steps | val E MAE | val F MAE | date |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for r in pilots:
+            over = ", ".join(f"{k} {v}" for k, v in r["overrides"].items())
+            md.append(f"| {r['name']} | {r['config']} | {over} | {r['minutes']:g} | {','.join(map(str, r['cores']))} | "
+                      f"{r['train_summary']['steps']} | {r['validation']['energy_mae']:.3f} | "
+                      f"{r['validation']['force_mae']:.3f} | {r['date']} |")
     text = "\n".join(md) + "\n"
     (RESULTS / "timed.md").write_text(text)
     return text

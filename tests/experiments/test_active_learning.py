@@ -57,3 +57,17 @@ def test_the_arms_of_a_pair_differ_only_in_selection():
     pool = al_run.arm_config(base, "pool", 0)
     assert pool["train"]["max_steps"] == pool["al"]["warm_steps"] == al_run.POOL_STEPS
     assert al_run.arm_config(base, "al", 0)["train"]["max_steps"] == base["train"]["max_steps"]
+
+
+def test_report_refuses_to_drop_runs_it_reported_before(tmp_path, monkeypatch):
+    """A report from a checkout without the run directories (git-ignored) would rewrite
+    results.json without the runs it held: it stops and names them instead."""
+    import json
+
+    monkeypatch.setattr(al_run, "RESULTS", tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"arms": {"al": [{"run": "al_0"}, {"run": "al_1"}],
+                                                                 "random": [{"run": "random_0"}]}}))
+    al_run.check_no_run_lost({"arms": {"al": [{"run": "al_0"}, {"run": "al_1"}], "random": [{"run": "random_0"}],
+                                       "qbc": [{"run": "qbc_0"}]}})
+    with pytest.raises(SystemExit, match=r"holds runs \['al_1', 'random_0'\]"):
+        al_run.check_no_run_lost({"arms": {"al": [{"run": "al_0"}], "qbc": [{"run": "qbc_0"}]}})

@@ -21,7 +21,12 @@ def test_report_has_a_row_per_record(tmp_path, monkeypatch):
                "train_summary": {"steps": 1000, "n_parameters": 123}, "test": {"energy_mae": e, "force_mae": f},
                "date": "2026-12-02 01:00:00", "validation": {"force_mae": 3.0}}
         (tmp_path / f"timed_{name}.json").write_text(json.dumps(rec))
+    pilot = {"name": "p_8min", "config": "c.yaml", "overrides": {"ema_decay": 0.99, "pref_e_limit": 10},
+             "minutes": 8, "cores": [0], "train_summary": {"steps": 4720}, "date": "2026-12-02 02:00:00",
+             "validation": {"energy_mae": 0.25631, "force_mae": 0.52279}}
+    (tmp_path / "pilot_p_8min.json").write_text(json.dumps(pilot))
     text = tr.report(validate=False)
+    assert "| p_8min | c.yaml | ema_decay 0.99, pref_e_limit 10 | 8 | 0 | 4720 | 0.256 | 0.523 |" in text
     rows = [r for r in text.splitlines() if r.startswith("| a_") or r.startswith("| b_")]
     assert len(rows) == 2 and (tmp_path / "timed.md").read_text() == text
     assert "| 3.000 | 1.234 | 2.500 |" in rows[0] and "| 0.500 | 0.988 |" in rows[1]
@@ -55,3 +60,17 @@ def test_commit_places_a_run_by_its_model_type(tmp_path, monkeypatch):
     (tmp_path / "timed_x.json").write_text(json.dumps({"name": "x", "model": {"type": "deeppot_se"}}))
     with pytest.raises(SystemExit, match="no committed place for model type 'deeppot_se'"):
         tr.commit("x")
+
+
+def test_pilot_overrides_are_train_options():
+    """``pilot --set train.KEY=VALUE``: values read as YAML, into the train section only."""
+    from lrnn.train import load_config
+
+    over = tr.parse_overrides(["train.lr_stop=1e-4", "train.ema_decay=0.99", "train.init_from=a/b"])
+    assert over == {"lr_stop": "1e-4", "ema_decay": 0.99, "init_from": "a/b"}
+    cfg = load_config(ROOT / "experiments/local_models/aspirin_equivariant.yaml")
+    tc = tr.dataclasses.replace(cfg["train"], **over)
+    assert tc.lr_stop == 1e-4 and tc.ema_decay == 0.99
+    for bad in ("model.rcut=4", "train.lr_stop"):
+        with pytest.raises(SystemExit, match="expected train.KEY=VALUE"):
+            tr.parse_overrides([bad])

@@ -57,3 +57,23 @@ def test_every_4g_hdnnp_set_has_a_row_with_the_column_chosen_on_validation():
         loc = res["sets"][s]["local"]["energy_rmse_meV_atom"][0]
         assert f"4G-HDNNP {s} subset: {res['chosen']} (chosen on validation) vs local" in row
         assert f"vs {loc:.3g} ± " in row
+
+
+def test_every_two_hour_mace_run_has_a_row_the_committed_one_first(tmp_path):
+    """Issue 20's bar is judged on each 2-hour run shown, and only the committed model
+    (chosen on validation) is shown without the mark of the others."""
+    import json
+
+    mod = _module()
+    committed = mod.load("local_models/aspirin_equivariant/record.json")
+    other = dict(committed, name="other_120min", config="experiments/local_models/aspirin_equivariant_stage2.yaml",
+                 test={"energy_mae": 0.18, "force_mae": 0.49}, validation={"energy_mae": 0.2, "force_mae": 0.6})
+    short = dict(other, name="short_10min", minutes=10)
+    for r in (committed, other, short):
+        (tmp_path / f"timed_{r['name']}.json").write_text(json.dumps(r))
+    rows = mod.equivariant_rows(tmp_path)
+    assert len(rows) == 2 and f"--name {committed['name']} " in rows[0] and "--name other_120min " in rows[1]
+    assert "not the committed model" in rows[1] and "not the committed model" not in rows[0]
+    assert "| 0.180 kcal/mol | 0.490 kcal/mol/Å |" in rows[1] and "E ≤ 0.19, F ≤ 0.50: met" in rows[1]
+    assert "weight EMA 0.99; stage 2 over the last 20 % with p_e 1000, p_f 1" in rows[1]
+    assert "validation E 0.200 / F 0.600" in rows[1]
