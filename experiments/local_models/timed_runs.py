@@ -16,9 +16,12 @@ Usage (one run per core, side by side):
 run chosen on validation) or, for the MACE-like model, to ``aspirin_equivariant/checkpoint``
 (the 2-hour run on both cores, issue 20):
 
-    python experiments/local_models/timed_runs.py run --name mace_120min \
-        --config experiments/local_models/aspirin_equivariant.yaml --minutes 120
-    python experiments/local_models/timed_runs.py commit mace_120min
+    python experiments/local_models/timed_runs.py run --name mace_stage2_120min \
+        --config experiments/local_models/aspirin_equivariant_stage2.yaml --minutes 120
+    python experiments/local_models/timed_runs.py commit mace_stage2_120min
+
+(the committed run; ``mace_120min`` with ``aspirin_equivariant.yaml``, no moving average and
+no second stage, is the earlier one, shown beside it in the README)
 
 ``pilot`` trains like ``run`` with ``--set train.KEY=VALUE`` overrides (a warm start,
 say) and evaluates the validation split only, into ``results/pilot_<name>.json``: settings
