@@ -80,7 +80,7 @@ def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "t
            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                     cwd=ROOT).stdout.strip()}
-    rec["validation"] = evaluate(ckpt, load_data(cfg["data"], cfg["base"])["val"])
+    rec["validation"] = validation_errors(rec, work)
     if test:
         rec["test"] = evaluate(ckpt, resolve_path(cfg["data"]["test"], cfg["base"]))
     write(rec, "timed" if test else "pilot")
@@ -98,11 +98,11 @@ def parse_overrides(overrides) -> dict:
     return over
 
 
-def validation_errors(rec: dict) -> dict:
+def validation_errors(rec: dict, work: Path = ROOT / "runs" / "timed") -> dict:
     """Errors of the run's checkpoint on its own validation split (never the test set)."""
     cfg = load_config(ROOT / rec["config"])
     val = load_data(cfg["data"], cfg["base"])["val"]
-    return evaluate(ROOT / "runs" / "timed" / rec["name"] / "checkpoint", val)
+    return evaluate(work / rec["name"] / "checkpoint", val)
 
 
 def write(rec: dict, kind: str = "timed") -> None:
