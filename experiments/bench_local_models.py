@@ -22,6 +22,7 @@ Commands (DeePMD-kit lives in its own venv, made by `install`; never by `make te
     python experiments/bench_local_models.py install          # .venv-deepmd: torch (CPU) + deepmd-kit + dpdata
     python experiments/bench_local_models.py speed --molecules aspirin paracetamol
     python experiments/bench_local_models.py train --molecule aspirin --minutes 60 --snapshots 20 60
+    python experiments/bench_local_models.py curves --molecule aspirin --minutes 60   # older records: add curves
     python experiments/bench_local_models.py report
 
 `speed`: energy+forces time per configuration at batch 1 and 32 (median of repeats after
@@ -185,6 +186,11 @@ def dp_train(run, data_dir, type_map, n_steps, save_freq, disp_freq, seed, cores
     with open(run / "train.log", "w") as log:
         subprocess.run([DP_VENV / "bin" / "dp", "--pt", "train", "input.json"], cwd=run, stdout=log,
                        stderr=subprocess.STDOUT, env=dp_env(cores), timeout=timeout_s, check=True)
+    return dp_log_times(run)
+
+
+def dp_log_times(run):
+    """{step: seconds since step 1} from the timestamps of ``run/train.log``'s batch lines."""
     times = {}
     for line in (run / "train.log").read_text().splitlines():
         if "total wall time" in line and "Batch" in line:
@@ -265,7 +271,7 @@ def cmd_train(args):
     rate = speed[-1]["deepmd"]["train_steps_per_s"]
     n_steps = max(10, int(0.97 * rate * budget))
     save = max(1, n_steps // 60)
-    run = RUNS / mol / f"dp_{args.minutes:g}min_seed{args.seed}"
+    run, out = run_dirs(mol, args.minutes, args.seed)
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()
     elapsed = dp_train(run, data_dir, type_map, n_steps, save, save, args.seed, args.cores_list,
@@ -287,7 +293,6 @@ def cmd_train(args):
         rec["deepmd"]["at"][f"{t_min:g}"] = {"checkpoint_step": int(best.stem.split("-")[1]),
                                              **errors(z["energy"], z["forces"], sets["test"])}
     # lrnn: schedule over the same wall-clock budget, snapshots of its best checkpoint
-    out = RUNS / mol / f"lrnn_{args.minutes:g}min_seed{args.seed}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     summ = train(load_config(lrnn_config(mol, out, budget_s=budget, snapshots=[t * 60 for t in args.snapshots],
@@ -303,9 +308,55 @@ def cmd_train(args):
             rec["lrnn"]["at"][f"{t_min:g}"] = {"energy_mae_kcal_mol": res["energy_mae"],
                                                "force_mae_kcal_mol_A": res["force_mae"]}
     rec["loadavg_end"] = os.getloadavg()
-    print(json.dumps(rec, indent=1), flush=True)
-    save_records([r for r in recs if not (r["kind"] == "train" and r["molecule"] == mol and
-                                          r["minutes"] == args.minutes and r["seed"] == args.seed)] + [rec])
+    add_val_curves(rec, sets["val"])
+    print(json.dumps({k: v for k, v in rec.items() if k not in ("lrnn", "deepmd")}, indent=1), flush=True)
+    save_records([r for r in recs if not same_run(r, mol, args.minutes, args.seed)] + [rec])
+
+
+def run_dirs(mol, minutes, seed):
+    """DeePMD-kit's and lrnn's run directories of one `train` invocation."""
+    return RUNS / mol / f"dp_{minutes:g}min_seed{seed}", RUNS / mol / f"lrnn_{minutes:g}min_seed{seed}"
+
+
+def same_run(r, mol, minutes, seed):
+    return r["kind"] == "train" and r["molecule"] == mol and r["minutes"] == minutes and r["seed"] == seed
+
+
+def add_val_curves(rec, val):
+    """Validation error against training wall time, both codes, from the run directories of
+    ``rec``: DeePMD-kit at every checkpoint (its predictions on the validation set; seconds
+    since its first step), lrnn at every validation (metrics.csv; seconds since training
+    started, compilation excluded).  Rows [minutes, energy MAE kcal/mol, force MAE kcal/mol/Å];
+    lrnn's energies here are before its end-of-run energy-shift re-fit."""
+    from lrnn.train.metrics import read_metrics
+
+    run, out = run_dirs(rec["molecule"], rec["minutes"], rec["seed"])
+    elapsed = dp_log_times(run)
+    rows = []
+    for p in sorted((run / "pred_val").glob("model.ckpt-*.npz"), key=lambda p: int(p.stem.split("-")[1])):
+        z = np.load(p)
+        e = errors(z["energy"], z["forces"], val)
+        rows.append([elapsed[int(p.stem.split("-")[1])] / 60, e["energy_mae_kcal_mol"], e["force_mae_kcal_mol_A"]])
+    if not rows:
+        raise SystemExit(f"{run}/pred_val holds no predictions: the DeePMD-kit run is missing")
+    rec["deepmd"]["val_curve"] = rows
+    met = read_metrics(out / "metrics.csv") if (out / "metrics.csv").exists() else []
+    if not met:
+        raise SystemExit(f"{out}/metrics.csv is missing or empty: the lrnn run is missing")
+    rec["lrnn"]["val_curve"] = [[float(m["time_s"]) / 60, float(m["val_energy_mae_eV"]) / KCAL,
+                                 float(m["val_force_mae_eV_per_A"]) / KCAL] for m in met]
+
+
+def cmd_curves(args):
+    """Add the validation curves to a `train` record from its run directories (records written before
+    `train` stored them)."""
+    _, _, sets = prepare(args.molecule)
+    recs = load_records()
+    hit = [r for r in recs if same_run(r, args.molecule, args.minutes, args.seed)]
+    if not hit:
+        raise SystemExit(f"no train record for {args.molecule}, {args.minutes:g} min, seed {args.seed} in peer.json")
+    add_val_curves(hit[0], sets["val"])
+    save_records(recs)
 
 
 def load_records():
@@ -338,8 +389,8 @@ def report(recs):
             L.append(f"| {r['molecule']} | {name} | {a[key]:.3g} | {b[key]:.3g} | {ratio:.2f} | "
                      f"{len(r['cores'])} | {r['loadavg_start'][0]:.2f} | {r['date']} |")
     L += ["", "## Test errors after T minutes of training (best on validation up to T)", "",
-          "| molecule | seed | T (min) | lrnn E / F | DeePMD-kit E / F | ratio E / F | steps lrnn / DeePMD-kit |",
-          "|---|---|---|---|---|---|---|"]
+          "| molecule | seed | T (min) | lrnn E / F | DeePMD-kit E / F | ratio E / F | steps lrnn / DeePMD-kit "
+          "| minutes trained lrnn / DeePMD-kit |", "|---|---|---|---|---|---|---|---|"]
     for r in (r for r in recs if r["kind"] == "train"):
         for t, a in r["lrnn"]["at"].items():
             b = r["deepmd"]["at"].get(t)
@@ -349,10 +400,61 @@ def report(recs):
                      f"{a['force_mae_kcal_mol_A']:.3f} | {b['energy_mae_kcal_mol']:.3f} / {b['force_mae_kcal_mol_A']:.3f}"
                      f" | {b['energy_mae_kcal_mol'] / a['energy_mae_kcal_mol']:.2f} / "
                      f"{b['force_mae_kcal_mol_A'] / a['force_mae_kcal_mol_A']:.2f} | {r['lrnn']['steps']} / "
-                     f"{r['deepmd']['numb_steps']} |")
+                     f"{r['deepmd']['numb_steps']} | {trained_min(r['lrnn'], r['lrnn']['steps'])} / "
+                     f"{trained_min(r['deepmd'], r['deepmd']['numb_steps'])} |")
     L.append("\nErrors: energy MAE per structure (kcal/mol) / force MAE per component (kcal/mol/Å) on the "
-             "1,000 test configurations of split 01.")
+             "1,000 test configurations of split 01.  Minutes trained: each code's whole run (steps / its "
+             "steps per second); DeePMD-kit's step count is fixed in advance from its measured speed "
+             "(`speed`), so its run can end before the budget; its error at T is then that of the best on "
+             "validation among all its checkpoints.  Learning curves: `peer_learning_curve.png`.")
     (OUT / "peer.md").write_text("\n".join(L) + "\n")
+    plot_curves(recs)
+
+
+def trained_min(code, steps):
+    return f"{steps / code['steps_per_s'] / 60:.1f}"
+
+
+def timed_points(molecule):
+    """Test force MAE of the timed runs of other local models (local_models/timed_runs.py records),
+    rMD17 aspirin split 01 only: [(label, minutes, force MAE kcal/mol/Å)]."""
+    if molecule != "aspirin":
+        return []
+    out = []
+    for path in sorted((HERE / "results").glob("timed_*.json")):
+        r = json.loads(path.read_text())
+        n = len(r["cores"])
+        out.append((f"{r['name']} ({r['model']['type']}, {n} core{'s' * (n > 1)}), test", r["minutes"],
+                    r["test"]["force_mae"]))
+    return out
+
+
+def plot_curves(recs):
+    """peer_learning_curve.png: force MAE against training wall time.  Lines: validation error of
+    lrnn and DeePMD-kit in each `train` record; filled markers: their test error at each snapshot;
+    open markers: the timed runs of the other local models (their cores in the legend)."""
+    from lrnn.plots import _plt, _save
+
+    train = [r for r in recs if r["kind"] == "train" and "val_curve" in r["lrnn"]]
+    mols = sorted({r["molecule"] for r in train})
+    if not mols:
+        return
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(mols), figsize=(6 * len(mols), 4.5), squeeze=False)
+    for ax, mol in zip(axes[0], mols):
+        for r in (r for r in train if r["molecule"] == mol):
+            for code, name, colour in (("lrnn", "lrnn DeepPot-SE", "C0"), ("deepmd", "DeePMD-kit se_e2_a", "C1")):
+                c = np.array(r[code]["val_curve"])
+                ax.plot(c[:, 0], c[:, 2], color=colour, lw=1, alpha=0.8,
+                        label=f"{name}, validation ({len(r['cores'])} cores, seed {r['seed']})")
+                at = sorted((float(t), v["force_mae_kcal_mol_A"]) for t, v in r[code]["at"].items())
+                ax.plot(*zip(*at), "o", color=colour, ms=7, label=f"{name}, test at snapshots")
+        for k, (label, minutes, f) in enumerate(timed_points(mol)):
+            ax.plot(minutes, f, "s", mfc="none", color=f"C{k + 2}", ms=8, label=label)
+        ax.set(xlabel="training wall time (min)", ylabel="force MAE (kcal/mol/Å)", yscale="log", xscale="log",
+               title=f"rMD17 {mol}, split 01")
+        ax.legend(fontsize=7)
+    _save(plt, fig, list(axes[0]), OUT / "peer_learning_curve.png")
 
 
 def main():
@@ -364,10 +466,12 @@ def main():
     sp.add_argument("--steps", type=int, default=500, help="length of the short training runs")
     sp.add_argument("--repeats", type=int, default=5)
     tp = sub.add_parser("train")
-    tp.add_argument("--molecule", default="aspirin")
-    tp.add_argument("--minutes", type=float, default=60.0)
+    cp = sub.add_parser("curves", help="add validation curves to a train record from its run directories")
+    for p in (tp, cp):
+        p.add_argument("--molecule", default="aspirin")
+        p.add_argument("--minutes", type=float, default=60.0)
+        p.add_argument("--seed", type=int, default=0)
     tp.add_argument("--snapshots", type=float, nargs="+", default=[20.0, 60.0])
-    tp.add_argument("--seed", type=int, default=0)
     sub.add_parser("report")
     for p in (sp, tp):
         p.add_argument("--cores", default=",".join(map(str, sorted(os.sched_getaffinity(0)))),
@@ -382,6 +486,8 @@ def main():
         cmd_speed(args)
     elif args.cmd == "train":
         cmd_train(args)
+    elif args.cmd == "curves":
+        cmd_curves(args)
     else:
         report(load_records())
 

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lrnn.system import Dataset
 from lrnn.units import KCAL_MOL
@@ -51,3 +52,33 @@ def test_score_and_errors():
     err = blm.errors(e, f, ds)
     assert np.isclose(err["energy_mae_kcal_mol"], 0.5 / KCAL_MOL)
     assert np.isclose(err["force_mae_kcal_mol_A"], 0.3 / f[ds.mask].size / KCAL_MOL)
+
+
+def test_val_curves_from_run_dirs(tmp_path, monkeypatch):
+    """The learning curves are read back from both codes' run directories: DeePMD-kit's checkpoint
+    times from its log's timestamps (seconds since step 1), its errors from the saved validation
+    predictions, lrnn's from metrics.csv; all in minutes and kcal/mol(/Å)."""
+    monkeypatch.setattr(blm, "RUNS", tmp_path)
+    val = toy()
+    run, out = blm.run_dirs("toy", 60.0, 0)
+    (run / "pred_val").mkdir(parents=True)
+    out.mkdir(parents=True)
+    (run / "train.log").write_text(
+        "[2026-12-02 14:29:13,500] DEEPMD INFO    Batch       1: total wall time = 1.39 s\n"
+        "[2026-12-02 14:29:14,000] DEEPMD INFO    some other line\n"
+        "[2026-12-02 14:31:13,500] DEEPMD INFO    Batch     900: total wall time = 52.87 s, eta = 0:52:05\n")
+    f = val.forces.copy()
+    f[0, 0, 0] += 0.3
+    np.savez(run / "pred_val" / "model.ckpt-900.npz", energy=val.energy + 0.5, forces=f)
+    (out / "metrics.csv").write_text("step,time_s,val_energy_mae_eV,val_force_mae_eV_per_A\n"
+                                     "10,30.0,0.1,0.2\n20,90.0,0.05,0.1\n")
+    rec = {"molecule": "toy", "minutes": 60.0, "seed": 0, "lrnn": {}, "deepmd": {}}
+    blm.add_val_curves(rec, val)
+    (t, e, fm), = rec["deepmd"]["val_curve"]
+    assert np.isclose(t, 2.0) and np.isclose(e, 0.5 / KCAL_MOL)
+    assert np.isclose(fm, 0.3 / f[val.mask].size / KCAL_MOL)
+    np.testing.assert_allclose(rec["lrnn"]["val_curve"], [[0.5, 0.1 / KCAL_MOL, 0.2 / KCAL_MOL],
+                                                         [1.5, 0.05 / KCAL_MOL, 0.1 / KCAL_MOL]])
+    (out / "metrics.csv").unlink()
+    with pytest.raises(SystemExit, match="metrics.csv"):
+        blm.add_val_curves(rec, val)
