@@ -415,24 +415,24 @@ def trained_min(code, steps):
     return f"{steps / code['steps_per_s'] / 60:.1f}"
 
 
-def timed_points(molecule):
-    """Test force MAE of the timed runs of other local models (local_models/timed_runs.py records),
-    rMD17 aspirin split 01 only: [(label, minutes, force MAE kcal/mol/Å)]."""
+def timed_runs(molecule):
+    """The timed runs of the other local models (local_models/timed_runs.py records), rMD17
+    aspirin split 01 only: [(label, record)]."""
     if molecule != "aspirin":
         return []
     out = []
     for path in sorted((HERE / "results").glob("timed_*.json")):
         r = json.loads(path.read_text())
         n = len(r["cores"])
-        out.append((f"{r['name']} ({r['model']['type']}, {n} core{'s' * (n > 1)}), test", r["minutes"],
-                    r["test"]["force_mae"]))
+        out.append((f"{r['name']} ({r['model']['type']}, {n} core{'s' * (n > 1)})", r))
     return out
 
 
 def plot_curves(recs):
     """peer_learning_curve.png: force MAE against training wall time.  Lines: validation error of
     lrnn and DeePMD-kit in each `train` record; filled markers: their test error at each snapshot;
-    open markers: the timed runs of the other local models (their cores in the legend)."""
+    dashed lines and open markers: the timed runs of the other local models (validation curve
+    where recorded; test error at the end and at snapshots; their cores in the legend)."""
     from lrnn.plots import _plt, _save
 
     train = [r for r in recs if r["kind"] == "train" and "val_curve" in r["lrnn"]]
@@ -449,8 +449,13 @@ def plot_curves(recs):
                         label=f"{name}, validation ({len(r['cores'])} cores, seed {r['seed']})")
                 at = sorted((float(t), v["force_mae_kcal_mol_A"]) for t, v in r[code]["at"].items())
                 ax.plot(*zip(*at), "o", color=colour, ms=7, label=f"{name}, test at snapshots")
-        for k, (label, minutes, f) in enumerate(timed_points(mol)):
-            ax.plot(minutes, f, "s", mfc="none", color=f"C{k + 2}", ms=8, label=label)
+        for k, (label, t) in enumerate(timed_runs(mol)):
+            if "val_curve" in t:
+                c = np.array(t["val_curve"])
+                ax.plot(c[:, 0], c[:, 2], "--", color=f"C{k + 2}", lw=1, alpha=0.8, label=f"{label}, validation")
+            pts = sorted([(float(m), v["force_mae"]) for m, v in t.get("at", {}).items()] +
+                         [(t["minutes"], t["test"]["force_mae"])])
+            ax.plot(*zip(*pts), "s", mfc="none", color=f"C{k + 2}", ms=8, label=f"{label}, test")
         ax.set(xlabel="training wall time (min)", ylabel="force MAE (kcal/mol/Å)", yscale="log", xscale="log",
                title=f"rMD17 {mol}, split 01")
         ax.legend(fontsize=7)

@@ -30,8 +30,14 @@ are chosen on those records before any test error of the run they feed is seen.
 ``report`` also evaluates each run's checkpoint on its 50 validation configurations (once,
 stored in the record): variants of one model family are chosen by validation force MAE.
 
+``run --snapshots 20 60`` also tests the best-on-validation weights at those minutes (the
+peer benchmark's figures, ``experiments/bench_local_models.py``, for the other local models):
+
+    taskset -c 0 python experiments/local_models/timed_runs.py run --name mace_60min \
+        --config experiments/local_models/aspirin_equivariant_stage2.yaml --minutes 60 --snapshots 20 60
+
 Each run writes ``results/timed_<name>.json`` (config, command, cores, load average before
-and after, training summary, test errors, commit); ``report`` writes ``results/timed.md``
+and after, training summary, validation curve, test errors, commit); ``report`` writes ``results/timed.md``
 from all of them.  Checkpoints stay in ``runs/timed/<name>`` (git-ignored).
 """
 
@@ -52,6 +58,8 @@ from lrnn import checkpoint
 from lrnn.evaluate import evaluate
 from lrnn.train import load_config, train
 from lrnn.train.data import load_data, resolve_path
+from lrnn.train.metrics import read_metrics
+from lrnn.units import KCAL_MOL
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -59,12 +67,14 @@ RESULTS = HERE / "results"
 
 
 def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "timed", overrides=(),
-        test: bool = True) -> dict:
+        test: bool = True, snapshots=()) -> dict:
     """Train ``config`` for ``minutes`` and record it; ``overrides``: ``train.KEY=VALUE``
-    strings (YAML values); ``test=False`` (a pilot) evaluates the validation split only."""
+    strings (YAML values); ``test=False`` (a pilot) evaluates the validation split only;
+    ``snapshots``: minutes at which the best-on-validation weights so far are kept and
+    tested too (``at``), as the peer benchmark does."""
     cfg = load_config(config)
     over = parse_overrides(overrides)
-    cfg["train"] = dataclasses.replace(cfg["train"], **over)
+    cfg["train"] = dataclasses.replace(cfg["train"], **over, snapshot_at_s=tuple(60.0 * t for t in snapshots))
     cfg["train"].schedule = "time"
     cfg["train"].max_time_s = 60.0 * minutes
     cfg["output"] = str(work / name)
@@ -81,8 +91,13 @@ def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "t
            "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                     cwd=ROOT).stdout.strip()}
     rec["validation"] = validation_errors(rec, work)
+    rec["val_curve"] = val_curve(Path(cfg["output"]) / "metrics.csv")
     if test:
-        rec["test"] = evaluate(ckpt, resolve_path(cfg["data"]["test"], cfg["base"]))
+        test_path = resolve_path(cfg["data"]["test"], cfg["base"])
+        rec["test"] = evaluate(ckpt, test_path)
+        snaps = {t: Path(cfg["output"]) / f"checkpoint_at_{60.0 * t:g}s" for t in snapshots}
+        rec["at"] = {f"{t:g}": evaluate(p if p.exists() else ckpt, test_path) for t, p in snaps.items()
+                     if p.exists() or t >= minutes}  # a snapshot at the budget's end: the final best
     write(rec, "timed" if test else "pilot")
     return rec
 
@@ -96,6 +111,13 @@ def parse_overrides(overrides) -> dict:
             raise SystemExit(f"--set {kv!r}: expected train.KEY=VALUE")
         over[key[len("train."):]] = yaml.safe_load(val)
     return over
+
+
+def val_curve(metrics_csv: Path) -> list:
+    """[minutes since training started, validation energy MAE (kcal/mol, before the final
+    energy-shift re-fit), validation force MAE (kcal/mol/Å)] at each validation of a run."""
+    return [[m["time_s"] / 60, m["val_energy_mae_eV"] / KCAL_MOL, m["val_force_mae_eV_per_A"] / KCAL_MOL]
+            for m in read_metrics(metrics_csv)]
 
 
 def validation_errors(rec: dict, work: Path = ROOT / "runs" / "timed") -> dict:
@@ -112,6 +134,10 @@ def write(rec: dict, kind: str = "timed") -> None:
     os.replace(tmp, RESULTS / f"{kind}_{rec['name']}.json")
 
 
+def snapshot_cell(rec: dict) -> str:
+    return "; ".join(f"{k}: {v['energy_mae']:.3f} / {v['force_mae']:.3f}" for k, v in rec.get("at", {}).items())
+
+
 def report(validate: bool = True) -> str:
     recs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("timed_*.json"))]
     for rec in recs:
@@ -122,15 +148,17 @@ def report(validate: bool = True) -> str:
           "Written by `python experiments/local_models/timed_runs.py report` from `timed_*.json` (each "
           "record has its command, cores and load).  Test errors on the 1000 test configurations: energy "
           "MAE (kcal/mol), force MAE per component (kcal/mol/Å).", "",
-          "| run | model | minutes | cores | load before / after | steps | parameters | val F MAE | E MAE | F MAE | date |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| run | model | minutes | cores | load before / after | steps | parameters | val F MAE | E MAE | F MAE "
+          "| E / F at T min (snapshots) | date |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         s, t = r["train_summary"], r["test"]
         model = ", ".join(f"{k} {v}" for k, v in r["model"].items() if k != "type_map")
         md.append(f"| {r['name']} | {model} | {r['minutes']:g} | {','.join(map(str, r['cores']))} | "
                   f"{r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} | {s['steps']} | "
                   f"{s.get('n_parameters', '')} | "
-                  f"{r['validation']['force_mae'] if 'validation' in r else float('nan'):.3f} | {t['energy_mae']:.3f} | {t['force_mae']:.3f} | {r['date']} |")
+                  f"{r['validation']['force_mae'] if 'validation' in r else float('nan'):.3f} | {t['energy_mae']:.3f} | {t['force_mae']:.3f} | "
+                  f"{snapshot_cell(r)} | {r['date']} |")
     pilots = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("pilot_*.json"))]
     if pilots:
         md += ["", "Pilots (`pilot`: validation errors only, kcal/mol and kcal/mol/Å, on the 50 validation "
@@ -171,6 +199,7 @@ if __name__ == "__main__":
     r.add_argument("--name", required=True)
     r.add_argument("--config", type=Path, required=True)
     r.add_argument("--minutes", type=float, required=True)
+    r.add_argument("--snapshots", type=float, nargs="*", default=[], help="minutes: also test the best weights then")
     pl = sub.add_parser("pilot")
     for arg in ("--name", "--config", "--minutes"):
         pl.add_argument(arg, required=True, type={"--config": Path, "--minutes": float}.get(arg, str))
@@ -180,7 +209,7 @@ if __name__ == "__main__":
     c.add_argument("name")
     a = ap.parse_args()
     if a.cmd == "run":
-        print(json.dumps(run(a.name, a.config, a.minutes)["test"], indent=1, default=float))
+        print(json.dumps(run(a.name, a.config, a.minutes, snapshots=a.snapshots)["test"], indent=1, default=float))
     elif a.cmd == "pilot":
         rec = run(a.name, a.config, a.minutes, overrides=a.set, test=False)
         print(json.dumps(rec["validation"], indent=1, default=float))

@@ -20,6 +20,8 @@ def test_report_has_a_row_per_record(tmp_path, monkeypatch):
                "cores": [1], "load_avg_before": [2.0, 2, 2], "load_avg_after": [2.5, 2, 2],
                "train_summary": {"steps": 1000, "n_parameters": 123}, "test": {"energy_mae": e, "force_mae": f},
                "date": "2026-12-02 01:00:00", "validation": {"force_mae": 3.0}}
+        if name == "b_10min":
+            rec["at"] = {"5": {"energy_mae": 0.81234, "force_mae": 1.5}, "10": {"energy_mae": e, "force_mae": f}}
         (tmp_path / f"timed_{name}.json").write_text(json.dumps(rec))
     pilot = {"name": "p_8min", "config": "c.yaml", "overrides": {"ema_decay": 0.99, "pref_e_limit": 10},
              "minutes": 8, "cores": [0], "train_summary": {"steps": 4720}, "date": "2026-12-02 02:00:00",
@@ -30,6 +32,7 @@ def test_report_has_a_row_per_record(tmp_path, monkeypatch):
     rows = [r for r in text.splitlines() if r.startswith("| a_") or r.startswith("| b_")]
     assert len(rows) == 2 and (tmp_path / "timed.md").read_text() == text
     assert "| 3.000 | 1.234 | 2.500 |" in rows[0] and "| 0.500 | 0.988 |" in rows[1]
+    assert "| 5: 0.812 / 1.500; 10: 0.500 / 0.988 |" in rows[1] and "| 2.500 |  |" in rows[0]
     assert "recursions 1" in rows[0] and "type_map" not in rows[0] and "| 2.0 / 2.5 |" in rows[0]
 
 
@@ -74,3 +77,14 @@ def test_pilot_overrides_are_train_options():
     for bad in ("model.rcut=4", "train.lr_stop"):
         with pytest.raises(SystemExit, match="expected train.KEY=VALUE"):
             tr.parse_overrides([bad])
+
+
+def test_val_curve_in_minutes_and_kcal(tmp_path):
+    """The validation curve of a run: its metrics.csv rows in minutes and kcal/mol(/Å)."""
+    from lrnn.units import KCAL_MOL
+
+    (tmp_path / "metrics.csv").write_text("step,time_s,val_energy_mae_eV,val_force_mae_eV_per_A\n"
+                                          "10,30.0,0.1,0.2\n20,120.0,0.05,0.1\n")
+    got = tr.val_curve(tmp_path / "metrics.csv")
+    want = [[0.5, 0.1 / KCAL_MOL, 0.2 / KCAL_MOL], [2.0, 0.05 / KCAL_MOL, 0.1 / KCAL_MOL]]
+    assert len(got) == 2 and all(g == pytest.approx(w) for g, w in zip(got, want))
