@@ -407,8 +407,10 @@ def model_deviations(pot: Potential, frames: list) -> np.ndarray:
     return np.asarray(out)
 
 
-def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
-    """The active-learning loop (see module docstring); returns the per-round records."""
+def run_al(al: ALConfig, run: dict, rounds: int | None = None, on_round=None) -> list[dict]:
+    """The active-learning loop (see module docstring); returns the per-round records.
+    ``on_round(record)``, if given, is called after each round's record is on disk (rounds
+    finished before a resume included), e.g. to keep a copy of the run elsewhere."""
     out = Path(run["output"])
     out.mkdir(parents=True, exist_ok=True)
     labels_path, failures_path = out / "labels.extxyz", out / "label_failures.jsonl"
@@ -423,6 +425,8 @@ def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
             rec = json.loads(rec_path.read_text())
             records.append(rec)
             warm = Path(rec["checkpoint"])
+            if on_round is not None:
+                on_round(rec)
             continue
         ds = _dataset_so_far(al, labels_path)
         ckpt = _train_round(al, run, ds, rd / "model", warm, r)
@@ -475,5 +479,7 @@ def run_al(al: ALConfig, run: dict, rounds: int | None = None) -> list[dict]:
         os.replace(tmp, rec_path)
         metrics.write(rec)
         records.append(rec)
+        if on_round is not None:
+            on_round(rec)
         log.info("al round %s: %s", r, rec)
     return records

@@ -30,7 +30,12 @@ all of its labels" always has an answer.  The report gives, per arm and repeat, 
 at the first round whose committee reaches each target (no interpolation between rounds),
 and the ratio al/random of the means over repeats; a run that never reaches a target is
 reported as such.
-Runs are resumable: rerun the same command after an interruption.
+Runs are resumable: rerun the same command after an interruption.  The ``pool`` and ``qbc``
+runs (about 2.8 h per arm and repeat on one core) are also kept round by round under
+``experiments/results/active_learning/runs/`` (``keep.py``; commit it), so that a new checkout
+restores them and goes on, given the same regenerated xTB set (checked by sha256).
+``report`` carries forward, marked as such, the runs of the previous ``results.json`` whose
+run directories this checkout lacks (the al / random runs of an earlier checkout).
 """
 
 from __future__ import annotations
@@ -55,9 +60,13 @@ from lrnn.al import load_al_config, run_al  # noqa: E402
 from lrnn.plots import _plt, _save  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import keep  # noqa: E402
+
 DATA = HERE / "data"
 RUNS = ROOT / "runs/active_learning"
 RESULTS = ROOT / "experiments/results/active_learning"
+KEEP = RESULTS / "runs"  # the pool arms' runs, round by round (keep.py): they outlive a checkout
 XTB = ROOT / "experiments/xtb_data/data/xtb_ac_ala3_nhme_500K.npz"
 TARGET_F = 0.12  # eV/Å, test force MAE (fixed before the runs)
 SELECTION = {"al": "deviation", "random": "random", "pool": "pool", "qbc": "pool_deviation"}
@@ -152,11 +161,17 @@ def run(repeats, arms):
     for r in repeats:
         for arm in arms:
             cfg = arm_config(base, arm, r)
-            if "pool" in cfg["al"]:
-                pool_file(r)
+            on_round = None
+            if "pool" in cfg["al"]:  # kept in the repository round by round, resumed from there
+                out, kept, pool = Path(cfg["output"]), KEEP / f"{arm}_{r}", pool_file(r)
+                if keep.restore(out, kept, pool):
+                    print(f"{arm} repeat {r}: restored from {kept}", flush=True)
+
+                def on_round(rec, out=out, kept=kept, pool=pool):
+                    keep.save(out, kept, pool)
             al, rc = load_al_config(cfg)
             print(f"{arm} repeat {r}", flush=True)
-            for rec in run_al(al, rc):
+            for rec in run_al(al, rc, on_round=on_round):
                 print(json.dumps({k: rec.get(k) for k in ("round", "n_labels", "test_force_mae_eV_per_A")}), flush=True)
 
 
@@ -198,17 +213,18 @@ def compare(active: list, reference: list) -> dict:
     return out
 
 
-def check_no_run_lost(res: dict) -> None:
-    """Refuse to overwrite ``results.json`` with fewer runs than it holds: the run
-    directories live under the git-ignored ``runs/``, so a fresh checkout has none."""
+def carry_forward(arms: dict) -> None:
+    """Add to ``arms`` ({arm: [run entries]}) the runs of the previous ``results.json`` that
+    it lacks, marked ``carried``: run directories live under the git-ignored ``runs/``, so a
+    new checkout has none of an earlier one's, and a report must not drop them."""
     path = RESULTS / "results.json"
     if not path.exists():
         return
-    before = {r["run"] for v in json.loads(path.read_text())["arms"].values() for r in v}
-    missing = sorted(before - {r["run"] for v in res["arms"].values() for r in v})
-    if missing:
-        raise SystemExit(f"report: {path} holds runs {missing} that are not under {RUNS}; writing it now would "
-                         "drop their curves (rerun them first, or report from the machine that ran them)")
+    have = {r["run"] for v in arms.values() for r in v}
+    for arm, runs in json.loads(path.read_text())["arms"].items():
+        for r in runs:
+            if r["run"] not in have:
+                arms.setdefault(arm, []).append(dict(r, carried=True))
 
 
 def report():
@@ -218,19 +234,27 @@ def report():
     res = {"target_force_mae_eV_per_A": TARGET_F, "rounds": rounds, "arms": {},
            "test_frames": {"n": len(test), "median_max_abs_force_eV_per_A":
                            float(np.median([np.abs(a.get_forces()).max() for a in test]))}}
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for arm, colour in (("al", "C0"), ("random", "C1"), ("pool", "C2"), ("qbc", "C3")):
-        runs = sorted(RUNS.glob(f"{arm}_*/al_metrics.csv"))
+    for kept in sorted(KEEP.glob("*/state.json")):  # pool-arm runs kept in the repository
+        name = kept.parent.name
+        keep.restore(RUNS / name, kept.parent, pool_file(int(name.rsplit("_", 1)[1])))
+    colours = {"al": "C0", "random": "C1", "pool": "C2", "qbc": "C3"}
+    for arm in colours:
         res["arms"][arm] = []
-        for p in runs:
+        for p in sorted(RUNS.glob(f"{arm}_*/al_metrics.csv")):
             c = _curve(p)
-            hit = next((n for n, f in c if f <= TARGET_F), None)
-            res["arms"][arm].append({"run": p.parent.name, "curve": c, "labels_to_target": hit,
+            res["arms"][arm].append({"run": p.parent.name, "curve": c,
+                                     "labels_to_target": next((n for n, f in c if f <= TARGET_F), None),
                                      "complete": len(c) == rounds + 1,  # all rounds and the final training
                                      "labelled_frames": _label_stats(p.parent / "labels.extxyz", test_e)})
-            ax.plot([n for n, _ in c], [f for _, f in c], "o-", color=colour, alpha=0.7,
-                    label=arm if p == runs[0] else None)
+    carry_forward(res["arms"])
+    res["arms"] = {arm: sorted(v, key=lambda x: x["run"]) for arm, v in res["arms"].items()}
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for arm, runs in res["arms"].items():
+        for k, run_ in enumerate(runs):
+            c = run_["curve"]
+            ax.plot([n for n, _ in c], [f for _, f in c], "o-", color=colours[arm], alpha=0.7,
+                    label=arm if k == 0 else None)
     done = {a: [r for r in v if r["complete"]] for a, v in res["arms"].items()}  # runs still going: curves only
     need = {a: [r["labels_to_target"] for r in v] for a, v in done.items()}
     res["pairs"] = {f"{act}/{ref}": compare(done.get(act, []), done.get(ref, [])) for act, ref in PAIRS}
@@ -241,7 +265,6 @@ def report():
         tb = old["target_b"]
         res["target_b"] = {"force_mae_eV_per_A": tb["force_mae_eV_per_A"], "random_labels": tb["reference_labels"],
                            "al_labels": tb["active_labels"]} | ({"ratio_al_to_random": tb["ratio"]} if "ratio" in tb else {})
-    check_no_run_lost(res)
     ax.axhline(TARGET_F, color="k", ls=":", lw=0.8, label="target")
     ax.set(xlabel="labelled configurations", ylabel="test force MAE (eV/Å)", yscale="log")
     ax.legend()

@@ -59,15 +59,64 @@ def test_the_arms_of_a_pair_differ_only_in_selection():
     assert al_run.arm_config(base, "al", 0)["train"]["max_steps"] == base["train"]["max_steps"]
 
 
-def test_report_refuses_to_drop_runs_it_reported_before(tmp_path, monkeypatch):
-    """A report from a checkout without the run directories (git-ignored) would rewrite
-    results.json without the runs it held: it stops and names them instead."""
+def test_report_carries_forward_runs_this_checkout_lacks(tmp_path, monkeypatch):
+    """A report from a checkout without an earlier checkout's run directories (git-ignored)
+    keeps the runs the previous results.json held, marked as carried; runs on disk win."""
     import json
 
     monkeypatch.setattr(al_run, "RESULTS", tmp_path)
-    (tmp_path / "results.json").write_text(json.dumps({"arms": {"al": [{"run": "al_0"}, {"run": "al_1"}],
-                                                                 "random": [{"run": "random_0"}]}}))
-    al_run.check_no_run_lost({"arms": {"al": [{"run": "al_0"}, {"run": "al_1"}], "random": [{"run": "random_0"}],
-                                       "qbc": [{"run": "qbc_0"}]}})
-    with pytest.raises(SystemExit, match=r"holds runs \['al_1', 'random_0'\]"):
-        al_run.check_no_run_lost({"arms": {"al": [{"run": "al_0"}], "qbc": [{"run": "qbc_0"}]}})
+    old = {"arms": {"al": [{"run": "al_0", "curve": [[50, 0.3]]}, {"run": "al_1", "curve": [[50, 0.4]]}],
+                    "random": [{"run": "random_0", "curve": [[50, 0.5]]}]}}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    arms = {"al": [{"run": "al_0", "curve": [[50, 0.2]]}], "qbc": [{"run": "qbc_0", "curve": [[50, 0.1]]}]}
+    al_run.carry_forward(arms)
+    assert arms["al"] == [{"run": "al_0", "curve": [[50, 0.2]]}, {"run": "al_1", "curve": [[50, 0.4]], "carried": True}]
+    assert arms["random"] == [{"run": "random_0", "curve": [[50, 0.5]], "carried": True}]
+    assert arms["qbc"] == [{"run": "qbc_0", "curve": [[50, 0.1]]}]
+
+
+def test_kept_pool_run_resumes_in_a_new_checkout(paracetamol, tmp_path):
+    """keep.py: a query-by-committee run saved after its first round only (the session ended
+    while the final committee trained) is rebuilt in an empty run directory, with the same
+    labels and the first round's committee, and the loop goes on from there exactly as the
+    uninterrupted run did; a different pool file is refused."""
+    import json
+    import shutil
+
+    import ase.io
+    import numpy as np
+
+    from lrnn.al import load_al_config, run_al
+    from tests.test_al import config, emt_labelled
+
+    keep = al_run.keep
+    pool_path = emt_labelled(paracetamol, tmp_path / "pool.extxyz", n=24)
+    initial = emt_labelled(paracetamol, tmp_path / "initial.extxyz", n=8)
+    al, run = load_al_config(config(tmp_path, initial, selection="pool_deviation", pool=str(pool_path), rounds=1,
+                                    max_per_round=3, pool_shortlist=2))
+    out, kept = tmp_path / "al", tmp_path / "kept"
+    whole = run_al(al, run, on_round=lambda rec: rec["round"] == 0 and keep.save(out, kept, pool_path))
+    assert keep.save(out, tmp_path / "kept_all", pool_path)  # a first save writes
+    assert not keep.save(out, tmp_path / "kept_all", pool_path)  # nothing new: nothing written
+    labels = ase.io.read(out / "labels.extxyz", ":")
+    state = json.loads((kept / "state.json").read_text())
+    assert [r["round"] for r in state["rounds"]] == [0] and state["checkpoint"] == "checkpoint_round_00"
+    assert [x["pool_index"] for x in state["labels"]] == [a.info["pool_index"] for a in labels]
+
+    shutil.rmtree(out)  # a new checkout: no run directory
+    assert keep.restore(out, kept, pool_path) and not keep.restore(out, kept, pool_path)
+    again = ase.io.read(out / "labels.extxyz", ":")
+    for a, b in zip(again, labels, strict=True):
+        assert a.info["al_round"] == b.info["al_round"] and a.info["pool_index"] == b.info["pool_index"]
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.get_forces(), b.get_forces())
+        assert a.get_potential_energy() == b.get_potential_energy()
+    resumed = run_al(al, run)
+    assert resumed[0] == dict(whole[0], checkpoint=str(out / "round_00/model/checkpoint"))
+    assert resumed[1]["n_labels"] == whole[1]["n_labels"]
+    assert resumed[1]["test_force_mae_eV_per_A"] == pytest.approx(whole[1]["test_force_mae_eV_per_A"], rel=1e-4)
+
+    other = emt_labelled(paracetamol, tmp_path / "other.extxyz", n=23)
+    shutil.rmtree(out)
+    with pytest.raises(SystemExit, match="sha256"):
+        keep.restore(out, kept, other)
