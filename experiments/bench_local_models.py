@@ -390,7 +390,7 @@ def report(recs):
                      f"{len(r['cores'])} | {r['loadavg_start'][0]:.2f} | {r['date']} |")
     L += ["", "## Test errors after T minutes of training (best on validation up to T)", "",
           "| molecule | seed | T (min) | lrnn E / F | DeePMD-kit E / F | ratio E / F | steps lrnn / DeePMD-kit "
-          "| minutes trained lrnn / DeePMD-kit |", "|---|---|---|---|---|---|---|---|"]
+          "| minutes trained lrnn / DeePMD-kit | DeePMD-kit checkpoint step |", "|---|---|---|---|---|---|---|---|---|"]
     for r in (r for r in recs if r["kind"] == "train"):
         for t, a in r["lrnn"]["at"].items():
             b = r["deepmd"]["at"].get(t)
@@ -401,12 +401,12 @@ def report(recs):
                      f" | {b['energy_mae_kcal_mol'] / a['energy_mae_kcal_mol']:.2f} / "
                      f"{b['force_mae_kcal_mol_A'] / a['force_mae_kcal_mol_A']:.2f} | {r['lrnn']['steps']} / "
                      f"{r['deepmd']['numb_steps']} | {trained_min(r['lrnn'], r['lrnn']['steps'])} / "
-                     f"{trained_min(r['deepmd'], r['deepmd']['numb_steps'])} |")
+                     f"{trained_min(r['deepmd'], r['deepmd']['numb_steps'])} | {b.get('checkpoint_step', '')} |")
     L.append("\nErrors: energy MAE per structure (kcal/mol) / force MAE per component (kcal/mol/Å) on the "
              "1,000 test configurations of split 01.  Minutes trained: each code's whole run (steps / its "
              "steps per second); DeePMD-kit's step count is fixed in advance from its measured speed "
-             "(`speed`), so its run can end before the budget; its error at T is then that of the best on "
-             "validation among all its checkpoints.  Learning curves: `peer_learning_curve.png`.")
+             "(`speed`), so its run can end before or after the budget (it runs at its own pace); its error at T "
+             "is that of the best on validation among its checkpoints written by T.  Learning curves: `peer_learning_curve.png`.")
     (OUT / "peer.md").write_text("\n".join(L) + "\n")
     plot_curves(recs)
 

@@ -434,6 +434,16 @@ def _recipe(config: str) -> str:
     return f", {'; '.join(parts)}" if parts else ""
 
 
+def dp_step(at: dict, rec: dict) -> str:
+    """Where DeePMD-kit's checkpoint at T lies in its run (its step count is fixed from its measured
+    speed, so a slower run has not finished its learning-rate schedule at the budget)."""
+    if "checkpoint_step" not in at:
+        return ""
+    whole = rec["deepmd"]["numb_steps"] / rec["deepmd"]["steps_per_s"] / 60
+    return (f"; DeePMD-kit's checkpoint: step {at['checkpoint_step']}, its whole run {whole:.1f} min at "
+            f"{rec['deepmd']['steps_per_s']:.1f} steps/s")
+
+
 def peer_rows():
     """lrnn DeepPot-SE against DeePMD-kit se_e2_a (experiments/bench_local_models.py)."""
     recs = load("local_models/peer.json") or []
@@ -459,7 +469,7 @@ def peer_rows():
                        f"budget, best on validation at {t} min, seed {r['seed']}, 1000 test | {a['energy_mae_kcal_mol']:.3f} "
                        f"vs {b['energy_mae_kcal_mol']:.3f} kcal/mol | {a['force_mae_kcal_mol_A']:.3f} vs "
                        f"{b['force_mae_kcal_mol_A']:.3f} kcal/mol/Å | {t} min of {r['minutes']:g} ({r['lrnn']['steps']} vs "
-                       f"{r['deepmd']['numb_steps']} steps) | errors ≤ DeePMD-kit's at {t} min: {'yes' if ok else 'no'} "
+                       f"{r['deepmd']['numb_steps']} steps{dp_step(b, r)}) | errors ≤ DeePMD-kit's at {t} min: {'yes' if ok else 'no'} "
                        f"({'the bar' if float(t) == 60 and r['minutes'] == 60 else 'the bar is at 60 min of a 60-min run'}) | `python experiments/bench_local_models.py train "
                        f"--minutes {r['minutes']:g}` |")
     return out
