@@ -23,6 +23,7 @@ progress.json}.  ``langevin_frames`` (any ASE calculator) and ``run_shard`` are 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -218,6 +219,15 @@ def run_shard(out: Path, start: Atoms, make_calc, n_frames: int, settings: dict,
     return n_have
 
 
+def arrays_sha256(arrays) -> str:
+    """sha256 over the bytes of R, z, E and F (in that order): equal digests mean a
+    regenerated set is the same set, frame by frame (the npz file's own bytes may differ)."""
+    h = hashlib.sha256()
+    for k in ("R", "z", "E", "F"):
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return h.hexdigest()
+
+
 def collect(shards: list[Path], out_path: Path, name: str, theory: str = METHOD) -> dict:
     """Merge shards into one compressed sGDML-format npz: R (Å, float32), z, E (kcal/mol,
     float64), F (kcal/mol/Å, float32), e_unit, r_unit (read_sgdml converts to eV, Å), plus
@@ -238,15 +248,17 @@ def collect(shards: list[Path], out_path: Path, name: str, theory: str = METHOD)
         raise SystemExit("non-finite labels in the shards")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_path, R=np.stack([a.positions for a in frames]).astype(np.float32),
-                        z=z.astype(np.int32), E=e / KCAL, F=(f / KCAL).astype(np.float32),
+    arrays = {"R": np.stack([a.positions for a in frames]).astype(np.float32), "z": z.astype(np.int32),
+              "E": e / KCAL, "F": (f / KCAL).astype(np.float32)}
+    np.savez_compressed(out_path, **arrays,
                         e_unit="kcal/mol", r_unit="Angstrom", name=name, theory=theory, type="d",
                         shard=np.array(shard_of, np.int32),
                         step=np.array([a.info["step"] for a in frames], np.int64))
     summary = {"file": str(out_path), "n_frames": len(frames), "n_atoms": len(z),
                "size_MB": out_path.stat().st_size / 1e6, "shards": [str(s) for s in shards],
                "E_std_eV": float(e.std()), "F_rms_eV_A": float(np.sqrt((f ** 2).mean())),
-               "T_kin_mean_K": float(np.mean([a.info["T_kin_K"] for a in frames]))}
+               "T_kin_mean_K": float(np.mean([a.info["T_kin_K"] for a in frames])),
+               "arrays_sha256": arrays_sha256(arrays)}
     _write_json_atomic(out_path.with_suffix(".json"), summary)
     return summary
 

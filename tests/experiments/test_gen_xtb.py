@@ -84,6 +84,10 @@ def test_collect_loads_with_lrnn_in_ev(tmp_path):
     d = np.load(out)
     assert str(d["e_unit"]) == "kcal/mol" and d["R"].dtype == np.float32
     np.testing.assert_allclose(d["E"], e / gen.KCAL)
+    # the digest of the stored arrays: the same for the same frames, another for other frames
+    assert summary["arrays_sha256"] == gen.arrays_sha256(d)
+    assert gen.collect(shards, tmp_path / "again.npz", name="x")["arrays_sha256"] == summary["arrays_sha256"]
+    assert gen.collect(shards[:1], tmp_path / "part.npz", name="x")["arrays_sha256"] != summary["arrays_sha256"]
     gen.record_collected(summary, "cu13", "500K", out_dir=tmp_path / "results")
     rec = json.loads((tmp_path / "results/cu13_500K_summary.json").read_text())
     assert rec["n_frames"] == 5 and rec["F_rms_eV_A"] == summary["F_rms_eV_A"] and "collected" in rec
