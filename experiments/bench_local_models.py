@@ -57,6 +57,7 @@ DP_VENV = Path(os.environ.get("LRNN_DEEPMD_VENV", ROOT / ".venv-deepmd"))
 DP_HELPER = HERE / "deepmd_helper.py"
 KCAL = 0.0433641043  # eV per kcal/mol, lrnn.units.KCAL_MOL (not imported: lrnn starts JAX before the cores are set)
 SYMBOL = {1: "H", 6: "C", 7: "N", 8: "O"}
+CURVE_POINTS = 200  # lrnn validations kept in a record's learning curve
 
 MODEL = {"type": "deeppot_se", "rcut": 6.0, "rcut_smth": 0.5, "embed": [16, 32, 64], "axis_neurons": 8,
          "fit": [160, 160, 160]}
@@ -190,14 +191,20 @@ def dp_train(run, data_dir, type_map, n_steps, save_freq, disp_freq, seed, cores
 
 
 def dp_log_times(run):
-    """{step: seconds since step 1} from the timestamps of ``run/train.log``'s batch lines."""
+    """{step: seconds since step 1} from the timestamps of ``run/train.log``: its batch lines,
+    and its "Saved model to model.ckpt-N.pt" lines (when checkpoint N exists: this gives the
+    last checkpoint a time when its step is off the display interval)."""
     times = {}
     for line in (run / "train.log").read_text().splitlines():
         if "total wall time" in line and "Batch" in line:
-            stamp = line[1:line.index("]")]
             step = int(line.split("Batch")[1].split(":")[0])
-            t = time.mktime(time.strptime(stamp.split(",")[0], "%Y-%m-%d %H:%M:%S")) + int(stamp.split(",")[1]) / 1e3
-            times[step] = t
+        elif "Saved model to model.ckpt-" in line:
+            step = int(line.split("model.ckpt-")[1].split(".pt")[0])
+        else:
+            continue
+        stamp = line[1:line.index("]")]
+        t = time.mktime(time.strptime(stamp.split(",")[0], "%Y-%m-%d %H:%M:%S")) + int(stamp.split(",")[1]) / 1e3
+        times[step] = max(t, times.get(step, t))
     t1 = times.get(1, min(times.values()))
     return {s: t - t1 for s, t in times.items()}
 
@@ -327,24 +334,31 @@ def add_val_curves(rec, val):
     ``rec``: DeePMD-kit at every checkpoint (its predictions on the validation set; seconds
     since its first step), lrnn at every validation (metrics.csv; seconds since training
     started, compilation excluded).  Rows [minutes, energy MAE kcal/mol, force MAE kcal/mol/Å];
-    lrnn's energies here are before its end-of-run energy-shift re-fit."""
+    a DeePMD-kit checkpoint its log gives no time for is left out, as ``train`` leaves it out
+    of the selection at T;
+    lrnn's energies here are before its end-of-run energy-shift re-fit; lrnn validates every
+    epoch, so its curve keeps ``CURVE_POINTS`` validations evenly spaced, the last included."""
     from lrnn.train.metrics import read_metrics
 
     run, out = run_dirs(rec["molecule"], rec["minutes"], rec["seed"])
     elapsed = dp_log_times(run)
     rows = []
     for p in sorted((run / "pred_val").glob("model.ckpt-*.npz"), key=lambda p: int(p.stem.split("-")[1])):
+        step = int(p.stem.split("-")[1])
+        if step not in elapsed:  # a checkpoint the log gives no time for (logs from before save lines were read)
+            continue
         z = np.load(p)
         e = errors(z["energy"], z["forces"], val)
-        rows.append([elapsed[int(p.stem.split("-")[1])] / 60, e["energy_mae_kcal_mol"], e["force_mae_kcal_mol_A"]])
+        rows.append([elapsed[step] / 60, e["energy_mae_kcal_mol"], e["force_mae_kcal_mol_A"]])
     if not rows:
         raise SystemExit(f"{run}/pred_val holds no predictions: the DeePMD-kit run is missing")
     rec["deepmd"]["val_curve"] = rows
     met = read_metrics(out / "metrics.csv") if (out / "metrics.csv").exists() else []
     if not met:
         raise SystemExit(f"{out}/metrics.csv is missing or empty: the lrnn run is missing")
-    rec["lrnn"]["val_curve"] = [[float(m["time_s"]) / 60, float(m["val_energy_mae_eV"]) / KCAL,
-                                 float(m["val_force_mae_eV_per_A"]) / KCAL] for m in met]
+    keep = np.unique(np.linspace(0, len(met) - 1, min(len(met), CURVE_POINTS)).round().astype(int))
+    rec["lrnn"]["val_curve"] = [[round(float(met[k]["time_s"]) / 60, 3), float(met[k]["val_energy_mae_eV"]) / KCAL,
+                                 float(met[k]["val_force_mae_eV_per_A"]) / KCAL] for k in keep]
 
 
 def cmd_curves(args):

@@ -66,7 +66,10 @@ def test_val_curves_from_run_dirs(tmp_path, monkeypatch):
     (run / "train.log").write_text(
         "[2026-12-02 14:29:13,500] DEEPMD INFO    Batch       1: total wall time = 1.39 s\n"
         "[2026-12-02 14:29:14,000] DEEPMD INFO    some other line\n"
-        "[2026-12-02 14:31:13,500] DEEPMD INFO    Batch     900: total wall time = 52.87 s, eta = 0:52:05\n")
+        "[2026-12-02 14:31:13,500] DEEPMD INFO    Batch     900: total wall time = 52.87 s, eta = 0:52:05\n"
+        "[2026-12-02 14:31:13,600] DEEPMD INFO    Saved model to model.ckpt-900.pt\n"
+        "[2026-12-02 14:32:13,500] DEEPMD INFO    Saved model to model.ckpt-950.pt\n")
+    assert blm.dp_log_times(run) == pytest.approx({1: 0.0, 900: 120.1, 950: 180.0})  # saved: the later time
     f = val.forces.copy()
     f[0, 0, 0] += 0.3
     np.savez(run / "pred_val" / "model.ckpt-900.npz", energy=val.energy + 0.5, forces=f)
@@ -75,10 +78,15 @@ def test_val_curves_from_run_dirs(tmp_path, monkeypatch):
     rec = {"molecule": "toy", "minutes": 60.0, "seed": 0, "lrnn": {}, "deepmd": {}}
     blm.add_val_curves(rec, val)
     (t, e, fm), = rec["deepmd"]["val_curve"]
-    assert np.isclose(t, 2.0) and np.isclose(e, 0.5 / KCAL_MOL)
+    assert np.isclose(t, 120.1 / 60) and np.isclose(e, 0.5 / KCAL_MOL)
     assert np.isclose(fm, 0.3 / f[val.mask].size / KCAL_MOL)
     np.testing.assert_allclose(rec["lrnn"]["val_curve"], [[0.5, 0.1 / KCAL_MOL, 0.2 / KCAL_MOL],
                                                          [1.5, 0.05 / KCAL_MOL, 0.1 / KCAL_MOL]])
+    monkeypatch.setattr(blm, "CURVE_POINTS", 2)  # evenly spaced validations, first and last kept
+    (out / "metrics.csv").write_text("step,time_s,val_energy_mae_eV,val_force_mae_eV_per_A\n" +
+                                     "".join(f"{k},{60.0 * k},0.1,0.2\n" for k in range(1, 6)))
+    blm.add_val_curves(rec, val)
+    assert [c[0] for c in rec["lrnn"]["val_curve"]] == [1.0, 5.0]
     (out / "metrics.csv").unlink()
     with pytest.raises(SystemExit, match="metrics.csv"):
         blm.add_val_curves(rec, val)
