@@ -338,7 +338,8 @@ def add_val_curves(rec, val):
     of the selection at T;
     lrnn's energies here are before its end-of-run energy-shift re-fit; lrnn validates every
     epoch, so its curve keeps ``CURVE_POINTS`` validations evenly spaced, the last included."""
-    from lrnn.train.metrics import read_metrics
+    sys.path.insert(0, str(HERE))
+    from timed_runs import val_curve  # metrics.csv in minutes and kcal/mol(/Å)
 
     run, out = run_dirs(rec["molecule"], rec["minutes"], rec["seed"])
     elapsed = dp_log_times(run)
@@ -353,12 +354,11 @@ def add_val_curves(rec, val):
     if not rows:
         raise SystemExit(f"{run}/pred_val holds no predictions: the DeePMD-kit run is missing")
     rec["deepmd"]["val_curve"] = rows
-    met = read_metrics(out / "metrics.csv") if (out / "metrics.csv").exists() else []
-    if not met:
+    curve = val_curve(out / "metrics.csv") if (out / "metrics.csv").exists() else []
+    if not curve:
         raise SystemExit(f"{out}/metrics.csv is missing or empty: the lrnn run is missing")
-    keep = np.unique(np.linspace(0, len(met) - 1, min(len(met), CURVE_POINTS)).round().astype(int))
-    rec["lrnn"]["val_curve"] = [[round(float(met[k]["time_s"]) / 60, 3), float(met[k]["val_energy_mae_eV"]) / KCAL,
-                                 float(met[k]["val_force_mae_eV_per_A"]) / KCAL] for k in keep]
+    keep = np.unique(np.linspace(0, len(curve) - 1, min(len(curve), CURVE_POINTS)).round().astype(int))
+    rec["lrnn"]["val_curve"] = [[round(curve[k][0], 3), *curve[k][1:]] for k in keep]
 
 
 def cmd_curves(args):
