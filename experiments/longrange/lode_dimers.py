@@ -50,7 +50,9 @@ restarts3 test error was read: for each protocol the long-range column is the on
 the plain grid's validation errors; restarts3 replaces plain for that protocol when, over all
 six dimers, the geometric mean of (mean validation energy MAE of the column under restarts3 /
 under plain) is below 1.  Only then are the test errors of the adopted recipe's `local` and
-long-range cells put side by side with issue 18's bars (`results_recipes.md`).
+long-range cells put side by side with issue 18's bars (`results_recipes.md`).  The plain grid's
+records were git-ignored and are lost; where they are missing, ``recipes`` keeps the choice it
+made from them (column, validation means, ratio) from the committed `results_recipes.json`.
 
 Usage: python experiments/longrange/lode_dimers.py run [--protocols ...] [--dimers ...] [--columns ...] [--recipe R]
        python experiments/longrange/lode_dimers.py report [--recipe R]
@@ -230,6 +232,8 @@ def choose_recipe(plain, other, protocol):
 
 def cmd_recipes(a, other="restarts3"):
     plain, alt = (load_records(runs_dir(r), ("protocol", "dimer", "column")) for r in ("plain", other))
+    path = RESULTS / "results_recipes.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
     md = [f"# LODE dimers: recipe `plain` or `{other}`, chosen on validation", "",
           "Written by `python experiments/longrange/lode_dimers.py recipes` (the rule is in the script's "
           "docstring).  Validation / test energy MAE in meV, mean ± sample std over the 5 members.", ""]
@@ -237,17 +241,29 @@ def cmd_recipes(a, other="restarts3"):
     for protocol in PROTOCOLS:
         column, val, ratio, adopt = choose_recipe(plain, alt, protocol)
         md += [f"## Protocol `{protocol}`", ""]
-        if column is None:
+        kept = before.get(protocol, {})
+        carried = column is None and kept.get("ratio") is not None
+        if carried:  # the choice made when the plain grid was here
+            column, ratio, adopt = kept["chosen"], kept["ratio"], kept["adopt"]
+            val = {d: tuple(v) for d, v in kept["validation_meV"].items()}
+            md += ["The plain grid's records are not in this checkout (they were git-ignored and lost); the "
+                   "choice below is the one `recipes` made from them, carried from the committed "
+                   "`results_recipes.json`.", ""]
+        elif column is None:
             md += ["The plain grid is incomplete: no column, no choice.", ""]
             continue
         md += [f"Long-range column (chosen on the plain grid's validation errors): **{column}**.", "",
                f"| dimer | val plain | val {other} | val local plain | val local {other} |", "|---|---|---|---|---|"]
         for d in DIMERS:
             cells = [recs.get((protocol, d, c)) for c in (column, "local") for recs in (plain, alt)]
-            md.append(f"| {d} | " + " | ".join("not run" if r is None else "{:.3g} ± {:.2g}".format(
-                *stats(r["val_energy_mae_eV"])) for r in cells) + " |")
+            text = ["not run" if r is None else "{:.3g} ± {:.2g}".format(*stats(r["val_energy_mae_eV"]))
+                    for r in cells]
+            if carried:  # the plain records are gone: the chosen column's mean was kept
+                text[0] = f"{val[d][0]:.3g} (carried)" if d in val else "lost"
+                text[2] = "lost" if cells[2] is None else text[2]
+            md.append(f"| {d} | " + " | ".join(text) + " |")
         summary[protocol] = {"chosen": column, "validation_meV": val, "ratio": ratio, "adopt": adopt,
-                             "recipe": other if adopt else "plain"}
+                             "recipe": other if adopt else "plain", **({"carried": True} if carried else {})}
         if ratio is None:
             md += ["", f"{len(val)} of {len(DIMERS)} dimers have run under {other}: no choice yet, and no "
                    "test error is shown.", ""]

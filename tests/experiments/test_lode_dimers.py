@@ -89,3 +89,29 @@ def test_recipe_rule_reads_validation_only():
     assert ld.choose_recipe(plain, other, "extrapolation")[3]
     del other[("extrapolation", "6_AA", "sog")]
     assert ld.choose_recipe(plain, other, "extrapolation")[2:] == (None, False)
+
+
+def test_recipes_keep_a_committed_choice_when_the_plain_grid_is_gone(tmp_path, monkeypatch):
+    """Without the plain records, ``recipes`` keeps the choice written in results_recipes.json
+    (it cannot be remade) and judges the adopted recipe's test errors; without that file it
+    makes no choice."""
+    monkeypatch.setattr(ld, "RESULTS", tmp_path)
+    monkeypatch.setattr(ld, "runs_dir", lambda recipe: tmp_path / recipe)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "restarts3").mkdir()
+    for (p, d, c), r in records(val={"local": 0.4, "sog": 0.2}, test={"local": 0.5, "sog": 0.1}).items():
+        r = dict(r, protocol=p, dimer=d, column=c, test_force_mae_eV_A=[0.01] * 5)
+        (tmp_path / "restarts3" / f"{p}__{d}__{c}.json").write_text(ld.json.dumps(r))
+    ld.cmd_recipes(None)
+    summary = ld.json.loads((tmp_path / "results_recipes.json").read_text())
+    assert summary == {}  # no plain grid, nothing committed: no choice
+    kept = {"chosen": "sog", "validation_meV": {d: [250.0, 200.0] for d in ld.DIMERS}, "ratio": 0.8,
+            "adopt": True, "recipe": "restarts3"}
+    (tmp_path / "results_recipes.json").write_text(ld.json.dumps({"extrapolation": kept}))
+    ld.cmd_recipes(None)
+    summary = ld.json.loads((tmp_path / "results_recipes.json").read_text())
+    assert set(summary) == {"extrapolation"} and summary["extrapolation"]["carried"]
+    assert summary["extrapolation"]["dimers"]["0_CC"]["chosen_meV"] == pytest.approx([100.0, 0.0])
+    assert summary["extrapolation"]["dimers"]["0_CC"]["met"] is True  # 5x, std 0
+    md = (tmp_path / "results_recipes.md").read_text()
+    assert "250 (carried)" in md and "lost" in md
