@@ -421,8 +421,28 @@ def report(recs):
              "steps per second); DeePMD-kit's step count is fixed in advance from its measured speed "
              "(`speed`), so its run can end before or after the budget (it runs at its own pace); its error at T "
              "is that of the best on validation among its checkpoints written by T.  Learning curves: `peer_learning_curve.png`.")
+    L += other_models_table()
     (OUT / "peer.md").write_text("\n".join(L) + "\n")
     plot_curves(recs)
+
+
+def other_models_table():
+    """Markdown lines: test errors at the snapshot times of the other local models' timed runs
+    (those run with ``--snapshots``), with their cores and training speed."""
+    rows = [(label, r) for label, r in timed_runs("aspirin") if r.get("at")]
+    if not rows:
+        return []
+    L = ["", "## The other local models, aspirin (`experiments/local_models/timed_runs.py run --snapshots`)", "",
+         "| run | cores | T (min) | E / F | steps / s | load avg before / after | date |", "|---|---|---|---|---|---|---|"]
+    for label, r in rows:
+        speed = r["train_summary"]["steps"] / r["train_summary"]["train_time_s"]
+        for t, a in sorted(r["at"].items(), key=lambda x: float(x[0])):
+            L.append(f"| {label} | {','.join(map(str, r['cores']))} | {t} | {a['energy_mae']:.3f} / {a['force_mae']:.3f} | "
+                     f"{speed:.1f} | {r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} | {r['date']} |")
+    L.append("\nSame split, test set and units as above; these runs had the cores named (one each, run side by "
+             "side), not the two cores of the lrnn / DeePMD-kit runs.  Per-configuration cost of each model: "
+             "`experiments/local_models/results/bench.md`.")
+    return L
 
 
 def trained_min(code, steps):

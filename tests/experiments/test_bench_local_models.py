@@ -90,3 +90,19 @@ def test_val_curves_from_run_dirs(tmp_path, monkeypatch):
     (out / "metrics.csv").unlink()
     with pytest.raises(SystemExit, match="metrics.csv"):
         blm.add_val_curves(rec, val)
+
+
+def test_other_models_table_lists_each_snapshot(tmp_path, monkeypatch):
+    """The last table of peer.md: one row per snapshot of each timed run made with --snapshots,
+    its speed = steps / training time; runs without snapshots are left out."""
+    monkeypatch.setattr(blm, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    base = {"model": {"type": "eann"}, "cores": [1], "train_summary": {"steps": 600, "train_time_s": 120.0},
+            "load_avg_before": [0.5, 0, 0], "load_avg_after": [2.0, 0, 0], "date": "d"}
+    at = {"60": {"energy_mae": 0.25, "force_mae": 0.6}, "20": {"energy_mae": 0.5, "force_mae": 0.9}}
+    (tmp_path / "results" / "timed_a.json").write_text(blm.json.dumps({**base, "name": "a", "at": at}))
+    (tmp_path / "results" / "timed_b.json").write_text(blm.json.dumps({**base, "name": "b"}))
+    rows = [r for r in blm.other_models_table() if r.startswith("| a ")]
+    assert rows == ["| a (eann, 1 core) | 1 | 20 | 0.500 / 0.900 | 5.0 | 0.5 / 2.0 | d |",
+                    "| a (eann, 1 core) | 1 | 60 | 0.250 / 0.600 | 5.0 | 0.5 / 2.0 | d |"]
+    assert not any(r.startswith("| b ") for r in blm.other_models_table())
