@@ -2,6 +2,7 @@
 cell, written by whichever worker takes the cell's lock first; mean ± sample std over members;
 the long-range column chosen from validation errors only."""
 
+import fcntl
 import json
 import os
 import platform
@@ -18,57 +19,34 @@ def provenance():
             "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])}
 
 
-def stale(lock) -> bool:
-    """Whether a cell's lock was left by a worker of this host that no longer runs (an empty
-    lock older than a minute, from before locks named their worker, counts as stale)."""
-    try:
-        text, age = lock.read_text(), time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
-        return False
-    if len(text.split()) != 2:  # empty: an old lock, or one whose worker is writing its name now
-        return age > 60
-    host, pid = text.split()
-    if host != platform.node():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    return False
-
-
 def run_cells(cells, record_path, run_one, describe):
     """Run each cell (a tuple of run_one's arguments) whose record does not exist yet.
 
-    A lock file per cell ("host pid" of its worker) lets several workers share the list; a
-    lock left by a worker of this host that is no longer running (killed, or a crash) is taken
-    over, one of another host must be deleted by hand.  A cell whose run raises releases its
-    lock.  Each record is written to a temporary file and renamed, so a record on disk is always
-    whole.  ``describe(record)`` is the progress line."""
+    Several workers can share the list: a worker holds an exclusive ``flock`` on the cell's
+    .lock file while it runs the cell (as thesis_table.py does), and the others skip the cell;
+    the kernel releases the lock when its worker exits or is killed, so a leftover .lock file
+    holds nothing.  Each record is written to a temporary file and renamed, so a record on disk
+    is always whole.  ``describe(record)`` is the progress line."""
     for cell in cells:
         path = record_path(*cell)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_suffix(".lock")
-        if path.exists() or (lock.exists() and not stale(lock)):
+        if path.exists():
             continue
-        if lock.exists():
-            print(f"{lock.name}: its worker is gone; taking the cell over", flush=True)
-            lock.unlink(missing_ok=True)
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            continue
-        os.write(fd, f"{platform.node()} {os.getpid()}".encode())
-        os.close(fd)
-        try:
-            r = run_one(*cell)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(r, indent=1))
-            tmp.rename(path)
-        finally:
-            lock.unlink(missing_ok=True)
+        with open(lock, "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another worker is running it
+                continue
+            try:
+                if path.exists():  # finished by another worker meanwhile
+                    continue
+                r = run_one(*cell)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(r, indent=1))
+                tmp.rename(path)
+            finally:
+                lock.unlink(missing_ok=True)
         print(f"[{time.strftime('%H:%M:%S')}] {' '.join(map(str, cell))}: {describe(r)} "
               f"({r['train_time_s']:.0f} s)", flush=True)
 

@@ -58,8 +58,8 @@ Usage: python experiments/longrange/lode_dimers.py run [--protocols ...] [--dime
        python experiments/longrange/lode_dimers.py report [--recipe R]
        python experiments/longrange/lode_dimers.py recipes
 Runs are resumable: one record per cell in experiments/results/longrange/lode/runs/; checkpoints in
-runs/lode/ (git-ignored).  Several workers may run at once (a lock file per cell, naming its worker;
-a lock whose worker is gone is taken over).  `report` writes results.md, results.json and binding_<protocol>.png there.
+runs/lode/ (git-ignored).  Several workers may run at once (a lock per cell, held while a worker
+runs it and released by the kernel when the worker dies).  `report` writes results.md, results.json and binding_<protocol>.png there.
 """
 
 import argparse
