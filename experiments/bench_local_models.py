@@ -428,20 +428,22 @@ def report(recs):
 
 def other_models_table():
     """Markdown lines: test errors at the snapshot times of the other local models' timed runs
-    (those run with ``--snapshots``), with their cores and training speed."""
-    rows = [(label, r) for label, r in timed_runs("aspirin") if r.get("at")]
-    if not rows:
-        return []
-    L = ["", "## The other local models, aspirin (`experiments/local_models/timed_runs.py run --snapshots`)", "",
-         "| run | cores | T (min) | E / F | steps / s | load avg before / after | date |", "|---|---|---|---|---|---|---|"]
-    for label, r in rows:
-        speed = r["train_summary"]["steps"] / r["train_summary"]["train_time_s"]
-        for t, a in sorted(r["at"].items(), key=lambda x: float(x[0])):
-            L.append(f"| {label} | {','.join(map(str, r['cores']))} | {t} | {a['energy_mae']:.3f} / {a['force_mae']:.3f} | "
-                     f"{speed:.1f} | {r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} | {r['date']} |")
-    L.append("\nSame split, test set and units as above; these runs had the cores named (one each, run side by "
-             "side), not the two cores of the lrnn / DeePMD-kit runs.  Per-configuration cost of each model: "
-             "`experiments/local_models/results/bench.md`.")
+    (those run with ``--snapshots``), with their cores and training speed, per molecule."""
+    L = []
+    for mol in ("aspirin", "paracetamol"):
+        rows = [(label, r) for label, r in timed_runs(mol) if r.get("at")]
+        if not rows:
+            continue
+        L += ["", f"## The other local models, {mol} (`experiments/local_models/timed_runs.py run --snapshots`)", "",
+              "| run | cores | T (min) | E / F | steps / s | load avg before / after | date |", "|---|---|---|---|---|---|---|"]
+        for label, r in rows:
+            speed = r["train_summary"]["steps"] / r["train_summary"]["train_time_s"]
+            for t, a in sorted(r["at"].items(), key=lambda x: float(x[0])):
+                L.append(f"| {label} | {','.join(map(str, r['cores']))} | {t} | {a['energy_mae']:.3f} / {a['force_mae']:.3f} | "
+                         f"{speed:.1f} | {r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} | {r['date']} |")
+        L.append("\nSame split, test set and units as above; these runs had the cores named (one each, run side by "
+                 "side), not the two cores of the lrnn / DeePMD-kit runs.  Per-configuration cost of each model: "
+                 "`experiments/local_models/results/bench.md`.")
     return L
 
 
@@ -450,13 +452,13 @@ def trained_min(code, steps):
 
 
 def timed_runs(molecule):
-    """The timed runs of the other local models (local_models/timed_runs.py records), rMD17
-    aspirin split 01 only: [(label, record)]."""
-    if molecule != "aspirin":
-        return []
+    """The timed runs of the other local models on rMD17 ``molecule`` split 01
+    (local_models/timed_runs.py records; a record without ``molecule`` is aspirin's): [(label, record)]."""
     out = []
     for path in sorted((HERE / "results").glob("timed_*.json")):
         r = json.loads(path.read_text())
+        if r.get("molecule", "aspirin") != molecule:
+            continue
         n = len(r["cores"])
         out.append((f"{r['name']} ({r['model']['type']}, {n} core{'s' * (n > 1)})", r))
     return out

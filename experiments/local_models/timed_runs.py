@@ -36,6 +36,12 @@ peer benchmark's figures, ``experiments/bench_local_models.py``, for the other l
     taskset -c 0 python experiments/local_models/timed_runs.py run --name mace_60min \
         --config experiments/local_models/aspirin_equivariant_stage2.yaml --minutes 60 --snapshots 20 60
 
+``--molecule paracetamol`` runs a config on another rMD17 molecule's files of the same split,
+with its model and training settings unchanged (the record names the molecule):
+
+    taskset -c 1 python experiments/local_models/timed_runs.py run --name reann_paracetamol_60min \
+        --config experiments/local_models/aspirin_reann.yaml --molecule paracetamol --minutes 60 --snapshots 20 60
+
 Each run writes ``results/timed_<name>.json`` (config, command, cores, load average before
 and after, training summary, validation curve, test errors, commit); ``report`` writes ``results/timed.md``
 from all of them.  Checkpoints stay in ``runs/timed/<name>`` (git-ignored).
@@ -46,6 +52,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -67,12 +74,15 @@ RESULTS = HERE / "results"
 
 
 def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "timed", overrides=(),
-        test: bool = True, snapshots=()) -> dict:
+        test: bool = True, snapshots=(), molecule: str | None = None) -> dict:
     """Train ``config`` for ``minutes`` and record it; ``overrides``: ``train.KEY=VALUE``
     strings (YAML values); ``test=False`` (a pilot) evaluates the validation split only;
     ``snapshots``: minutes at which the best-on-validation weights so far are kept and
-    tested too (``at``), as the peer benchmark does."""
+    tested too (``at``), as the peer benchmark does; ``molecule``: another rMD17 molecule
+    than the config's, same split, sizes and settings (``for_molecule``)."""
     cfg = load_config(config)
+    if molecule is not None:
+        cfg = for_molecule(cfg, molecule)
     over = parse_overrides(overrides)
     cfg["train"] = dataclasses.replace(cfg["train"], **over, snapshot_at_s=tuple(60.0 * t for t in snapshots))
     cfg["train"].schedule = "time"
@@ -83,7 +93,8 @@ def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "t
     summary = train(cfg, quiet=True)
     wall = time.perf_counter() - t0
     ckpt = Path(cfg["output"]) / "checkpoint"
-    rec = {"name": name, "config": str(Path(config).resolve().relative_to(ROOT)), "model": cfg["model"],
+    rec = {"name": name, "config": str(Path(config).resolve().relative_to(ROOT)), "molecule": molecule_of(cfg),
+           "model": cfg["model"],
            "overrides": over, "minutes": minutes, "train_summary": summary, "wall_time_s": wall,
            "command": " ".join(sys.argv), "cores": sorted(os.sched_getaffinity(0)), "load_avg_before": load_before,
            "load_avg_after": os.getloadavg(), "machine": platform.processor() or platform.machine(),
@@ -100,6 +111,27 @@ def run(name: str, config: Path, minutes: float, work: Path = ROOT / "runs" / "t
                      if p.exists() or t >= minutes}  # a snapshot at the budget's end: the final best
     write(rec, "timed" if test else "pilot")
     return rec
+
+
+def molecule_of(cfg: dict) -> str:
+    """The rMD17 molecule of a config's training file (``rmd17_<molecule>_train_<split>.npz``)."""
+    m = re.fullmatch(r"rmd17_([a-z]+)_train_\d+\.npz", Path(str(cfg["data"]["train"])).name)
+    if m is None:
+        raise SystemExit(f"data.train {cfg['data']['train']!r} is not an rMD17 split file (rmd17_<molecule>_train_NN.npz)")
+    return m[1]
+
+
+def for_molecule(cfg: dict, molecule: str) -> dict:
+    """``cfg`` with its rMD17 train and test files those of ``molecule`` (same split; sizes,
+    seed, model and training settings unchanged)."""
+    old = molecule_of(cfg)
+    data = {**cfg["data"]}
+    for key in ("train", "test"):
+        path = Path(str(data[key]))
+        data[key] = str(path.with_name(path.name.replace(f"rmd17_{old}_", f"rmd17_{molecule}_", 1)))
+        if not resolve_path(data[key], cfg["base"]).exists():
+            raise SystemExit(f"--molecule {molecule}: no file {data[key]} (from {path.name})")
+    return {**cfg, "data": data}
 
 
 def parse_overrides(overrides) -> dict:
@@ -123,6 +155,8 @@ def val_curve(metrics_csv: Path) -> list:
 def validation_errors(rec: dict, work: Path = ROOT / "runs" / "timed") -> dict:
     """Errors of the run's checkpoint on its own validation split (never the test set)."""
     cfg = load_config(ROOT / rec["config"])
+    if rec.get("molecule", "aspirin") != molecule_of(cfg):
+        cfg = for_molecule(cfg, rec["molecule"])
     val = load_data(cfg["data"], cfg["base"])["val"]
     return evaluate(work / rec["name"] / "checkpoint", val)
 
@@ -144,7 +178,7 @@ def report(validate: bool = True) -> str:
         if validate and "validation" not in rec:
             rec["validation"] = validation_errors(rec)
             write(rec)
-    md = ["# Local models at equal training time, rMD17 aspirin split 01", "",
+    md = ["# Local models at equal training time, rMD17 split 01 (aspirin unless the run names another molecule)", "",
           "Written by `python experiments/local_models/timed_runs.py report` from `timed_*.json` (each "
           "record has its command, cores and load).  Test errors on the 1000 test configurations: energy "
           "MAE (kcal/mol), force MAE per component (kcal/mol/Å).", "",
@@ -153,8 +187,10 @@ def report(validate: bool = True) -> str:
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         s, t = r["train_summary"], r["test"]
+        mol = r.get("molecule", "aspirin")
+        label = r["name"] if mol == "aspirin" else f"{r['name']} ({mol})"
         model = ", ".join(f"{k} {v}" for k, v in r["model"].items() if k != "type_map")
-        md.append(f"| {r['name']} | {model} | {r['minutes']:g} | {','.join(map(str, r['cores']))} | "
+        md.append(f"| {label} | {model} | {r['minutes']:g} | {','.join(map(str, r['cores']))} | "
                   f"{r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} | {s['steps']} | "
                   f"{s.get('n_parameters', '')} | "
                   f"{r['validation']['force_mae'] if 'validation' in r else float('nan'):.3f} | {t['energy_mae']:.3f} | {t['force_mae']:.3f} | "
@@ -200,6 +236,7 @@ if __name__ == "__main__":
     r.add_argument("--config", type=Path, required=True)
     r.add_argument("--minutes", type=float, required=True)
     r.add_argument("--snapshots", type=float, nargs="*", default=[], help="minutes: also test the best weights then")
+    r.add_argument("--molecule", help="another rMD17 molecule than the config's (same split and settings)")
     pl = sub.add_parser("pilot")
     for arg in ("--name", "--config", "--minutes"):
         pl.add_argument(arg, required=True, type={"--config": Path, "--minutes": float}.get(arg, str))
@@ -209,7 +246,7 @@ if __name__ == "__main__":
     c.add_argument("name")
     a = ap.parse_args()
     if a.cmd == "run":
-        print(json.dumps(run(a.name, a.config, a.minutes, snapshots=a.snapshots)["test"], indent=1, default=float))
+        print(json.dumps(run(a.name, a.config, a.minutes, snapshots=a.snapshots, molecule=a.molecule)["test"], indent=1, default=float))
     elif a.cmd == "pilot":
         rec = run(a.name, a.config, a.minutes, overrides=a.set, test=False)
         print(json.dumps(rec["validation"], indent=1, default=float))

@@ -106,3 +106,19 @@ def test_other_models_table_lists_each_snapshot(tmp_path, monkeypatch):
     assert rows == ["| a (eann, 1 core) | 1 | 20 | 0.500 / 0.900 | 5.0 | 0.5 / 2.0 | d |",
                     "| a (eann, 1 core) | 1 | 60 | 0.250 / 0.600 | 5.0 | 0.5 / 2.0 | d |"]
     assert not any(r.startswith("| b ") for r in blm.other_models_table())
+
+
+def test_other_models_table_has_a_section_per_molecule(tmp_path, monkeypatch):
+    """A timed run with ``molecule: paracetamol`` lands under its own heading, never in aspirin's;
+    a record without ``molecule`` (the older ones) is aspirin's."""
+    monkeypatch.setattr(blm, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    base = {"model": {"type": "mace"}, "cores": [0], "train_summary": {"steps": 100, "train_time_s": 10.0},
+            "load_avg_before": [0, 0, 0], "load_avg_after": [0, 0, 0], "date": "d",
+            "at": {"20": {"energy_mae": 0.1, "force_mae": 0.2}}}
+    (tmp_path / "results" / "timed_old.json").write_text(blm.json.dumps({**base, "name": "old"}))
+    (tmp_path / "results" / "timed_p.json").write_text(blm.json.dumps({**base, "name": "p", "molecule": "paracetamol"}))
+    text = "\n".join(blm.other_models_table())
+    asp, para = text.split("## The other local models, paracetamol")
+    assert "## The other local models, aspirin" in asp and "| old (mace" in asp and "| p (" not in asp
+    assert "| p (mace, 1 core) | 0 | 20 | 0.100 / 0.200 |" in para and "| old (" not in para

@@ -88,3 +88,21 @@ def test_val_curve_in_minutes_and_kcal(tmp_path):
     got = tr.val_curve(tmp_path / "metrics.csv")
     want = [[0.5, 0.1 / KCAL_MOL, 0.2 / KCAL_MOL], [2.0, 0.05 / KCAL_MOL, 0.1 / KCAL_MOL]]
     assert len(got) == 2 and all(g == pytest.approx(w) for g, w in zip(got, want))
+
+
+def test_for_molecule_moves_the_split_files_only():
+    """``run --molecule paracetamol`` trains the aspirin config's model and settings on
+    paracetamol's files of the same split; an unknown molecule is refused by name."""
+    from lrnn.train import load_config
+
+    cfg = load_config(ROOT / "experiments/local_models/aspirin_reann.yaml")
+    assert tr.molecule_of(cfg) == "aspirin"
+    para = tr.for_molecule(cfg, "paracetamol")
+    assert tr.molecule_of(para) == "paracetamol"
+    assert para["data"]["train"].endswith("rmd17_paracetamol_train_01.npz")
+    assert para["data"]["test"].endswith("rmd17_paracetamol_test_01.npz")
+    assert {k: v for k, v in para["data"].items() if k not in ("train", "test")} == \
+        {k: v for k, v in cfg["data"].items() if k not in ("train", "test")}
+    assert para["model"] == cfg["model"] and para["train"] == cfg["train"]
+    with pytest.raises(SystemExit, match="--molecule benzene: no file"):
+        tr.for_molecule(cfg, "benzene")
