@@ -117,7 +117,7 @@ class EANN(LocalModel):
             net = StackedMLP(t, (rho_width,) + config.recursion_fit + (config.n_radial * config.channels,),
                              act=config.activation, linear_output=True, dtype=dtype, rngs=rngs)
             last = f"w{net.n_layers - 1}"
-            getattr(net, last).value = jnp.zeros_like(getattr(net, last).value)
+            getattr(net, last).set_value(jnp.zeros_like(getattr(net, last)[...]))
             setattr(self, f"recursion{rnd}", net)
         d = self.descriptor_width
         self.fitting = StackedMLP(t, (d,) + tuple(config.fit) + (1,), act=config.activation, linear_output=True,
@@ -171,7 +171,7 @@ class EANN(LocalModel):
             amp = jnp.einsum("cbsh,cbsm->chm", radial, mono) * inv_norm
             return ((amp * amp) @ onehot_l).reshape(n_centres, -1)  # (C_a, channels * (l_max + 1))
 
-        coeff = self.coeff.value.astype(dt)  # (T, K, channels)
+        coeff = self.coeff[...].astype(dt)  # (T, K, channels)
         rho = [None if geo is None else density(jnp.einsum("cbsk,bkh->cbsh", geo[2], coeff), geo[3], geo[0].shape[0])
                for geo in geometry]
         for rnd in range(cfg.recursions):  # REANN: each atom's coefficients from its last density

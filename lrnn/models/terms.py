@@ -196,13 +196,13 @@ class SOG(_LatentChargeTerm):
     def energy(self, inputs, stats, desc):
         q = self.charges(inputs, desc)
         mask = inputs.types >= 0
-        widths = jnp.exp(self.log_width.value)
+        widths = jnp.exp(self.log_width[...])
         if self.cfg.method == "reciprocal":
-            return sog_periodic(inputs.positions, q, mask, inputs.cell, self.weight.value, widths,
+            return sog_periodic(inputs.positions, q, mask, inputs.cell, self.weight[...], widths,
                                 self.cfg.k_index_max)
         if self.cfg.method == "hierarchical" and inputs.sog_plan is not None:
-            return sog_hierarchical(inputs.sog_plan, inputs.positions, q, mask, self.weight.value, widths)
-        return sog_open(inputs.positions, q, mask, self.weight.value, widths)
+            return sog_hierarchical(inputs.sog_plan, inputs.positions, q, mask, self.weight[...], widths)
+        return sog_open(inputs.positions, q, mask, self.weight[...], widths)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """EANN local model (model type ``eann``): the embedded density against a direct
 evaluation of its defining sums, E(3) invariance, forces and virial against finite
 differences, smoothness across the cutoff, padding independence, a latent-Coulomb term
-composed with it, and training and loading."""
+composed with it, and training, loading, ASE, jax-md and `lrnn md` with it."""
 
 import math
 
@@ -9,11 +9,18 @@ import jax
 import numpy as np
 import pytest
 
+import lrnn
 from lrnn import models
 from lrnn.nn import merge
 from lrnn.potential import energy_forces_virial as _efv
 from tests.conftest import LATENT_COULOMB
-from tests.models.test_equivariant import STATS, build, check_invariance_and_fd, inputs_for
+from tests.models.test_equivariant import (
+    STATS,
+    build,
+    check_ase_jax_md_and_md_command,
+    check_invariance_and_fd,
+    inputs_for,
+)
 
 efv = jax.jit(_efv, static_argnums=0)
 
@@ -57,7 +64,7 @@ def test_density_matches_its_definition(setup, paracetamol):
     inp, _ = inputs_for(mcfg, pos, num)
     model = merge(g, st)
     desc = jax.jit(lambda s, i: merge(g, s).descriptors(i, stats))(st, inp)
-    coeff = np.asarray(model.coeff.value, np.float64)
+    coeff = np.asarray(model.coeff[...], np.float64)
     types = np.array([mcfg.type_map.index(z) for z in num])
     n_norm = float(stats["n_norm"])
     rho = direct_density(pos, types, coeff[types], mcfg.rcut, mcfg.n_radial, n_norm)
@@ -79,7 +86,7 @@ def test_untrained_reann_is_its_eann(paracetamol):
         g, st, mcfg = build(cfg)
         inp, _ = inputs_for(mcfg, paracetamol.positions[0], paracetamol.numbers[0])
         out.append(jax.jit(lambda s, i, g=g: merge(g, s).descriptors(i, STATS))(st, inp))
-    np.testing.assert_array_equal(merge(*build(TINY_REANN)[:2]).coeff.value, merge(*build(TINY_EANN)[:2]).coeff.value)
+    np.testing.assert_array_equal(merge(*build(TINY_REANN)[:2]).coeff[...], merge(*build(TINY_EANN)[:2]).coeff[...])
     for x, y in zip(*out):
         if x is not None:
             assert float(np.abs(x[0]).max()) > 0
@@ -123,17 +130,27 @@ def test_latent_coulomb_composes(paracetamol):
     assert set(terms) == {"short", "0:latent_coulomb"} and abs(float(terms["0:latent_coulomb"])) > 0
 
 
-def test_train_and_load(tiny_config, tmp_path, paracetamol):
-    import lrnn
+@pytest.fixture(scope="module")
+def trained_eann(tiny_config, tmp_path_factory):
     from lrnn.train import load_config, train
 
-    cfg = tiny_config(out=tmp_path, max_steps=4, refit_shift=False)
+    out = tmp_path_factory.mktemp("eann")
+    cfg = tiny_config(out=out, max_steps=4, refit_shift=False)
     cfg["model"] = dict(TINY_EANN)
-    summary = train(load_config(cfg), quiet=True)
-    pot = lrnn.load(tmp_path / "checkpoint")
+    return out / "checkpoint", train(load_config(cfg), quiet=True)
+
+
+def test_train_and_load(trained_eann, paracetamol):
+
+    path, summary = trained_eann
+    pot = lrnn.load(path)
     assert summary["steps"] >= 4 and "eann" in repr(pot)
     e, f = pot.energy_forces(paracetamol.positions[0], paracetamol.numbers[0])
     assert np.all(np.isfinite(f)) and abs(e - paracetamol.energy[0]) < 1.0 * len(f)  # eV: 4 steps from random
+
+
+def test_ase_calculator_jax_md_and_md_command(trained_eann, paracetamol, tmp_path):
+    check_ase_jax_md_and_md_command(trained_eann[0], paracetamol, tmp_path)
 
 
 def test_bad_configs():

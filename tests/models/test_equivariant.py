@@ -4,14 +4,19 @@ latent-Coulomb term composed with it, and training, loading, ASE and jax-md with
 
 from dataclasses import replace
 
+import ase.io
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ase import Atoms
 from scipy.spatial.transform import Rotation
 
-from lrnn import models
+import lrnn
+from lrnn import md, models
+from lrnn.ase_calculator import LrnnCalculator
 from lrnn.batch import make_inputs
+from lrnn.md_cli import main as md_main
 from lrnn.neighbors import Capacity
 from lrnn.nn import merge, split
 from lrnn.potential import energy_forces_virial as _efv
@@ -141,7 +146,6 @@ def trained_mace(tiny_config, tmp_path_factory):
 def test_train_and_load(trained_mace, paracetamol):
     """`lrnn train` with ``model.type: mace`` (float32); `lrnn.load` rebuilds the trained
     model: the same energy as the module re-created from the checkpoint's config and leaves."""
-    import lrnn
     from lrnn import checkpoint as ckpt
 
     path, summary = trained_mace
@@ -163,22 +167,28 @@ def test_train_and_load(trained_mace, paracetamol):
     assert e == pytest.approx(e_direct + shift, abs=2e-3)
 
 
-@pytest.mark.slow
-def test_ase_calculator_and_jax_md(trained_mace, paracetamol):
-    from ase import Atoms
-
-    import lrnn
-    from lrnn import md
-    from lrnn.ase_calculator import LrnnCalculator
-
-    pot = lrnn.load(trained_mace[0])
-    pos, num = paracetamol.positions[0], paracetamol.numbers[0]
+def check_ase_jax_md_and_md_command(checkpoint, structures, tmp_path):
+    """The checkpoint through the ASE calculator, the jax-md energy function (the same energy
+    as ``lrnn.load``'s) and 20 NVE steps of `lrnn md` (E_tot holds while E_pot moves)."""
+    pot = lrnn.load(checkpoint)
+    pos, num = structures.positions[0], structures.numbers[0]
     e, _ = pot.energy_forces(pos, num)
     atoms = Atoms(numbers=num, positions=pos)
     atoms.calc = LrnnCalculator(pot)
     assert atoms.get_potential_energy() == pytest.approx(e, abs=1e-3)
-    system = md.MDSystem(pot, pos, num)
-    assert system.total_energy(jnp.asarray(pos)) == pytest.approx(e, abs=1e-3)
+    assert md.MDSystem(pot, pos, num).total_energy(jnp.asarray(pos)) == pytest.approx(e, abs=1e-3)
+    ase.io.write(tmp_path / "start.xyz", atoms)
+    assert md_main([str(checkpoint), str(tmp_path / "start.xyz"), "--steps", "20", "--dt", "0.25",
+                    "--temperature", "100", "--log-every", "5", "--output", str(tmp_path / "md"),
+                    "--log", str(tmp_path / "e.csv"), "--no-progress"]) == 0
+    rows = np.genfromtxt(tmp_path / "e.csv", delimiter=",", names=True)
+    assert len(rows) == 5 and rows["epot_eV"][0] == pytest.approx(e, abs=1e-3)
+    assert np.ptp(rows["etot_eV"]) < 0.05 * np.ptp(rows["epot_eV"]) + 1e-3
+
+
+@pytest.mark.slow
+def test_ase_calculator_jax_md_and_md_command(trained_mace, paracetamol, tmp_path):
+    check_ase_jax_md_and_md_command(trained_mace[0], paracetamol, tmp_path)
 
 
 def test_bad_configs():
