@@ -141,7 +141,6 @@ def trained_eann(tiny_config, tmp_path_factory):
 
 
 def test_train_and_load(trained_eann, paracetamol):
-
     path, summary = trained_eann
     pot = lrnn.load(path)
     assert summary["steps"] >= 4 and "eann" in repr(pot)
