@@ -194,16 +194,16 @@ class Interaction(nnx.Module):
         dt = radial.dtype
         for k in range(len(sizes) - 1):
             radial = SILU_NORM * jax.nn.silu(radial @ (getattr(self, f"w_hidden{k}")[...] / math.sqrt(sizes[k])))
-        h_up = [h[l] @ (self.w_up[...][l] / math.sqrt(c)) for l in range(self.l_in + 1)]
+        h_up = [h[l] @ (self.w_up[l] / math.sqrt(c)) for l in range(self.l_in + 1)]
         hs = [jnp.concatenate([x, jnp.zeros((1,) + x.shape[1:], dt)])[senders] for x in h_up]  # (R, K, 2l+1, C)
         a = [None] * (self.l_max + 1)
         for p, (l1, l2, l3) in enumerate(self.paths):
-            w = radial @ (self.w_radial[...][p] / math.sqrt(sizes[-1]))  # (R, K, C)
+            w = radial @ (self.w_radial[p] / math.sqrt(sizes[-1]))  # (R, K, C)
             y = jnp.einsum("rkj,ijm->rkim", sh[l2], jnp.asarray(_cg(l1, l2, l3), dt))  # CG folded into Y
             term = jnp.einsum("rkim,rkic->rmc", y, hs[l1] * w[:, :, None, :])
             a[l3] = term if a[l3] is None else a[l3] + term
         counts = [sum(p[2] == l for p in self.paths) for l in range(self.l_max + 1)]
-        a = [a[l] @ (self.w_a[...][l] / (math.sqrt(c * counts[l]) * n_norm)) for l in range(self.l_max + 1)]
+        a = [a[l] @ (self.w_a[l] / (math.sqrt(c * counts[l]) * n_norm)) for l in range(self.l_max + 1)]
         # symmetric contraction: monomials of A (per channel) times the basis, one GEMM per order
         x = jnp.swapaxes(jnp.concatenate(a, axis=1), 1, 2)  # (R, C, D): GEMMs over D
         parts = [[] for _ in range(self.l_out + 1)]
@@ -220,11 +220,11 @@ class Interaction(nnx.Module):
                 lo += p * (2 * L + 1)
         out = []
         for L in range(self.l_out + 1):
-            w_sym = getattr(self, f"w_sym{L}")[...][species]  # (R, P, C)
+            w_sym = getattr(self, f"w_sym{L}")[species]  # (R, P, C)
             b = jnp.einsum("rpmc,rpc->rmc", jnp.concatenate(parts[L], axis=1), w_sym)
-            res = b @ self.w_out[...][L]
+            res = b @ self.w_out[L]
             if L <= self.l_in:
-                res = res + jnp.einsum("rmc,rcd->rmd", h[L], self.w_skip[...][species, L])
+                res = res + jnp.einsum("rmc,rcd->rmd", h[L], self.w_skip[species, L])
             out.append(res * (row_mask[:, None, None] / math.sqrt(c)))
         return out
 
@@ -288,7 +288,7 @@ class Equivariant(LocalModel):
         y = e3nn.sh(list(range(cfg.l_max + 1)), vec, True, "component")
         sh = [y[..., l * l:(l + 1) * (l + 1)] for l in range(cfg.l_max + 1)]
         species = np.concatenate([np.full((hi - lo,), a, np.int32) for a, lo, hi in blocks])
-        h = [(self.embed[...][species] * row_mask[:, None])[:, None, :]]  # (R, 1, C)
+        h = [(self.embed[species] * row_mask[:, None])[:, None, :]]  # (R, 1, C)
         n_norm = jnp.asarray(stats["n_norm"], dt)
         feats = []
         for k in range(cfg.n_layers):
