@@ -330,7 +330,20 @@ def al_rows():
             f"labels to {a['target_force_mae_eV_per_A']} eV/Å: al {need['al']}, random {need['random']}; target (b) "
             f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {tb.get('al_labels')}, random "
             f"{tb.get('random_labels')}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "
-            "`report` |"] + qbc_rows(a, arms, final, need)
+            "`report` |"] + qbc_rows(a, arms, final, need) + superseded_rows(a)
+
+
+def superseded_rows(a):
+    """Pool-arm runs on an earlier xTB set: shown, never pooled with the current runs."""
+    out = []
+    for sha, runs in a.get("superseded", {}).items():
+        curves = "; ".join(f"{name}: " + ", ".join(f"{n} {f:.3f}" for n, f in r["curve"]) for name, r in runs.items())
+        out.append(f"| query by committee vs pool draws on an earlier xTB set ({sha[:8]}, regenerated differently "
+                   f"since), superseded and not pooled with the current runs | | test force MAE (eV/Å) by labels: "
+                   f"{curves} | | labels to {a['target_force_mae_eV_per_A']} eV/Å: "
+                   + ", ".join(f"{name} {r['labels_to_target'] or 'never'}" for name, r in runs.items()) + " | "
+                   "`experiments/results/active_learning/superseded_xtb_*` |")
+    return out
 
 
 def _half_the_labels(ratio, ratio_b, runs: str) -> str:

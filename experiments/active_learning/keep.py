@@ -14,8 +14,8 @@ described by pool indices.  After each finished round, ``save`` writes into the 
   next round (written before ``state.json`` names it; older ones are removed after).
 
 ``restore`` rebuilds the run directory in a checkout that holds fewer finished rounds than
-``state.json``: labels from the pool file (its sha256 must match: the xTB set is regenerated
-by each checkout, never committed), round records, the newest committee.  ``run_al`` then
+``state.json``: labels from the pool file (its sha256 must match: the pool file is rewritten
+from the committed xTB set by each checkout), round records, the newest committee.  ``run_al`` then
 resumes at the next round; a round cut off half-way is trained again from its start.
 """
 

@@ -33,7 +33,9 @@ reported as such.
 Runs are resumable: rerun the same command after an interruption.  The ``pool`` and ``qbc``
 runs (about 2.8 h per arm and repeat on one core) are also kept round by round under
 ``experiments/results/active_learning/runs/`` (``keep.py``; commit it), so that a new checkout
-restores them and goes on, given the same regenerated xTB set (checked by sha256).
+restores them and goes on, given the same xTB set (committed since its regeneration was seen
+not to reproduce it on another machine; checked by sha256).  Runs on an earlier set are moved
+to ``superseded_xtb_<sha>/`` and reported apart (``results.json`` ``superseded``).
 ``report`` carries forward, marked as such, the runs of the previous ``results.json`` whose
 run directories this checkout lacks (the al / random runs of an earlier checkout).
 """
@@ -67,7 +69,8 @@ DATA = HERE / "data"
 RUNS = ROOT / "runs/active_learning"
 RESULTS = ROOT / "experiments/results/active_learning"
 KEEP = RESULTS / "runs"  # the pool arms' runs, round by round (keep.py): they outlive a checkout
-XTB = ROOT / "experiments/xtb_data/data/xtb_ac_ala3_nhme_500K.npz"
+XTB = ROOT / "experiments/xtb_data/data/xtb_ac_ala3_nhme_500K.npz"  # committed (its README: why)
+XTB_SUMMARY = ROOT / "experiments/results/xtb_data/ac_ala3_nhme_500K_summary.json"  # names the set (sha256)
 TARGET_F = 0.12  # eV/Å, test force MAE (fixed before the runs)
 SELECTION = {"al": "deviation", "random": "random", "pool": "pool", "qbc": "pool_deviation"}
 PAIRS = (("al", "random"), ("qbc", "pool"))  # (active learning, its random-selection reference)
@@ -214,24 +217,39 @@ def compare(active: list, reference: list) -> dict:
 
 
 def carry_forward(arms: dict) -> None:
-    """Add to ``arms`` ({arm: [run entries]}) the runs of the previous ``results.json`` that
-    it lacks, marked ``carried``: run directories live under the git-ignored ``runs/``, so a
-    new checkout has none of an earlier one's, and a report must not drop them."""
+    """Add to ``arms`` ({arm: [run entries]}) the al / random runs of the previous
+    ``results.json`` that it lacks, marked ``carried``: run directories live under the
+    git-ignored ``runs/``, so a new checkout has none of an earlier one's, and a report must
+    not drop them.  The pool arms are restored from ``KEEP`` instead (runs on an earlier xTB
+    set: ``superseded``)."""
     path = RESULTS / "results.json"
     if not path.exists():
         return
     have = {r["run"] for v in arms.values() for r in v}
     for arm, runs in json.loads(path.read_text())["arms"].items():
-        for r in runs:
+        for r in runs if arm in ("al", "random") else []:
             if r["run"] not in have:
                 arms.setdefault(arm, []).append(dict(r, carried=True))
+
+
+def superseded() -> dict:
+    """Runs kept from an earlier xTB set (``RESULTS/superseded_xtb_<sha>/<arm>_<r>/``, the
+    ``KEEP`` layout): their curves, reported beside the current runs and never pooled with them."""
+    out = {}
+    for d in sorted(RESULTS.glob("superseded_xtb_*")):
+        runs = {p.parent.name: _curve(p) for p in sorted(d.glob("*/al_metrics.csv"))}
+        out[d.name.removeprefix("superseded_xtb_")] = {
+            name: {"curve": c, "labels_to_target": next((n for n, f in c if f <= TARGET_F), None)} for name, c in runs.items()}
+    return out
 
 
 def report():
     test = ase.io.read(DATA / "test.extxyz", ":")
     test_e = np.array([a.get_potential_energy() for a in test])
     rounds = int(yaml.safe_load((HERE / "config.yaml").read_text())["al"]["rounds"])
-    res = {"target_force_mae_eV_per_A": TARGET_F, "rounds": rounds, "arms": {},
+    xtb_set = json.loads(XTB_SUMMARY.read_text())["arrays_sha256"]
+    res = {"target_force_mae_eV_per_A": TARGET_F, "rounds": rounds, "arms": {}, "xtb_set_sha256": xtb_set,
+           "xtb_set_of_carried_runs": "the first set (2026-11-30), not kept",
            "test_frames": {"n": len(test), "median_max_abs_force_eV_per_A":
                            float(np.median([np.abs(a.get_forces()).max() for a in test]))}}
     for kept in sorted(KEEP.glob("*/state.json")):  # pool-arm runs kept in the repository
@@ -248,8 +266,14 @@ def report():
                                      "labelled_frames": _label_stats(p.parent / "labels.extxyz", test_e)})
     carry_forward(res["arms"])
     res["arms"] = {arm: sorted(v, key=lambda x: x["run"]) for arm, v in res["arms"].items()}
+    res["superseded"] = superseded()
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
+    for sha, runs in res["superseded"].items():
+        for name, run_ in runs.items():
+            c = run_["curve"]
+            ax.plot([n for n, _ in c], [f for _, f in c], "x--", color=colours[name.rsplit("_", 1)[0]], alpha=0.35,
+                    label=f"{name} (xTB set {sha[:8]})")
     for arm, runs in res["arms"].items():
         for k, run_ in enumerate(runs):
             c = run_["curve"]

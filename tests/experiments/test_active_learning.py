@@ -61,18 +61,32 @@ def test_the_arms_of_a_pair_differ_only_in_selection():
 
 def test_report_carries_forward_runs_this_checkout_lacks(tmp_path, monkeypatch):
     """A report from a checkout without an earlier checkout's run directories (git-ignored)
-    keeps the runs the previous results.json held, marked as carried; runs on disk win."""
+    keeps the al / random runs the previous results.json held, marked as carried; runs on disk
+    win.  Pool-arm runs are never carried: they are restored from the kept runs, or were moved
+    to a superseded set."""
     import json
 
     monkeypatch.setattr(al_run, "RESULTS", tmp_path)
     old = {"arms": {"al": [{"run": "al_0", "curve": [[50, 0.3]]}, {"run": "al_1", "curve": [[50, 0.4]]}],
-                    "random": [{"run": "random_0", "curve": [[50, 0.5]]}]}}
+                    "random": [{"run": "random_0", "curve": [[50, 0.5]]}],
+                    "qbc": [{"run": "qbc_1", "curve": [[50, 0.2]]}], "pool": [{"run": "pool_0", "curve": [[50, 0.2]]}]}}
     (tmp_path / "results.json").write_text(json.dumps(old))
     arms = {"al": [{"run": "al_0", "curve": [[50, 0.2]]}], "qbc": [{"run": "qbc_0", "curve": [[50, 0.1]]}]}
     al_run.carry_forward(arms)
     assert arms["al"] == [{"run": "al_0", "curve": [[50, 0.2]]}, {"run": "al_1", "curve": [[50, 0.4]], "carried": True}]
     assert arms["random"] == [{"run": "random_0", "curve": [[50, 0.5]], "carried": True}]
-    assert arms["qbc"] == [{"run": "qbc_0", "curve": [[50, 0.1]]}]
+    assert arms["qbc"] == [{"run": "qbc_0", "curve": [[50, 0.1]]}] and "pool" not in arms
+
+
+def test_report_reads_superseded_runs_apart(tmp_path, monkeypatch):
+    """Runs moved to superseded_xtb_<sha>/ (an earlier xTB set) are read with their set's name,
+    their curves and the labels at which they reach the target."""
+    monkeypatch.setattr(al_run, "RESULTS", tmp_path)
+    t = al_run.TARGET_F
+    run_dir = tmp_path / "superseded_xtb_00cb8317" / "qbc_0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "al_metrics.csv").write_text(f"round,n_labels,test_force_mae_eV_per_A\n0,50,0.3\n1,75,{t - 0.01}\n")
+    assert al_run.superseded() == {"00cb8317": {"qbc_0": {"curve": [(50, 0.3), (75, t - 0.01)], "labels_to_target": 75}}}
 
 
 def test_kept_pool_run_resumes_in_a_new_checkout(paracetamol, tmp_path):
