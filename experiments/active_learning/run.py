@@ -184,6 +184,11 @@ def _curve(path):
     return [(int(r["n_labels"]), float(r["test_force_mae_eV_per_A"])) for r in rows if r.get("test_force_mae_eV_per_A")]
 
 
+def _labels_to_target(curve):
+    """The labels at the first round whose test force MAE reaches ``TARGET_F`` (None: never)."""
+    return next((n for n, f in curve if f <= TARGET_F), None)
+
+
 def _label_stats(path, test_e):
     """Where the labelled frames lie against the test frames: their mean xTB energy above the
     test mean in units of the test energies' std, and the median of max |F| (eV/Å)."""
@@ -239,7 +244,7 @@ def superseded() -> dict:
     for d in sorted(RESULTS.glob("superseded_xtb_*")):
         runs = {p.parent.name: _curve(p) for p in sorted(d.glob("*/al_metrics.csv"))}
         out[d.name.removeprefix("superseded_xtb_")] = {
-            name: {"curve": c, "labels_to_target": next((n for n, f in c if f <= TARGET_F), None)} for name, c in runs.items()}
+            name: {"curve": c, "labels_to_target": _labels_to_target(c)} for name, c in runs.items()}
     return out
 
 
@@ -261,7 +266,7 @@ def report():
         for p in sorted(RUNS.glob(f"{arm}_*/al_metrics.csv")):
             c = _curve(p)
             res["arms"][arm].append({"run": p.parent.name, "curve": c,
-                                     "labels_to_target": next((n for n, f in c if f <= TARGET_F), None),
+                                     "labels_to_target": _labels_to_target(c),
                                      "complete": len(c) == rounds + 1,  # all rounds and the final training
                                      "labelled_frames": _label_stats(p.parent / "labels.extxyz", test_e)})
     carry_forward(res["arms"])
