@@ -316,7 +316,7 @@ def al_rows():
     if not all(arms.get(k) for k in ("al", "random")):
         return []
     final = {k: np.array([r["curve"][-1][1] for r in v if r["curve"]]) for k, v in arms.items()}
-    labels = sorted({r["curve"][-1][0] for v in arms.values() for r in v if r["curve"]})
+    labels = sorted({r["curve"][-1][0] for k in ("al", "random") for r in arms[k] if r["curve"]})
     need = {k: ["never" if r["labels_to_target"] is None else r["labels_to_target"] for r in v] for k, v in arms.items()}
     ratio, tb = a.get("ratio_al_to_random"), a.get("target_b", {})
     bar = _half_the_labels(ratio, tb.get("ratio_al_to_random"), "active-learning")
@@ -324,9 +324,7 @@ def al_rows():
             f"initial + 25 labels per round, {len(final['al'])} / {len(final['random'])} complete repeats (al / "
             f"random){f', {going} run(s) still going' if going else ''}; 500 "
             f"test frames at 500 K | | final test force MAE ({labels} labels): al {final['al'].mean():.3f} ± "
-            f"{final['al'].std():.3f}, random {final['random'].mean():.3f} ± {final['random'].std():.3f} eV/Å"
-            + (f", pool {final['pool'].mean():.3f} ± {final['pool'].std():.3f} eV/Å ({len(final['pool'])} repeats)"
-               if len(final.get("pool", [])) else "") + " | | "
+            f"{final['al'].std():.3f}, random {final['random'].mean():.3f} ± {final['random'].std():.3f} eV/Å | | "
             f"labels to {a['target_force_mae_eV_per_A']} eV/Å: al {need['al']}, random {need['random']}; target (b) "
             f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {tb.get('al_labels')}, random "
             f"{tb.get('random_labels')}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "
