@@ -317,7 +317,7 @@ def al_rows():
         return []
     final = {k: np.array([r["curve"][-1][1] for r in v if r["curve"]]) for k, v in arms.items()}
     labels = sorted({r["curve"][-1][0] for k in ("al", "random") for r in arms[k] if r["curve"]})
-    need = {k: ["never" if r["labels_to_target"] is None else r["labels_to_target"] for r in v] for k, v in arms.items()}
+    need = {k: _labels([r["labels_to_target"] for r in v]) for k, v in arms.items()}
     ratio, tb = a.get("ratio_al_to_random"), a.get("target_b", {})
     bar = _half_the_labels(ratio, tb.get("ratio_al_to_random"), "active-learning")
     return [f"| active learning vs random selection, Ac-Ala3-NHMe, GFN2-xTB labels, committee of 4 DeepPot-SE, 50 "
@@ -326,8 +326,8 @@ def al_rows():
             f"test frames at 500 K | | final test force MAE ({labels} labels): al {final['al'].mean():.3f} ± "
             f"{final['al'].std():.3f}, random {final['random'].mean():.3f} ± {final['random'].std():.3f} eV/Å | | "
             f"labels to {a['target_force_mae_eV_per_A']} eV/Å: al {need['al']}, random {need['random']}; target (b) "
-            f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {tb.get('al_labels')}, random "
-            f"{tb.get('random_labels')}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "
+            f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: al {_labels(tb.get('al_labels'))}, random "
+            f"{_labels(tb.get('random_labels'))}; al ≤ ½ random: {bar} | `python experiments/active_learning/run.py run`, then "
             "`report` |"] + qbc_rows(a, arms, final, need) + superseded_rows(a)
 
 
@@ -339,9 +339,17 @@ def superseded_rows(a):
         out.append(f"| query by committee vs pool draws on an earlier xTB set ({sha[:8]}, regenerated differently "
                    f"since), superseded and not pooled with the current runs | | test force MAE (eV/Å) by labels: "
                    f"{curves} | | labels to {a['target_force_mae_eV_per_A']} eV/Å: "
-                   + ", ".join(f"{name} {r['labels_to_target'] or 'never'}" for name, r in runs.items()) + " | "
+                   + ", ".join(f"{name} {_labels(r['labels_to_target'])}" for name, r in runs.items()) + " | "
                    "`experiments/results/active_learning/superseded_xtb_*` |")
     return out
+
+
+def _labels(n) -> str:
+    """Labels needed to reach a target, as read in a table: a run (None: never reached), a
+    list of runs, or a mean over runs (to 0.1 label)."""
+    if isinstance(n, list):
+        return "[" + ", ".join(map(_labels, n)) + "]"
+    return "never" if n is None else f"{round(n, 1):g}"
 
 
 def _half_the_labels(ratio, ratio_b, runs: str) -> str:
@@ -367,8 +375,8 @@ def qbc_rows(a, arms, final, need):
             f"repeats (qbc / pool); 500 test frames at 500 K | | final test force MAE: qbc {final['qbc'].mean():.3f} ± "
             f"{final['qbc'].std():.3f}, pool {final['pool'].mean():.3f} ± {final['pool'].std():.3f} eV/Å | | labels to "
             f"{a['target_force_mae_eV_per_A']} eV/Å: qbc {need['qbc']}, pool {need['pool']}; target (b) "
-            f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: qbc {tb.get('active_labels')}, pool "
-            f"{tb.get('reference_labels')}; qbc ≤ ½ pool: {bar} | `python experiments/active_learning/run.py run "
+            f"{tb.get('force_mae_eV_per_A', float('nan')):.3f} eV/Å: qbc {_labels(tb.get('active_labels'))}, pool "
+            f"{_labels(tb.get('reference_labels'))}; qbc ≤ ½ pool: {bar} | `python experiments/active_learning/run.py run "
             "--arms qbc pool`, then `report` |"]
 
 
