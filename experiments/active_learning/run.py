@@ -29,7 +29,11 @@ question "how many labels does active learning need for what random selection ge
 all of its labels" always has an answer.  The report gives, per arm and repeat, the labels
 at the first round whose committee reaches each target (no interpolation between rounds),
 and the ratio al/random of the means over repeats; a run that never reaches a target is
-reported as such.
+reported as such.  Target (c), added after all three repeats of every arm were complete, when
+no pair had a ratio at (a) or (b): the largest final test force MAE among a pair's complete runs,
+which every one of them reaches, so that the pair always has a measured ratio; its labels are
+interpolated linearly between rounds (25 labels apart).  ``report`` also evaluates each
+finished pool / qbc committee on the test frames: how well its deviation ranks its errors.
 Runs are resumable: rerun the same command after an interruption.  The ``pool`` and ``qbc``
 runs (about 2.8 h per arm and repeat on one core) are also kept round by round under
 ``experiments/results/active_learning/runs/`` (``keep.py``; commit it), so that a new checkout
@@ -59,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from lrnn import units  # noqa: E402
 from lrnn.al import load_al_config, run_al  # noqa: E402
+from lrnn.evaluate import evaluate  # noqa: E402
 from lrnn.plots import _plt, _save  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -218,7 +223,36 @@ def compare(active: list, reference: list) -> dict:
                            "active_labels": got}
         if all(x is not None for x in got):
             out["target_b"]["ratio"] = float(np.mean(got) / np.mean([n for n, _ in ends]))
+    curves = [r["curve"] for r in active + reference]
+    if active and reference:  # (c): every run reaches it, so the ratio is always measured
+        target_c = max(c[-1][1] for c in curves)
+        need = [[_labels_at(r["curve"], target_c) for r in runs] for runs in (active, reference)]
+        out["target_c"] = {"force_mae_eV_per_A": target_c, "active_labels": need[0], "reference_labels": need[1],
+                           "ratio": float(np.mean(need[0]) / np.mean(need[1]))}
     return out
+
+
+def _labels_at(curve, target):
+    """Labels at which a learning curve first reaches ``target``, interpolated linearly in
+    labels between the two rounds that bracket it (None: never)."""
+    if curve and curve[0][1] <= target:
+        return float(curve[0][0])
+    for (n0, f0), (n1, f1) in zip(curve, curve[1:]):
+        if f1 <= target:
+            return float(n0 + (n1 - n0) * (f0 - target) / (f0 - f1))
+    return None
+
+
+def committee_on_test(run_dir: Path) -> dict | None:
+    """How well the final committee's deviation ranks its own test errors
+    (:func:`lrnn.evaluate.evaluate`): per-structure Spearman of largest force error against
+    largest force deviation, and the members' error correlation.  Query by committee can
+    only pick the frames a model gets wrong if these rank them."""
+    ckpt = run_dir / "final" / "model" / "checkpoint"
+    if not ckpt.exists():
+        return None
+    m = evaluate(ckpt, str(DATA / "test.extxyz"), unit="eV")
+    return {k: m[k] for k in ("force_mae", "force_spearman", "member_error_correlation", "mean_model_deviation")}
 
 
 def carry_forward(arms: dict) -> None:
@@ -269,6 +303,8 @@ def report():
                                      "labels_to_target": _labels_to_target(c),
                                      "complete": len(c) == rounds + 1,  # all rounds and the final training
                                      "labelled_frames": _label_stats(p.parent / "labels.extxyz", test_e)})
+            if arm in ("pool", "qbc") and len(c) == rounds + 1:
+                res["arms"][arm][-1]["final_committee_on_test"] = committee_on_test(p.parent)
     carry_forward(res["arms"])
     res["arms"] = {arm: sorted(v, key=lambda x: x["run"]) for arm, v in res["arms"].items()}
     res["superseded"] = superseded()

@@ -37,6 +37,19 @@ def test_compare_without_reaching_the_target_reports_no_ratio():
     assert al_run.compare([], reference) == {"active_runs": 0, "reference_runs": 1}
 
 
+def test_target_c_is_reached_by_every_run_with_labels_interpolated_between_rounds():
+    active = [run([(50, 0.40), (75, 0.30), (100, 0.20)])]
+    reference = [run([(50, 0.40), (75, 0.35), (100, 0.25)]), run([(50, 0.40), (75, 0.32), (100, 0.26)])]
+    c = al_run.compare(active, reference)["target_c"]
+    assert c["force_mae_eV_per_A"] == pytest.approx(0.26)  # the worst final error of the pair
+    # active: 0.30 -> 0.20 over 75 -> 100 labels, 0.26 is 40 % of the way: 85 labels
+    assert c["active_labels"] == [pytest.approx(85.0)]
+    # reference: 0.35 -> 0.25 reaches 0.26 at 90 % of the way (97.5); the other ends there (100)
+    assert c["reference_labels"] == [pytest.approx(97.5), pytest.approx(100.0)]
+    assert c["ratio"] == pytest.approx(85.0 / 98.75)
+    assert al_run._labels_at([(50, 0.2)], 0.3) == 50.0 and al_run._labels_at([(50, 0.4), (75, 0.35)], 0.3) is None
+
+
 def test_qbc_arm_selects_from_the_pool_by_deviation():
     assert al_run.SELECTION["qbc"] == "pool_deviation" and ("qbc", "pool") in al_run.PAIRS
 
