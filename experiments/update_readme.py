@@ -320,7 +320,7 @@ def al_rows():
     need = {k: _labels([r["labels_to_target"] for r in v]) for k, v in arms.items()}
     ratio, tb = a.get("ratio_al_to_random"), a.get("target_b", {})
     bar = _half_the_labels(ratio, tb.get("ratio_al_to_random"), "active-learning",
-                           a.get("pairs", {}).get("al/random", {}).get("target_c"))
+                           a.get("pairs", {}).get("al/random", {}).get("target_c")) + _why_al(arms)
     return [f"| active learning vs random selection, Ac-Ala3-NHMe, GFN2-xTB labels, committee of 4 DeepPot-SE, 50 "
             f"initial + 25 labels per round, {len(final['al'])} / {len(final['random'])} complete repeats (al / "
             f"random){f', {going} run(s) still going' if going else ''}; 500 "
@@ -383,9 +383,20 @@ def _why_qbc(arms) -> str:
     rho = np.array([e["member_error_correlation"] for e in ev])
     return (f"; why: the final committees' deviation ranks their own test errors only weakly (per-structure "
             f"Spearman {sp.mean():.2f} ± {sp.std(ddof=1) if len(sp) > 1 else 0:.2f}, member force-error correlation "
-            f"{rho.mean():.2f}, {len(ev)} committees), and the pool is the test distribution, so random draws already "
-            f"cover it while qbc's labels sit {np.mean(lab['qbc']):+.2f} test std from the test mean energy (pool "
-            f"{np.mean(lab['pool']):+.2f})")
+            f"{rho.mean():.2f}, {len(ev)} committees), and pool and test frames come from one 500 K MD, so random draws "
+            f"already follow the test distribution while qbc's labels sit {np.mean(lab['qbc']):+.2f} test std from the "
+            f"test mean energy (pool {np.mean(lab['pool']):+.2f})")
+
+
+def _why_al(arms) -> str:
+    """Evidence for the al/random outcome: where the explored frames each arm labelled lie."""
+    lab = {k: [r["labelled_frames"]["energy_above_test_mean_in_test_std"] for r in arms.get(k, [])
+               if r.get("labelled_frames", {}).get("n")] for k in ("al", "random")}
+    if not all(lab.values()):
+        return ""
+    return (f"; why: both arms label frames of their own committees' MD, which sit far above the test frames in "
+            f"energy (al {np.mean(lab['al']):+.1f}, random {np.mean(lab['random']):+.1f} test std from the test mean), "
+            "so neither arm's labels cover the test distribution")
 
 
 def qbc_rows(a, arms, final, need):
