@@ -223,9 +223,8 @@ def compare(active: list, reference: list) -> dict:
                            "active_labels": got}
         if all(x is not None for x in got):
             out["target_b"]["ratio"] = float(np.mean(got) / np.mean([n for n, _ in ends]))
-    curves = [r["curve"] for r in active + reference]
     if active and reference:  # (c): every run reaches it, so the ratio is always measured
-        target_c = max(c[-1][1] for c in curves)
+        target_c = max(r["curve"][-1][1] for r in active + reference)
         need = [[_labels_at(r["curve"], target_c) for r in runs] for runs in (active, reference)]
         out["target_c"] = {"force_mae_eV_per_A": target_c, "active_labels": need[0], "reference_labels": need[1],
                            "ratio": float(np.mean(need[0]) / np.mean(need[1]))}
