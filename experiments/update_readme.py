@@ -371,13 +371,19 @@ def _half_the_labels(ratio, ratio_b, runs: str, target_c: dict | None = None) ->
     return f"NOT met: neither target reached by every {runs} run"
 
 
+def _label_energy_offsets(arms, names) -> dict:
+    """Per arm, each run's mean labelled energy above the test mean, in test std (``run.py``
+    ``labelled_frames``); runs with no labels left out."""
+    return {k: [r["labelled_frames"]["energy_above_test_mean_in_test_std"] for r in arms.get(k, [])
+                if r.get("labelled_frames", {}).get("n")] for k in names}
+
+
 def _why_qbc(arms) -> str:
     """Evidence for the qbc/pool outcome: how well the final committees' deviation ranks their
     own test errors, and where the frames each arm labelled lie against the test frames."""
     ev = [r["final_committee_on_test"] for r in arms.get("qbc", []) + arms.get("pool", [])
           if r.get("final_committee_on_test")]
-    lab = {k: [r["labelled_frames"]["energy_above_test_mean_in_test_std"] for r in arms.get(k, [])
-               if r.get("labelled_frames", {}).get("n")] for k in ("qbc", "pool")}
+    lab = _label_energy_offsets(arms, ("qbc", "pool"))
     if not ev or not all(lab.values()):
         return ""
     sp = np.array([e["force_spearman"] for e in ev])
@@ -393,8 +399,7 @@ def _why_qbc(arms) -> str:
 
 def _why_al(arms) -> str:
     """Evidence for the al/random outcome: where the explored frames each arm labelled lie."""
-    lab = {k: [r["labelled_frames"]["energy_above_test_mean_in_test_std"] for r in arms.get(k, [])
-               if r.get("labelled_frames", {}).get("n")] for k in ("al", "random")}
+    lab = _label_energy_offsets(arms, ("al", "random"))
     if not all(lab.values()) or min(np.mean(v) for v in lab.values()) < 3:  # "far above": > 3 test std
         return ""
     return (f"; why: both arms label frames of their own committees' MD, which sit far above the test frames in "
