@@ -89,12 +89,21 @@ def rows():
     if c:
         t, s1 = c["test"], c["stages"]["stage1"]["stage_record"]["train_summary"]
         s2 = c["stages"][c["chosen"]]["stage_record"]["train_summary"]
+        s3 = c.get("stage3")
+        chose3 = s3["chosen"] if s3 and s3["chosen"] != c["chosen"] else None
+        times, steps = [s1["train_time_s"], s2["train_time_s"]], [s1["steps"], s2["steps"]]
+        if chose3:
+            s3_run = s3["rows"][chose3]["stage_record"]["train_summary"]
+            times, steps = times + [s3_run["train_time_s"]], steps + [s3_run["steps"]]
+        stage3 = "" if not s3 else (
+            f"; stage 3 (the force NLL in the loss): `{s3['chosen']}` chosen on a pool of 2000 configurations outside "
+            f"split 01 (every candidate in stage3.md)")
         out.append(f"| committee of {c['members']} DeepPot-SE, rMD17 aspirin split 01, 1000 test (mean of the members); "
                    f"force Spearman {t['force_spearman']:.3f}, miscalibration area {t['miscalibration_area']:.3f} → "
                    f"{t['miscalibration_area_recalibrated']:.3f} recalibrated on validation; stage 2 `{c['chosen']}` "
-                   f"chosen on validation (every variant in results.md) | "
+                   f"chosen on validation (every variant in results.md){stage3} | "
                    f"{t['energy_mae']:.3f} kcal/mol | {t['force_mae']:.3f} kcal/mol/Å | "
-                   f"{s1['train_time_s'] / 60:.0f} + {s2['train_time_s'] / 60:.0f} min ({s1['steps']} + {s2['steps']} "
+                   f"{' + '.join(f'{x / 60:.0f}' for x in times)} min ({' + '.join(str(x) for x in steps)} "
                    f"steps) | Spearman ≥ {c['bar_force_spearman']}: {'met' if c['met'] else 'NOT met'} | "
                    "`python experiments/uncertainty/aspirin_committee.py` |")
     return out + al_rows() + peer_rows() + timed_rows() + equivariant_rows() + scale_rows() + thesis_rows()

@@ -38,7 +38,13 @@ class TrainConfig:
     holds both, so a resume is exact).  ``stage2_from: s`` (MACE's second stage) holds the
     energy and force prefactors at ``stage2_pref_e`` and ``stage2_pref_f`` once a fraction
     s of the budget (``max_time_s`` or ``max_steps``) has passed; validation then scores
-    every epoch with those prefactors."""
+    every epoch with those prefactors.  ``committee_nll: λ`` (K > 1) adds λ times the
+    committee's force NLL (:func:`lrnn.train.trainer.committee_force_nll`) to the members'
+    summed loss: the spread is fitted to the committee mean's error, the mean left to the
+    members' own losses (the shallow ensembles of Kellner & Ceriotti, Mach. Learn.: Sci.
+    Technol. 5, 035006 (2024), trained with an NLL; here on a deep committee);
+    ``committee_nll_floor`` (eV/Å) keeps components on which the members agree from
+    dominating it."""
 
     seed: int = 0
     batch_size: int = 8
@@ -64,6 +70,8 @@ class TrainConfig:
     progress: bool = True
     committee: int = 1  # K > 1: train K models (seeds seed..seed+K-1) at once, one vmap over stacked weights
     committee_subset: float = 1.0  # < 1: each member trains on its own random fraction of the training set
+    committee_nll: float = 0.0  # > 0 (K > 1): weight of the committee's force NLL in the loss
+    committee_nll_floor: float = 0.01  # eV/Å: the NLL reads a spread σ as sqrt(σ² + floor²)
     restarts: int = 1  # R > 1: each model (member) is the best on validation of R copies from other seeds
     devices: object = "auto"  # data-parallel over this many local devices ("auto": all visible)
     init_from: str = ""  # warm start: weights, descriptor statistics and shifts of this checkpoint
@@ -107,6 +115,17 @@ class TrainConfig:
             raise ValueError("restarts > 1 with init_from: a warm start has one set of weights per model")
         if not 0 < self.committee_subset <= 1:
             raise ValueError(f"committee_subset must be in (0, 1], got {self.committee_subset}")
+        if self.committee_nll < 0:
+            raise ValueError(f"committee_nll must be >= 0 (the weight of the committee's force NLL), "
+                             f"got {self.committee_nll}")
+        if self.committee_nll_floor <= 0:
+            raise ValueError(f"committee_nll_floor must be > 0 eV/Å, got {self.committee_nll_floor}")
+        if self.committee_nll > 0 and (self.committee < 2 or self.restarts > 1):
+            raise ValueError(f"committee_nll > 0 needs a committee (committee >= 2, got {self.committee}) "
+                             f"trained without restarts (got {self.restarts}): the NLL couples the members")
+        if self.committee_nll > 0 and not self.uses_forces:
+            raise ValueError("committee_nll > 0 needs force labels in the loss (pref_f_start or pref_f_limit > 0): "
+                             "it is the committee's force NLL")
         if not (self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1)):
             raise ValueError(f"devices must be 'auto' or an integer >= 1, got {self.devices!r}")
         if self.dtype not in ("float32", "float64"):

@@ -83,6 +83,29 @@ def loss_terms(pred, labels):
     return le, lf, lv
 
 
+def committee_force_nll(f_members, labels, var_floor: float):
+    r"""The committee's Gaussian negative log-likelihood of the reference forces, per force
+    component (eV/Å units; ``f_members`` (K, B, N, 3)):
+
+    .. math::
+
+        \mathcal L = \Big\langle \tfrac12\log(\sigma_{i\alpha}^2 + \epsilon)
+          + \frac{(F^{\rm ref}_{i\alpha} - [\bar F_{i\alpha}])^2}{2(\sigma_{i\alpha}^2 + \epsilon)}\Big\rangle,
+        \qquad \sigma^2_{i\alpha} = \tfrac1K\sum_k (F^{(k)}_{i\alpha} - \bar F_{i\alpha})^2,
+
+    averaged over the real atoms of structures with forces; :math:`[\bar F]` is held fixed
+    (stop-gradient), so the term moves the members apart or together about their mean
+    (:math:`\sum_k \partial\sigma^2/\partial F^{(k)} = 0`) and leaves the mean to the
+    members' own losses; ε (``var_floor``, eV²/Å²) keeps the components on which the members
+    agree (σ → 0, a gradient ∝ δ²/σ⁴) from dominating the term."""
+    mean = jax.lax.stop_gradient(f_members.mean(axis=0))
+    var = jnp.mean((f_members - f_members.mean(axis=0)) ** 2, axis=0) + var_floor
+    has = labels["has_forces"] & (labels["weight"] > 0) if "weight" in labels else labels["has_forces"]
+    fmask = jnp.broadcast_to((labels["mask"] & has[:, None])[..., None], var.shape)
+    nll = 0.5 * jnp.log(var) + (labels["forces"] - mean) ** 2 / (2.0 * var)
+    return jnp.sum(jnp.where(fmask, nll, 0.0)) / jnp.maximum(jnp.sum(fmask), 1.0)
+
+
 def charge_loss(graphdef, state, stats, inputs, labels):
     """Mean-square error (e²) of the latent charges against reference charges, over the
     atoms of structures that carry them."""
@@ -253,20 +276,23 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
             if "weight" in labels:
                 labels = dict(labels, has_charges=labels["has_charges"] & (labels["weight"] > 0))
             loss = loss + tc.pref_q * charge_mse(pred[3], labels)
-        return loss, (le, lf, lv)
+        return loss, ((le, lf, lv), pred[1])
 
     def loss_fn(st, inputs, labels, pref):
         if K == 1:
-            return member_loss(st, inputs, labels, pref)
+            loss, (terms, _) = member_loss(st, inputs, labels, pref)
+            return loss, terms
         # members are independent: the sum's gradient is each member's own loss gradient
+        shared = {k: v for k, v in labels.items() if k != "member_weight"}
         if "member_weight" in labels:  # (K, B): each member's own subset of the training data
-            labels = dict(labels)
-            w = labels.pop("member_weight")
-            w = w * labels["weight"] if "weight" in labels else w
-            loss, terms = jax.vmap(lambda s_, w_: member_loss(s_, inputs, dict(labels, weight=w_), pref))(st, w)
+            w = labels["member_weight"] * labels["weight"] if "weight" in labels else labels["member_weight"]
+            loss, (terms, f) = jax.vmap(lambda s_, w_: member_loss(s_, inputs, dict(shared, weight=w_), pref))(st, w)
         else:
-            loss, terms = jax.vmap(member_loss, in_axes=(0, None, None, None))(st, inputs, labels, pref)
-        return jnp.sum(loss), jax.tree.map(jnp.mean, terms)
+            loss, (terms, f) = jax.vmap(member_loss, in_axes=(0, None, None, None))(st, inputs, labels, pref)
+        loss = jnp.sum(loss)
+        if tc.committee_nll > 0:  # couples the members: their spread fitted to the mean's error
+            loss = loss + tc.committee_nll * committee_force_nll(f, shared, tc.committee_nll_floor**2)
+        return loss, jax.tree.map(jnp.mean, terms)
 
     @jax.jit
     def train_step(st, ost, ema, lr, pref, n, idx, dev):
