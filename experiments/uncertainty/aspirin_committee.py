@@ -287,6 +287,14 @@ def diagnose(results: Path = RESULTS):
     print("\n".join(md))
 
 
+def stage3_choice(rows: dict, base: str = "refine_subset75", slack: float = MAE_SLACK) -> str:
+    """Stage 3's rule: the highest pool force Spearman among the committees whose pool force
+    MAE is at most ``slack`` times ``base``'s (``base`` itself always qualifies)."""
+    limit = slack * rows[base]["pool_force_mae_kcal_mol_A"]
+    ok = [n for n in rows if n == base or rows[n]["pool_force_mae_kcal_mol_A"] <= limit]
+    return max(ok, key=lambda n: rows[n]["pool_force_spearman"])
+
+
 def choose_stage3(results: Path = RESULTS):
     """Stage 3's rule (module docstring) on the diagnostic pool, then every candidate on test."""
     stage2 = load_config(REFINE)
@@ -306,9 +314,7 @@ def choose_stage3(results: Path = RESULTS):
                       / units.KCAL_MOL}
         if name != "refine_subset75":
             rows[name]["stage_record"] = json.loads((ck.parent / "stage_record.json").read_text())
-    limit = MAE_SLACK * rows["refine_subset75"]["pool_force_mae_kcal_mol_A"]
-    ok = [n for n in rows if rows[n]["pool_force_mae_kcal_mol_A"] <= limit]
-    chosen = max(ok, key=lambda n: rows[n]["pool_force_spearman"])
+    chosen = stage3_choice(rows)
     # the rule is applied; only now is any stage-3 committee evaluated on test
     results.mkdir(parents=True, exist_ok=True)
     if chosen != "refine_subset75":

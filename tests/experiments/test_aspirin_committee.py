@@ -58,3 +58,14 @@ def test_diagnostic_pool_is_disjoint_from_split_01():
     for j, i in hits[:20]:
         assert pool.energy[j] == other.energy[i]
         np.testing.assert_array_equal(pool.forces[j], other.forces[i])
+
+
+def test_stage3_rule_takes_the_best_pool_spearman_within_the_mae_slack():
+    """Stage 3's rule: a higher pool Spearman wins only within 10 % of stage 2's pool MAE."""
+    rows = {"refine_subset75": {"pool_force_spearman": 0.40, "pool_force_mae_kcal_mol_A": 1.40},
+            "nll_0.01": {"pool_force_spearman": 0.45, "pool_force_mae_kcal_mol_A": 1.50},
+            "nll_0.03": {"pool_force_spearman": 0.55, "pool_force_mae_kcal_mol_A": 1.60}}
+    assert ac.stage3_choice(rows) == "nll_0.01"  # 1.60 > 1.1 x 1.40 = 1.54: nll_0.03 is out
+    rows["nll_0.01"]["pool_force_spearman"] = 0.39
+    assert ac.stage3_choice(rows) == "refine_subset75"  # no qualifying variant ranks better
+    assert ac.stage3_choice(rows, slack=1.2) == "nll_0.03"
