@@ -95,9 +95,14 @@ def rows():
         if chose3:
             s3_run = s3["rows"][chose3]["stage_record"]["train_summary"]
             times, steps = times + [s3_run["train_time_s"]], steps + [s3_run["steps"]]
-        stage3 = "" if not s3 else (
-            f"; stage 3 (the force NLL in the loss): `{s3['chosen']}` chosen on a pool of 2000 configurations outside "
-            f"split 01 (every candidate in stage3.md)")
+        stage3 = ""
+        if s3:
+            base = c["chosen"]
+            others = ", ".join(f"{r['pool_force_spearman']:.3f} (`{n}`)" for n, r in s3["rows"].items() if n != base)
+            before = s3["rows"][base]["pool_force_spearman"]
+            stage3 = (f"; stage 3 (the force NLL in the loss): pool force Spearman {before:.3f} → {others} on 2000 "
+                      f"configurations outside split 01, so `{s3['chosen']}` "
+                      f"{'kept' if s3['chosen'] == base else 'taken'} (every candidate in stage3.md)")
         out.append(f"| committee of {c['members']} DeepPot-SE, rMD17 aspirin split 01, 1000 test (mean of the members); "
                    f"force Spearman {t['force_spearman']:.3f}, miscalibration area {t['miscalibration_area']:.3f} → "
                    f"{t['miscalibration_area_recalibrated']:.3f} recalibrated on validation; stage 2 `{c['chosen']}` "
