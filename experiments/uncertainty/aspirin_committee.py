@@ -129,6 +129,14 @@ def git_commit() -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
 
 
+def table_cells(t: dict) -> str:
+    """The test columns of a results table: energy and force MAE, force Spearman, member error
+    correlation, miscalibration area and NLL (each before → after the recalibration)."""
+    return (f"{t['energy_mae']:.3f} | {t['force_mae']:.3f} | {t['force_spearman']:.3f} | "
+            f"{t['member_error_correlation']:.3f} | {t['miscalibration_area']:.3f} → "
+            f"{t['miscalibration_area_recalibrated']:.3f} | {t['nll']:.2f} → {t['nll_recalibrated']:.2f}")
+
+
 def validation_metrics(cfg: dict, checkpoint: Path) -> dict:
     """The committee's calibration on the validation split of ``cfg`` (never the test set)."""
     val = load_data(cfg["data"], cfg["base"])["val"]
@@ -181,10 +189,7 @@ def choose(results: Path = RESULTS):
         s = sr["train_summary"]
         md.append(f"| {name}{' (chosen)' if name == chosen else ''} | {s['steps']}, {s['train_time_s']:.0f} s, "
                   f"{sr['load_avg'][0]:.1f} | {v['force_spearman']:.3f} | {v['force_mae_eV_A'] / units.KCAL_MOL:.3f} | "
-                  f"{t['energy_mae']:.3f} | {t['force_mae']:.3f} | {t['force_spearman']:.3f} | "
-                  f"{t['member_error_correlation']:.3f} | "
-                  f"{t['miscalibration_area']:.3f} → {t['miscalibration_area_recalibrated']:.3f} | "
-                  f"{t['nll']:.2f} → {t['nll_recalibrated']:.2f} |")
+                  f"{table_cells(t)} |")
     md += ["", "Errors in kcal/mol and kcal/mol/Å (per component), NLL per component in eV/Å units; "
            "recalibration: one σ scale fitted on validation. "
            f"Bar: test force Spearman ≥ {BAR_SPEARMAN} for the chosen committee: "
@@ -348,10 +353,7 @@ def choose_stage3(results: Path = RESULTS):
         tr = (f"{sr['train_summary']['steps']}, {sr['train_summary']['train_time_s']:.0f} s, {sr['load_avg'][0]:.1f}"
               if sr else "stage 2 (results.md)")
         md.append(f"| {name}{' (chosen)' if name == chosen else ''} | {tr} | {r['pool_force_spearman']:.3f} | "
-                  f"{r['pool_force_mae_kcal_mol_A']:.3f} | {t['energy_mae']:.3f} | {t['force_mae']:.3f} | "
-                  f"{t['force_spearman']:.3f} | {t['member_error_correlation']:.3f} | "
-                  f"{t['miscalibration_area']:.3f} → {t['miscalibration_area_recalibrated']:.3f} | "
-                  f"{t['nll']:.2f} → {t['nll_recalibrated']:.2f} |")
+                  f"{r['pool_force_mae_kcal_mol_A']:.3f} | {table_cells(t)} |")
     md += ["", f"Errors in kcal/mol and kcal/mol/Å (per component).  Bar: test force Spearman ≥ {BAR_SPEARMAN} "
            f"for the committed committee: {res['force_spearman']:.3f}, {'met' if rec['met'] else 'NOT met'}."]
     (results / "stage3.md").write_text("\n".join(md) + "\n")
