@@ -282,7 +282,7 @@ def train(cfg: dict, resume: bool = False, quiet: bool = False, datasets: dict |
         if K == 1:
             loss, (terms, _) = member_loss(st, inputs, labels, pref)
             return loss, terms
-        # members are independent: the sum's gradient is each member's own loss gradient
+        # without committee_nll the members are independent: the sum's gradient is each member's own
         shared = {k: v for k, v in labels.items() if k != "member_weight"}
         if "member_weight" in labels:  # (K, B): each member's own subset of the training data
             w = labels["member_weight"] * labels["weight"] if "weight" in labels else labels["member_weight"]
