@@ -367,8 +367,13 @@ def std(x):
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
+def mean_pm(x, digits=3) -> str:
+    """``mean ± sample std`` over seeds; a single seed shows its value alone (no spread yet)."""
+    return f"{np.mean(x):.{digits}f} ± {std(x):.{digits}f}" if len(x) > 1 else f"{np.mean(x):.{digits}f}"
+
+
 def fmt(x, digits=3):
-    return f"{np.mean(x):.{digits}f} ± {std(x):.{digits}f} (n={len(x)})" if len(x) else "–"
+    return f"{mean_pm(x, digits)} (n={len(x)})" if len(x) else "–"
 
 
 def paired_change(var, local):
@@ -397,7 +402,8 @@ def findings(recs):
         mu, sd = float(np.mean(rel)), std(rel)
         verdict = ("one seed, no spread yet" if len(rel) < 2 else "helps" if mu + sd < 0 else
                    "hurts" if mu - sd > 0 else "within the seed spread")
-        out.append(f"{m} ({lab} labels, {p} protocol), {v} vs local: {mu:+.1f} ± {sd:.1f} % "
+        spread = f" ± {sd:.1f}" if len(rel) > 1 else ""
+        out.append(f"{m} ({lab} labels, {p} protocol), {v} vs local: {mu:+.1f}{spread} % "
                    f"({len(rel)} paired seed{'s' if len(rel) > 1 else ''}): {verdict}")
     return out
 
@@ -459,7 +465,7 @@ def report(path):
         for v in var[1:]:
             d = cell.get((m, lab, p, v), {})
             rel = paired_change(*({s: r["energy_mae_kcal_mol"] for s, r in c.items()} for c in (d, loc)))
-            out.append(f"{np.mean(rel):+.1f} ± {std(rel):.1f} (n={len(rel)})" if rel else "–")
+            out.append(f"{'+' if np.mean(rel) >= 0 else ''}{fmt(rel, 1)}" if rel else "–")
         tt = [r["train_time_s"] for v in var for r in cell.get((m, lab, p, v), {}).values()]
         L.append(f"| {m} | {lab} | {p} | " + " | ".join(out) + (f" | {np.mean(tt):.0f} |" if tt else " | – |"))
     L += ["", "## Acceptance (issue 19): MD17 labels, thesis protocol", ""]

@@ -121,7 +121,7 @@ def thesis_rows():
     if not recs:
         return []
     sys.path.insert(0, str(ROOT / "experiments"))
-    from thesis_table import THESIS, findings, std  # the thesis and sGDML figures live there
+    from thesis_table import THESIS, findings, mean_pm  # the thesis and sGDML figures live there
 
     cells = {}
     for r in recs:
@@ -131,7 +131,7 @@ def thesis_rows():
         ok = [r for r in rs if r.get("status") == "ok"]
         e = [r["energy_mae_kcal_mol"] for r in ok]
         f = [r["force_mae_kcal_mol_A"] for r in ok if r.get("force_mae_kcal_mol_A") is not None]
-        ms = lambda x: f"{np.mean(x):.3f} ± {std(x):.3f}" if x else "–"  # noqa: E731
+        ms = lambda x: mean_pm(x) if x else "–"  # noqa: E731
         fails = len(rs) - len(ok)
         bar = ""
         if lab == "md17" and p == "thesis" and e:
