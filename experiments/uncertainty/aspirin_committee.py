@@ -326,9 +326,10 @@ def choose_stage3(results: Path = RESULTS):
         checkpoint.copy(cands[chosen], results / "checkpoint")
     test_path = resolve_path(stage2["data"]["test"], stage2["base"])
     plots = {"parity_png": results / "parity.png", "calibration_png": results / "calibration.png"}
-    for name, ck in cands.items():
-        rows[name]["test"] = evaluate(ck, test_path, **(plots if name == chosen else {}))
     rec = json.loads((results / "results.json").read_text())
+    for name, ck in cands.items():  # stage 2's test evaluation (and plots) come from --choose
+        rows[name]["test"] = (rec["stages"][name]["test"] if name in rec["stages"] else
+                              evaluate(ck, test_path, **(plots if name == chosen else {})))
     res = rows[chosen]["test"]
     rec["stage3"] = {"rows": rows, "chosen": chosen, "pool": pool.source,
                      "rule": f"highest pool force Spearman among pool force MAE <= {MAE_SLACK} x refine_subset75's",
