@@ -367,13 +367,15 @@ def std(x):
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
-def mean_pm(x, digits=3) -> str:
-    """``mean ± sample std`` over seeds; a single seed shows its value alone (no spread yet)."""
-    return f"{np.mean(x):.{digits}f} ± {std(x):.{digits}f}" if len(x) > 1 else f"{np.mean(x):.{digits}f}"
+def mean_pm(x, digits=3, sign=False) -> str:
+    """``mean ± sample std`` over seeds (the mean with its sign if ``sign``); a single seed
+    shows its value alone (no spread yet)."""
+    mean = f"{np.mean(x):{'+' if sign else ''}.{digits}f}"
+    return f"{mean} ± {std(x):.{digits}f}" if len(x) > 1 else mean
 
 
-def fmt(x, digits=3):
-    return f"{mean_pm(x, digits)} (n={len(x)})" if len(x) else "–"
+def fmt(x, digits=3, sign=False):
+    return f"{mean_pm(x, digits, sign)} (n={len(x)})" if len(x) else "–"
 
 
 def paired_change(var, local):
@@ -402,8 +404,7 @@ def findings(recs):
         mu, sd = float(np.mean(rel)), std(rel)
         verdict = ("one seed, no spread yet" if len(rel) < 2 else "helps" if mu + sd < 0 else
                    "hurts" if mu - sd > 0 else "within the seed spread")
-        spread = f" ± {sd:.1f}" if len(rel) > 1 else ""
-        out.append(f"{m} ({lab} labels, {p} protocol), {v} vs local: {mu:+.1f}{spread} % "
+        out.append(f"{m} ({lab} labels, {p} protocol), {v} vs local: {mean_pm(rel, 1, sign=True)} % "
                    f"({len(rel)} paired seed{'s' if len(rel) > 1 else ''}): {verdict}")
     return out
 
@@ -465,7 +466,7 @@ def report(path):
         for v in var[1:]:
             d = cell.get((m, lab, p, v), {})
             rel = paired_change(*({s: r["energy_mae_kcal_mol"] for s, r in c.items()} for c in (d, loc)))
-            out.append(f"{'+' if np.mean(rel) >= 0 else ''}{fmt(rel, 1)}" if rel else "–")
+            out.append(fmt(rel, 1, sign=True))
         tt = [r["train_time_s"] for v in var for r in cell.get((m, lab, p, v), {}).values()]
         L.append(f"| {m} | {lab} | {p} | " + " | ".join(out) + (f" | {np.mean(tt):.0f} |" if tt else " | – |"))
     L += ["", "## Acceptance (issue 19): MD17 labels, thesis protocol", ""]

@@ -150,9 +150,9 @@ def floor(n_structures=200, seed=7):
         pos = rc.place(128, rng)
         r = np.linalg.norm(pos[:, None] - pos[None], axis=-1)[np.triu_indices(128, 1)]
         for c in cuts:
-            tails[c].append(np.sum(rc.A * np.exp(-r[r > c] / rc.RHO)) / 128)
+            tails[c].append(tail_per_atom(r, 128, c))
     for c in cuts:
-        t = 1e3 * np.asarray(tails[c])
+        t = np.asarray(tails[c])
         out[f"{c:g}"] = {"mean_meV_per_atom": float(t.mean()), "std_meV_per_atom": float(t.std()),
                          "mae_about_mean_meV_per_atom": float(np.mean(np.abs(t - t.mean())))}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -212,14 +212,19 @@ def test_errors(pot, n, repulsion=False):
             "fmm_replans": int(pot.fmm_replans), "eval_time_s": time.perf_counter() - t0}
 
 
+def tail_per_atom(r, n, cut=RCUT):
+    """Repulsion A exp(−r/ρ) of the pair distances ``r`` (Å) beyond ``cut``, per atom of an
+    ``n``-atom structure (meV/atom)."""
+    return 1e3 * float(np.sum(rc.A * np.exp(-r[r > cut] / rc.RHO))) / n
+
+
 def cutoff_geometry(pos, side):
     """Mean repulsion of the pairs beyond RCUT per atom (meV/atom) and the fraction of atoms
     farther than RCUT from every face of the cube [0, side]^3, for one structure."""
     n = len(pos)
     r = np.linalg.norm(pos[:, None] - pos[None], axis=-1)[np.triu_indices(n, 1)]
-    tail = 1e3 * float(np.sum(rc.A * np.exp(-r[r > RCUT] / rc.RHO))) / n
     bulk = float(np.mean(np.min(np.minimum(pos, side - pos), axis=1) > RCUT))
-    return tail, bulk
+    return tail_per_atom(r, n), bulk
 
 
 def drift():
