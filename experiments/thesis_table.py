@@ -33,9 +33,11 @@ Runs whose data are missing (xTB sets below `min_frames`; run gen_xtb.py --colle
 are picked up by a later pass or invocation.  Plan: 324 runs (6 molecule/label sets x 3 protocols x
 6 variants x 3 seeds); steps: thesis 100000 (chosen on validation: thesis_table/schedule_choice.py),
 ef1000 and ef5000 20000 each (x0.4 for Ac-Ala3-NHMe, x0.2 for stachyose).  Expected time (`--list`
-prints it, from the cost model and, once runs finish, their measured times): ~310 h of one core,
-~155 h with two workers on 2 free cores; the 36 acceptance runs (MD17 labels, thesis protocol) come
-first: ~38 h of one core, ~19 h on two (a run of 100,000 energy-only steps takes 35-60 min of one core).
+prints it, from the runs finished so far, scaled by each variant's measured cost where a cell has
+none yet, else from the cost model): ~267 h of one core, ~133 h with two workers on 2 free cores
+(estimate of 2026-12-04, 82 runs recorded); the 36 acceptance runs (MD17 labels, thesis protocol)
+come first: ~25 h of one core, ~12.5 h on two (a run of 100,000 energy-only steps takes 20-46 min
+of one core for the non-grid variants, about 70-100 min for the grid).
 """
 
 from __future__ import annotations
@@ -237,11 +239,27 @@ def steps_of(job, args):
 
 
 def estimate_s(job, steps, done=()):
-    """Expected wall time of a run: the mean of finished runs of the same cell, else the cost model."""
-    same = [r["wall_s"] for r in done if r.get("status") == "ok" and all(
-        r[k] == job[k] for k in ("molecule", "protocol", "variant")) and r["steps_planned"] == steps]
-    if same:
+    """Expected wall time of a run (s).
+
+    The mean of finished runs of the same cell; else the same molecule and protocol's local
+    runs scaled by the variant's measured cost, the ratio of its mean wall time to local's
+    over the (molecule, protocol) cells where both finished; else the cost model.
+    """
+    ok = [r for r in done if r.get("status") == "ok"]
+
+    def walls(variant, **cell):
+        return [r["wall_s"] for r in ok if r["variant"] == variant and all(r[k] == v for k, v in cell.items())]
+
+    cell = {"molecule": job["molecule"], "protocol": job["protocol"], "steps_planned": steps}
+    if same := walls(job["variant"], **cell):
         return float(np.mean(same))
+    if local := walls("local", **cell):
+        pairs = {(r["molecule"], r["protocol"], r["steps_planned"]) for r in ok if r["variant"] == job["variant"]}
+        ratios = [np.mean(walls(job["variant"], **c)) / np.mean(lw) for c in (
+            dict(zip(("molecule", "protocol", "steps_planned"), p)) for p in sorted(pairs))
+            if (lw := walls("local", **c))]
+        ratio = float(np.mean(ratios)) if ratios else VARIANT_COST[job["variant"]]
+        return float(np.mean(local)) * ratio
     ms = MOLECULES[job["molecule"]]["ms"][PROTOCOLS[job["protocol"]]["forces"]]
     return OVERHEAD_S + steps * ms / 1e3 * VARIANT_COST[job["variant"]]
 

@@ -106,6 +106,27 @@ def test_shards_partition_the_plan():
         ("aspirin", "local", 1), ("aspirin", "grid", 1)}
 
 
+def test_estimate_scales_local_by_the_measured_variant_cost():
+    """Worked by hand: grid took 300 s against local's 100 s (aspirin ef1000) and 500 s against
+    250 s (paracetamol ef1000), a mean ratio of (3 + 2) / 2 = 2.5; aspirin thesis local took
+    1000 and 1200 s, so its grid is expected at 1100 x 2.5 = 2750 s.  A recorded cell gives its
+    own mean; a failed run counts for nothing; no local run falls back to the cost model."""
+    def rec(m, p, v, wall, status="ok", steps=20000):
+        return {"molecule": m, "protocol": p, "variant": v, "wall_s": wall, "status": status, "steps_planned": steps}
+    done = [rec("aspirin", "ef1000", "grid", 300.0), rec("aspirin", "ef1000", "local", 100.0),
+            rec("paracetamol", "ef1000", "grid", 500.0), rec("paracetamol", "ef1000", "local", 250.0),
+            rec("aspirin", "thesis", "local", 1000.0, steps=100000), rec("aspirin", "thesis", "local", 1200.0, steps=100000),
+            rec("aspirin", "thesis", "grid", 9.0, status="failed", steps=100000)]
+    job = {"molecule": "aspirin", "protocol": "thesis", "variant": "grid"}
+    assert tt.estimate_s(job, 100000, done) == pytest.approx(2750.0)
+    assert tt.estimate_s({**job, "protocol": "ef1000"}, 20000, done) == pytest.approx(300.0)
+    far = {**job, "variant": "far_field"}  # no far_field run anywhere: the model's cost ratio
+    assert tt.estimate_s(far, 100000, done) == pytest.approx(1100.0 * tt.VARIANT_COST["far_field"])
+    para = {**job, "molecule": "paracetamol"}  # no paracetamol thesis run: the cost model
+    ms = tt.MOLECULES["paracetamol"]["ms"][tt.PROTOCOLS["thesis"]["forces"]]
+    assert tt.estimate_s(para, 100000, done) == pytest.approx(tt.OVERHEAD_S + 100000 * ms / 1e3 * tt.VARIANT_COST["grid"])
+
+
 def test_findings_say_helps_or_hurts_only_beyond_the_seed_spread():
     """Relative changes paired by seed, worked by hand: far_field -10 % and -20 % (mean -15,
     sample std sqrt(5² + 5²) = 7.07: helps); sog +10 % and -10 % (0 ± sqrt(200) = 14.14: within
