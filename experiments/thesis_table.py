@@ -254,10 +254,12 @@ def estimate_s(job, steps, done=()):
     if same := walls(job["variant"], **cell):
         return float(np.mean(same))
     if local := walls("local", **cell):
-        pairs = {(r["molecule"], r["protocol"], r["steps_planned"]) for r in ok if r["variant"] == job["variant"]}
-        ratios = [np.mean(walls(job["variant"], **c)) / np.mean(lw) for c in (
-            dict(zip(("molecule", "protocol", "steps_planned"), p)) for p in sorted(pairs))
-            if (lw := walls("local", **c))]
+        ratios = []
+        for m, p, n in sorted({(r["molecule"], r["protocol"], r["steps_planned"]) for r in ok
+                               if r["variant"] == job["variant"]}):
+            other = {"molecule": m, "protocol": p, "steps_planned": n}
+            if local_there := walls("local", **other):
+                ratios.append(np.mean(walls(job["variant"], **other)) / np.mean(local_there))
         ratio = float(np.mean(ratios)) if ratios else VARIANT_COST[job["variant"]]
         return float(np.mean(local)) * ratio
     ms = MOLECULES[job["molecule"]]["ms"][PROTOCOLS[job["protocol"]]["forces"]]
