@@ -121,7 +121,7 @@ def thesis_rows():
     if not recs:
         return []
     sys.path.insert(0, str(ROOT / "experiments"))
-    from thesis_table import THESIS, findings, mean_pm  # the thesis and sGDML figures live there
+    from thesis_table import THESIS, energy_only, findings, mean_pm  # the thesis and sGDML figures
 
     cells = {}
     for r in recs:
@@ -134,14 +134,14 @@ def thesis_rows():
         ms = lambda x: mean_pm(x) if x else "–"  # noqa: E731
         fails = len(rs) - len(ok)
         bar = ""
-        if lab == "md17" and p == "thesis" and e:
+        if lab == "md17" and energy_only(p) and e:
             th, sg = min(THESIS[m][:2]), THESIS[m][2]
             bar = (f"< thesis {th}: {'met' if np.mean(e) < th else 'NOT met'}; ≤ 2× sGDML ({2 * sg:.3f}): "
                    f"{'met' if np.mean(e) <= 2 * sg else 'NOT met'}")
         out.append(f"| thesis table: DeepPot-SE {v}, {m}, {lab} labels, {p} protocol, "
                    f"{'/'.join(str(n) for n in sorted({r['n_train'] for r in ok})) or '–'} train "
                    f"(seeds: {len(ok)} ok{f', **{fails} failed**' if fails else ''}) | {ms(e)} kcal/mol | "
-                   f"{ms(f) + ' kcal/mol/Å' if f else '– (energy only)' if p == 'thesis' else '–'} | "
+                   f"{ms(f) + ' kcal/mol/Å' if f else '– (energy only)' if energy_only(p) else '–'} | "
                    f"{np.mean([r['train_time_s'] for r in ok]) / 60:.0f} min/run, one core | {bar} | "
                    f"`python experiments/thesis_table.py` |" if ok else
                    f"| thesis table: {v}, {m}, {lab}, {p}: **{fails} failed** | – | – | – | | "

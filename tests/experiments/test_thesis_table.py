@@ -45,10 +45,10 @@ def test_pipeline_records_resume_report(toy, monkeypatch, capsys):
     tmp, dirs = toy
     args = ["--quick", "--steps", "8", "--only", "molecule=toy,protocol=ef1000,variant=local"] + dirs
     tt.main(args)  # energies and forces
-    tt.main(["--quick", "--steps", "8", "--only", "molecule=toy,protocol=thesis,variant=far_field"] + dirs)
+    tt.main(["--quick", "--steps", "8", "--only", "molecule=toy,protocol=thesis_ema,variant=far_field"] + dirs)
     path = tmp / "res" / "results.json"
     recs = {(r["protocol"], r["variant"]): r for r in json.loads(path.read_text())}
-    assert set(recs) == {("ef1000", "local"), ("thesis", "far_field")}
+    assert set(recs) == {("ef1000", "local"), ("thesis_ema", "far_field")}
     for (proto, _var), r in recs.items():
         assert r["status"] == "ok", r.get("error")
         for k in ("molecule", "labels", "protocol", "variant", "seed", "n_train", "energy_mae_kcal_mol",
@@ -57,8 +57,11 @@ def test_pipeline_records_resume_report(toy, monkeypatch, capsys):
             assert k in r, k
         assert (r["molecule"], r["labels"], r["seed"]) == ("toy", "gfn2-xtb", 0)
         assert r["steps"] >= 8 and r["train_time_s"] > 0 and np.isfinite(r["energy_mae_kcal_mol"])
-        assert (r["force_mae_kcal_mol_A"] is None) == (proto == "thesis")
-    assert recs[("thesis", "far_field")]["n_train"] == 96 and recs[("ef1000", "local")]["n_train"] == 32
+        assert (r["force_mae_kcal_mol_A"] is None) == (proto == "thesis_ema")
+    assert recs[("thesis_ema", "far_field")]["n_train"] == 96 and recs[("ef1000", "local")]["n_train"] == 32
+    stored = json.loads((tmp / "runs" / "quick" / "toy__gfn2-xtb__thesis_ema__far_field__0" / "checkpoint" /
+                         "lrnn.json").read_text())["train"]["config"]
+    assert stored["ema_decay"] == 0.999 and stored["pref_f_limit"] == 0.0  # the recipe: weight average, no forces
     # units: the recorded MAE equals the checkpoint's test error converted from eV to kcal/mol
     r = recs[("ef1000", "local")]
     run = tmp / "runs" / "quick" / "toy__gfn2-xtb__ef1000__local__0"
@@ -97,7 +100,9 @@ def test_pipeline_records_resume_report(toy, monkeypatch, capsys):
 def test_shards_partition_the_plan():
     full = tt.plan([0, 1, 2])
     assert len(full) == 3 * 6 * 3 * len(tt.VARIANTS)  # seeds x (molecule, labels) x protocols x variants
-    assert full[0]["labels"] == "md17" and full[0]["protocol"] == "thesis"
+    assert full[0]["labels"] == "md17" and full[0]["protocol"] == "thesis_ema"
+    assert "thesis" not in {j["protocol"] for j in full}  # the first recipe runs only where named
+    assert {j["protocol"] for j in tt.plan([0], tt.parse_only("protocol=thesis"))} == {"thesis"}
     shards = [tt.plan([0, 1, 2], shard=(k, 3)) for k in range(3)]
     keys = [tt.key(j) for s in shards for j in s]
     assert sorted(keys) == sorted(map(tt.key, full)) and len(set(keys)) == len(keys)
@@ -109,8 +114,9 @@ def test_shards_partition_the_plan():
 def test_estimate_scales_local_by_the_measured_variant_cost():
     """Worked by hand: grid took 300 s against local's 100 s (aspirin ef1000) and 500 s against
     250 s (paracetamol ef1000), a mean ratio of (3 + 2) / 2 = 2.5; aspirin thesis local took
-    1000 and 1200 s, so its grid is expected at 1100 x 2.5 = 2750 s.  A recorded cell gives its
-    own mean; a failed run counts for nothing; no local run falls back to the cost model."""
+    1000 and 1200 s, so its grid is expected at 1100 x 2.5 = 2750 s, and at twice that under
+    thesis_ema (the same split, 200,000 steps instead of 100,000).  A recorded cell gives its own
+    mean; a failed run counts for nothing; no local run falls back to the cost model."""
     def rec(m, p, v, wall, status="ok", steps=20000):
         return {"molecule": m, "protocol": p, "variant": v, "wall_s": wall, "status": status, "steps_planned": steps}
     done = [rec("aspirin", "ef1000", "grid", 300.0), rec("aspirin", "ef1000", "local", 100.0),
@@ -122,6 +128,9 @@ def test_estimate_scales_local_by_the_measured_variant_cost():
     assert tt.estimate_s({**job, "protocol": "ef1000"}, 20000, done) == pytest.approx(300.0)
     far = {**job, "variant": "far_field"}  # no far_field run anywhere: the model's cost ratio
     assert tt.estimate_s(far, 100000, done) == pytest.approx(1100.0 * tt.VARIANT_COST["far_field"])
+    # no thesis_ema run (200,000 steps): the thesis runs (same split and loss) at twice the steps
+    assert tt.estimate_s({**job, "protocol": "thesis_ema"}, 200000, done) == pytest.approx(2 * 2750.0)
+    assert tt.estimate_s({**job, "protocol": "thesis_ema", "variant": "local"}, 200000, done) == pytest.approx(2200.0)
     para = {**job, "molecule": "paracetamol"}  # no paracetamol thesis run: the cost model
     ms = tt.MOLECULES["paracetamol"]["ms"][tt.PROTOCOLS["thesis"]["forces"]]
     assert tt.estimate_s(para, 100000, done) == pytest.approx(tt.OVERHEAD_S + 100000 * ms / 1e3 * tt.VARIANT_COST["grid"])
