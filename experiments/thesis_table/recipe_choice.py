@@ -28,7 +28,6 @@ Run the two side by side, one per core (``taskset -c 0`` / ``-c 1``); a rerun re
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -39,10 +38,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from schedule_choice import pilot_main  # noqa: E402
 from thesis_table import BASE_MODEL, HERE, OUT, PREFS, PROTOCOLS, TRAIN, prepare  # noqa: E402
 
-from lrnn.train import load_config, train  # noqa: E402
 from lrnn.units import KCAL_MOL  # noqa: E402
 
 RUNS = HERE / "runs" / "recipe"
@@ -57,13 +57,6 @@ def config(variant: str) -> dict:
     data = {k: v for k, v in data.items() if k != "test"}  # validation only: no test set is loaded
     train_cfg = {**TRAIN, **PREFS[False], "seed": SEED, "checkpoint_every_s": 300, **VARIANTS[variant]}
     return {"data": data, "model": dict(BASE_MODEL), "train": train_cfg, "output": str(RUNS / variant)}
-
-
-def cmd_run(args):
-    cfg = config(args.variant)
-    t0 = time.time()
-    summary = train(load_config(cfg), resume=(RUNS / args.variant / "last").exists(), quiet=True)
-    print(json.dumps({**summary, "wall_s": time.time() - t0}))
 
 
 def read_run(variant: str) -> dict:
@@ -110,13 +103,7 @@ def cmd_report(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--variant", choices=sorted(VARIANTS), required=True)
-    sub.add_parser("report")
-    args = ap.parse_args(argv)
-    {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+    pilot_main(__doc__, VARIANTS, RUNS, config, cmd_report, argv)
 
 
 if __name__ == "__main__":

@@ -49,13 +49,6 @@ def config(variant: str) -> dict:
             "output": str(RUNS / variant)}
 
 
-def cmd_run(args):
-    cfg = config(args.variant)
-    t0 = time.time()
-    summary = train(load_config(cfg), resume=(RUNS / args.variant / "last").exists(), quiet=True)
-    print(json.dumps({**summary, "wall_s": time.time() - t0}))
-
-
 def read_run(variant: str) -> dict:
     run = RUNS / variant
     stored = json.loads((run / "checkpoint" / "lrnn.json").read_text())
@@ -102,14 +95,23 @@ def cmd_report(args):
     print("choice:", choice)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def pilot_main(doc, variants, runs: Path, config, report, argv=None):
+    """The command line of a validation-only pilot: ``run --variant V`` trains (resuming a
+    run left in ``runs/V``) and prints its summary; ``report`` calls ``report(args)``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--variant", choices=sorted(VARIANTS), required=True)
+    sub.add_parser("run").add_argument("--variant", choices=sorted(variants), required=True)
     sub.add_parser("report")
     args = ap.parse_args(argv)
-    {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+    if args.cmd == "report":
+        return report(args)
+    t0 = time.time()
+    summary = train(load_config(config(args.variant)), resume=(runs / args.variant / "last").exists(), quiet=True)
+    print(json.dumps({**summary, "wall_s": time.time() - t0}))
+
+
+def main(argv=None):
+    pilot_main(__doc__, VARIANTS, RUNS, config, cmd_report, argv)
 
 
 if __name__ == "__main__":
