@@ -477,7 +477,8 @@ def report(path):
          "average; kept as recorded, no longer run); `ef1000`/`ef5000` = energies and forces, "
          f"N configurations of which {N_VAL_EF} validate.  Best checkpoint chosen on validation; variants fixed "
          "in the script before any test error was seen.", "",
-         "**Like-for-like.** Only the `md17` rows with the `thesis` protocol compare with the thesis: the same "
+         "**Like-for-like.** Only the `md17` rows of the energy-only protocols (`thesis_ema`, `thesis`) compare with "
+         "the thesis: the same "
          "MD17 labels and geometries and energy-only training, but on the 9,633 unique geometries that rMD17 "
          "ships (80/10/10: 7,706 training configurations) instead of the thesis's up to 65,000; the full MD17 "
          "is not available here.  `rmd17` rows use the revised (tighter DFT) labels of the same geometries.  "
