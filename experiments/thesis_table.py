@@ -266,14 +266,14 @@ def estimate_s(job, steps, done=()):
         return [r["wall_s"] * scale for r in ok if r["variant"] == variant and all(r[k] == v for k, v in cell.items())]
 
     proto = PROTOCOLS[job["protocol"]]
-    siblings = [(q, steps / (d["steps"] * MOLECULES[job["molecule"]]["step_scale"])) for q, d in PROTOCOLS.items()
+    scale = MOLECULES[job["molecule"]]["step_scale"]
+    siblings = [(q, round(d["steps"] * scale)) for q, d in PROTOCOLS.items()
                 if q != job["protocol"] and (d["forces"], d["n"]) == (proto["forces"], proto["n"])]
-    for protocol, scale in [(job["protocol"], 1.0), *siblings]:
-        n = steps if protocol == job["protocol"] else round(steps / scale)
+    for protocol, n in [(job["protocol"], steps), *siblings]:
         cell = {"molecule": job["molecule"], "protocol": protocol, "steps_planned": n}
-        if same := walls(job["variant"], scale, **cell):
+        if same := walls(job["variant"], steps / n, **cell):
             return float(np.mean(same))
-        if local := walls("local", scale, **cell):
+        if local := walls("local", steps / n, **cell):
             ratios = []
             for m, p, k in sorted({(r["molecule"], r["protocol"], r["steps_planned"]) for r in ok
                                    if r["variant"] == job["variant"]}):
