@@ -28,7 +28,6 @@ Run the two side by side, one per core (``taskset -c 0`` / ``-c 1``); a rerun re
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from schedule_choice import pilot_main  # noqa: E402
+from schedule_choice import pilot_main, read_pilot  # noqa: E402
 from thesis_table import BASE_MODEL, HERE, OUT, PREFS, PROTOCOLS, TRAIN, prepare  # noqa: E402
 
 from lrnn.units import KCAL_MOL  # noqa: E402
@@ -60,16 +59,10 @@ def config(variant: str) -> dict:
 
 
 def read_run(variant: str) -> dict:
-    run = RUNS / variant
-    stored = json.loads((run / "checkpoint" / "lrnn.json").read_text())
-    for k, v in config(variant)["train"].items():
-        if stored["train"]["config"].get(k) != v:
-            raise SystemExit(f"{run}: train.{k} = {stored['train']['config'].get(k)!r}, this script uses {v!r}")
-    with open(run / "metrics.csv") as f:
-        curve = [{"step": int(r["step"]), "time_s": float(r["time_s"]),
-                  "val_energy_mae_kcal_mol": float(r["val_energy_mae_eV"]) / KCAL_MOL} for r in csv.DictReader(f)]
+    stored, rows, summary = read_pilot(RUNS / variant, config(variant)["train"])
+    curve = [{"step": int(r["step"]), "time_s": float(r["time_s"]),
+              "val_energy_mae_kcal_mol": float(r["val_energy_mae_eV"]) / KCAL_MOL} for r in rows]
     best = min(curve, key=lambda r: r["val_energy_mae_kcal_mol"])
-    summary = json.loads((run / "train_summary.json").read_text())
     return {"variant": variant, "train": stored["train"]["config"], "steps": curve[-1]["step"],
             "train_time_s": summary["train_time_s"], "best": best, "curve": curve}
 

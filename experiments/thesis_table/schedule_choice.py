@@ -49,27 +49,33 @@ def config(variant: str) -> dict:
             "output": str(RUNS / variant)}
 
 
+def read_pilot(run: Path, want_train: dict) -> tuple[dict, list[dict], dict]:
+    """A pilot run's stored checkpoint config, its metrics.csv rows and its train summary;
+    exits naming the key when the stored train config differs from ``want_train``."""
+    stored = json.loads((run / "checkpoint" / "lrnn.json").read_text())
+    for k, v in want_train.items():
+        if stored["train"]["config"].get(k) != v:
+            raise SystemExit(f"{run}: train.{k} = {stored['train']['config'].get(k)!r}, this script uses {v!r}")
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return stored, rows, json.loads((run / "train_summary.json").read_text())
+
+
 def read_run(variant: str) -> dict:
     run = RUNS / variant
-    stored = json.loads((run / "checkpoint" / "lrnn.json").read_text())
     want = config(variant)
+    stored, rows, summary = read_pilot(run, want["train"])
     model = {k: v for k, v in stored["model"].items() if k != "type_map"}
     if model != want["model"]:
         raise SystemExit(f"{run}: model {model} is not this script's {want['model']}")
-    for k, v in want["train"].items():
-        if stored["train"]["config"].get(k) != v:
-            raise SystemExit(f"{run}: train.{k} = {stored['train']['config'].get(k)!r}, this script uses {v!r}")
     for k, v in want["data"].items():  # the data config is stored as strings
         got, v = stored["data"].get(k), Path(v).name if k == "train" else str(v)
         if (Path(got).name if k == "train" else got) != v:
             raise SystemExit(f"{run}: data.{k} = {got!r}, this script uses {v!r}")
-    with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
     curve = [{"step": int(r["step"]), "time_s": float(r["time_s"]), "lr": float(r["lr"]),
               "val_energy_mae_kcal_mol": float(r["val_energy_mae_eV"]) / KCAL} for r in rows]
     best = min(curve, key=lambda r: r["val_energy_mae_kcal_mol"])
     best30k = min((r for r in curve if r["step"] <= 30_000), key=lambda r: r["val_energy_mae_kcal_mol"])
-    summary = json.loads((run / "train_summary.json").read_text())
     return {"variant": variant, "model": stored["model"], "train": stored["train"]["config"],
             "data": stored["data"], "steps": curve[-1]["step"],
             "train_time_s": summary["train_time_s"], "best": best,
