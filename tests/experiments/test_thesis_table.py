@@ -138,17 +138,21 @@ def test_estimate_scales_local_by_the_measured_variant_cost():
 
 def test_findings_say_helps_or_hurts_only_beyond_the_seed_spread():
     """Relative changes paired by seed, worked by hand: far_field -10 % and -20 % (mean -15,
-    sample std sqrt(5² + 5²) = 7.07: helps); sog +10 % and -10 % (0 ± sqrt(200) = 14.14: within
-    the spread); grid +50 % on one seed."""
+    sample std sqrt(5² + 5²) = 7.07: helps, but 2 seeds are not called); lr_recipe +10, +20 and
+    +30 % (mean 20, std 10: hurts, called at 3 seeds); sog +10 % and -10 % (0 ± sqrt(200) = 14.14:
+    within the spread); grid +50 % on one seed."""
     def rec(v, seed, e, m="aspirin"):
         return {"molecule": m, "labels": "md17", "protocol": "thesis", "variant": v, "seed": seed,
                 "status": "ok", "energy_mae_kcal_mol": e}
     recs = [rec("local", 0, 2.0), rec("local", 1, 1.0), rec("far_field", 0, 1.8), rec("far_field", 1, 0.8),
-            rec("sog", 0, 2.2), rec("sog", 1, 0.9), rec("grid", 1, 1.5), rec("grid", 2, 9.0),
-            {**rec("latent_coulomb", 0, 0.1), "status": "failed"}, rec("sog", 0, 1.0, m="paracetamol")]
+            rec("sog", 0, 2.2), rec("sog", 1, 0.9), rec("grid", 1, 1.5), rec("grid", 5, 9.0),
+            {**rec("latent_coulomb", 0, 0.1), "status": "failed"}, rec("sog", 0, 1.0, m="paracetamol"),
+            rec("local", 2, 1.0), rec("lr_recipe", 0, 2.2), rec("lr_recipe", 1, 1.2), rec("lr_recipe", 2, 1.3)]
     got = tt.findings(recs)
-    assert got == ["aspirin (md17 labels, thesis protocol), far_field vs local: -15.0 ± 7.1 % (2 paired seeds): helps",
+    assert got == ["aspirin (md17 labels, thesis protocol), far_field vs local: -15.0 ± 7.1 % (2 paired seeds): "
+                   "helps on 2 seeds, not yet called",
                    "aspirin (md17 labels, thesis protocol), grid vs local: +50.0 % (1 paired seed): "
                    "one seed, no spread yet",
+                   "aspirin (md17 labels, thesis protocol), lr_recipe vs local: +20.0 ± 10.0 % (3 paired seeds): hurts",
                    "aspirin (md17 labels, thesis protocol), sog vs local: +0.0 ± 14.1 % (2 paired seeds): "
                    "within the seed spread"]
