@@ -102,6 +102,7 @@ PROTOCOLS = {"thesis_ema": {"forces": False, "n": None, "steps": 200000, "train"
              "ef1000": {"forces": True, "n": 1000, "steps": 20000},
              "ef5000": {"forces": True, "n": 5000, "steps": 20000}}
 ACCEPTANCE = "thesis_ema"  # the protocol of issue 19's acceptance rows (with the MD17 labels)
+SEEDS_TO_CALL = 3  # paired seeds before a change beyond its spread is called "helps"/"hurts"
 QUICK = {"steps": 30, "pool": 200, "ef1000": 40, "ef5000": 80, "test": 40,
          "model": {"embed": [8, 16], "axis_neurons": 4, "fit": [32, 32]}}
 BASE_MODEL = {"type": "deeppot_se", "rcut": 6.0, "rcut_smth": 0.5, "embed": [16, 32, 64], "axis_neurons": 8,
@@ -443,10 +444,9 @@ def findings(recs):
         if v == "local" or not rel:
             continue
         mu, sd = float(np.mean(rel)), std(rel)
-        verdict = ("one seed, no spread yet" if len(rel) < 2 else "helps" if mu + sd < 0 else
-                   "hurts" if mu - sd > 0 else "within the seed spread")
-        if len(rel) == 2 and verdict in ("helps", "hurts"):
-            verdict += " on 2 seeds, not yet called"
+        beyond = "helps" if mu + sd < 0 else "hurts" if mu - sd > 0 else None
+        verdict = ("one seed, no spread yet" if len(rel) < 2 else "within the seed spread" if beyond is None
+                   else beyond if len(rel) >= SEEDS_TO_CALL else f"{beyond} on {len(rel)} seeds, not yet called")
         out.append(f"{m} ({lab} labels, {p} protocol), {v} vs local: {mean_pm(rel, 1, sign=True)} % "
                    f"({len(rel)} paired seed{'s' if len(rel) > 1 else ''}): {verdict}")
     return out
