@@ -537,8 +537,8 @@ def report(path):
                  f"({'met' if len(beats) == len(var) else 'not met'}); best {best} {means[best]:.3f} = "
                  f"{means[best] / sg:.1f}× sGDML's {sg} ({'met' if means[best] <= 2 * sg else 'not met'}: ≤ 2×).")
     L += ["", "## Where long range helps", "", "Test energy MAE of each long-range variant relative to local, paired "
-          "by seed.  \"helps\" / \"hurts\" only where the mean change lies beyond its seed spread with at least 2 "
-          "paired seeds (`findings` in the script).", ""]
+          "by seed.  \"helps\" / \"hurts\" only where the mean change lies beyond its seed spread with at least "
+          f"{SEEDS_TO_CALL} paired seeds (`findings` in the script).", ""]
     L += [f"- {x}" for x in findings(recs)] or ["- no paired runs yet."]
     bad = [r for r in recs if r.get("status") == "failed"]
     if bad:

@@ -121,7 +121,13 @@ def thesis_rows():
     if not recs:
         return []
     sys.path.insert(0, str(ROOT / "experiments"))
-    from thesis_table import THESIS, energy_only, findings, mean_pm  # the thesis and sGDML figures
+    from thesis_table import (  # the thesis and sGDML figures
+        SEEDS_TO_CALL,
+        THESIS,
+        energy_only,
+        findings,
+        mean_pm,
+    )
 
     cells = {}
     for r in recs:
@@ -149,7 +155,7 @@ def thesis_rows():
     words = findings(recs)
     if words:  # after the table (a blank line ends it): where long range helps, by the script's rule
         out += ["", "**Where long range helps in the thesis table** (test energy MAE relative to local-only, "
-                "paired by seed, mean ± sample std; \"helps\"/\"hurts\" only beyond the seed spread with ≥ 2 seeds; "
+                f"paired by seed, mean ± sample std; \"helps\"/\"hurts\" only beyond the seed spread with ≥ {SEEDS_TO_CALL} seeds; "
                 "`experiments/results/thesis_table/results.md`):", ""] + [f"- {w}" for w in words]
     return out
 
