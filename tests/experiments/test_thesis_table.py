@@ -156,3 +156,17 @@ def test_findings_say_helps_or_hurts_only_beyond_the_seed_spread():
                    "aspirin (md17 labels, thesis protocol), lr_recipe vs local: +20.0 ± 10.0 % (3 paired seeds): hurts",
                    "aspirin (md17 labels, thesis protocol), sog vs local: +0.0 ± 14.1 % (2 paired seeds): "
                    "within the seed spread"]
+
+
+def test_acceptance_best_variant_is_chosen_on_validation(tmp_path):
+    """The bar "best variant within 2x of sGDML" names the variant with the lowest validation error
+    and reports its test error; the lower test error of another variant is not looked at."""
+    path = tmp_path / "results.json"
+    for var, val, test in (("local", 1.0, 0.5), ("sog", 0.9, 0.8)):  # test prefers local, validation sog
+        tt.add_record(path, {"molecule": "paracetamol", "labels": "md17", "protocol": tt.ACCEPTANCE,
+                             "variant": var, "seed": 0, "status": "ok", "n_train": 7706, "train_time_s": 1.0,
+                             "energy_mae_kcal_mol": test, "val_energy_mae_kcal_mol": val,
+                             "force_mae_kcal_mol_A": None})
+    tt.report(path)
+    line = next(x for x in (tmp_path / "results.md").read_text().splitlines() if x.startswith("- paracetamol:"))
+    assert "best on validation sog, test 0.800" in line and f"{0.8 / 0.113:.1f}× sGDML" in line
