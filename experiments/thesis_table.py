@@ -78,14 +78,14 @@ THESIS = {"paracetamol": (2.465, 3.024, 0.113), "aspirin": (1.670, 1.657, 0.047)
           "ac_ala3_nhme": (4.039, 4.087, 0.391), "stachyose": (5.841, 5.861, 4.002)}
 # steps = the protocol's steps x step_scale (fewer for the big molecules, whose steps cost more);
 # ms: seconds per training step x 1000 on one core of two busy ones (energy only, energies and forces),
-# for --list: paracetamol energy only measured (25 ms, two pinned workers side by side); the others
-# scaled from it by atoms and an E+F/E ratio of 1.4 (estimates, replaced by measured times as runs finish)
+# for --list where a molecule has no run with that loss: Ac-Ala3-NHMe E+F measured (ef1000 local), energy
+# only x 0.45 (paracetamol, aspirin: 13/25, 9/20 ms); stachyose x 2.65 (pairs in 6 Å: 3,736 vs 1,410)
 MOLECULES = {
     "paracetamol": {"source": "rmd17", "labels": ["md17", "rmd17"], "step_scale": 1.0, "ms": (25, 35)},
     "aspirin": {"source": "rmd17", "labels": ["md17", "rmd17"], "step_scale": 1.0, "ms": (26, 37)},
-    "ac_ala3_nhme": {"source": "sgdml", "labels": ["gfn2-xtb"], "step_scale": 0.4, "ms": (180, 250),
+    "ac_ala3_nhme": {"source": "sgdml", "labels": ["gfn2-xtb"], "step_scale": 0.4, "ms": (72, 160),
                      "min_frames": 6000, "paths": [d / "xtb_ac_ala3_nhme_500K.npz" for d in XTB_DIRS]},
-    "stachyose": {"source": "sgdml", "labels": ["gfn2-xtb"], "step_scale": 0.2, "ms": (420, 600),
+    "stachyose": {"source": "sgdml", "labels": ["gfn2-xtb"], "step_scale": 0.2, "ms": (190, 425),
                   "min_frames": 6000, "paths": [d / "xtb_stachyose_500K.npz" for d in XTB_DIRS]},
 }
 N_VAL_EF, SPLIT_SEED = 50, 0
@@ -258,8 +258,8 @@ def estimate_s(job, steps, done=()):
     The mean of finished runs of the same cell; else the same molecule and protocol's local
     runs scaled by the variant's measured cost, the ratio of its mean wall time to local's
     over the (molecule, protocol) cells where both finished; else the same two rules on the
-    molecule's runs under a sibling protocol (the same data and loss, other steps: the thesis
-    split's two recipes), scaled by the steps; else the cost model.
+    molecule's runs under a sibling protocol (the same loss, other steps or set size: the thesis
+    split's two recipes; ef1000 for ef5000), scaled by the steps; else the cost model.
     """
     ok = [r for r in done if r.get("status") == "ok"]
 
@@ -269,7 +269,7 @@ def estimate_s(job, steps, done=()):
     proto = PROTOCOLS[job["protocol"]]
     scale = MOLECULES[job["molecule"]]["step_scale"]
     siblings = [(q, round(d["steps"] * scale)) for q, d in PROTOCOLS.items()
-                if q != job["protocol"] and (d["forces"], d["n"]) == (proto["forces"], proto["n"])]
+                if q != job["protocol"] and d["forces"] == proto["forces"]]
     for protocol, n in [(job["protocol"], steps), *siblings]:
         cell = {"molecule": job["molecule"], "protocol": protocol, "steps_planned": n}
         if same := walls(job["variant"], steps / n, **cell):

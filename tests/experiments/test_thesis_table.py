@@ -115,7 +115,7 @@ def test_estimate_scales_local_by_the_measured_variant_cost():
     """Worked by hand: grid took 300 s against local's 100 s (aspirin ef1000) and 500 s against
     250 s (paracetamol ef1000), a mean ratio of (3 + 2) / 2 = 2.5; aspirin thesis local took
     1000 and 1200 s, so its grid is expected at 1100 x 2.5 = 2750 s, and at twice that under
-    thesis_ema (the same split, 200,000 steps instead of 100,000).  A recorded cell gives its own
+    thesis_ema (the same split, 200,000 steps instead of 100,000); ef5000 takes ef1000's.  A recorded cell gives its own
     mean; a failed run counts for nothing; no local run falls back to the cost model."""
     def rec(m, p, v, wall, status="ok", steps=20000):
         return {"molecule": m, "protocol": p, "variant": v, "wall_s": wall, "status": status, "steps_planned": steps}
@@ -126,6 +126,8 @@ def test_estimate_scales_local_by_the_measured_variant_cost():
     job = {"molecule": "aspirin", "protocol": "thesis", "variant": "grid"}
     assert tt.estimate_s(job, 100000, done) == pytest.approx(2750.0)
     assert tt.estimate_s({**job, "protocol": "ef1000"}, 20000, done) == pytest.approx(300.0)
+    # no ef5000 run: ef1000's (the same loss and steps, a smaller training set)
+    assert tt.estimate_s({**job, "protocol": "ef5000"}, 20000, done) == pytest.approx(300.0)
     far = {**job, "variant": "far_field"}  # no far_field run anywhere: the model's cost ratio
     assert tt.estimate_s(far, 100000, done) == pytest.approx(1100.0 * tt.VARIANT_COST["far_field"])
     # no thesis_ema run (200,000 steps): the thesis runs (same split and loss) at twice the steps
