@@ -78,11 +78,11 @@ THESIS = {"paracetamol": (2.465, 3.024, 0.113), "aspirin": (1.670, 1.657, 0.047)
           "ac_ala3_nhme": (4.039, 4.087, 0.391), "stachyose": (5.841, 5.861, 4.002)}
 # steps = the protocol's steps x step_scale (fewer for the big molecules, whose steps cost more);
 # ms: seconds per training step x 1000 on one core of two busy ones (energy only, energies and forces),
-# for --list where a molecule has no run with that loss: Ac-Ala3-NHMe E+F measured (ef1000 local), energy
-# only x 0.45 (paracetamol, aspirin: 13/25, 9/20 ms); stachyose x 2.65 (pairs in 6 Å: 3,736 vs 1,410)
+# for --list where a molecule has no run with that loss: measured (local runs) but for Ac-Ala3-NHMe energy
+# only = its E+F x 0.45 (paracetamol 13/25, aspirin 9/20) and stachyose x 2.65 (pairs in 6 Å: 3,736 / 1,410)
 MOLECULES = {
-    "paracetamol": {"source": "rmd17", "labels": ["md17", "rmd17"], "step_scale": 1.0, "ms": (25, 35)},
-    "aspirin": {"source": "rmd17", "labels": ["md17", "rmd17"], "step_scale": 1.0, "ms": (26, 37)},
+    "paracetamol": {"source": "rmd17", "labels": ["md17", "rmd17"], "step_scale": 1.0, "ms": (13, 25)},
+    "aspirin": {"source": "rmd17", "labels": ["md17", "rmd17"], "step_scale": 1.0, "ms": (9, 20)},
     "ac_ala3_nhme": {"source": "sgdml", "labels": ["gfn2-xtb"], "step_scale": 0.4, "ms": (72, 160),
                      "min_frames": 6000, "paths": [d / "xtb_ac_ala3_nhme_500K.npz" for d in XTB_DIRS]},
     "stachyose": {"source": "sgdml", "labels": ["gfn2-xtb"], "step_scale": 0.2, "ms": (190, 425),
