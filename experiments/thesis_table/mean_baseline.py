@@ -89,7 +89,7 @@ def main(argv=None):
          "(kcal/mol/Å) | local E MAE (seeds) | local / mean |", "|---" * 9 + "|"]
     for r in rows:
         if "waiting" in r:
-            L.append(f"| {r['molecule']} | {r['labels']} | {r['protocol']} | waiting: {r['waiting']} |||||||")
+            L.append(f"| {r['molecule']} | {r['labels']} | {r['protocol']} | waiting: {r['waiting']} ||||||")
             continue
         loc = r["local_energy_mae_kcal_mol"]
         L.append(f"| {r['molecule']} | {r['labels']} | {r['protocol']} | {r['n_fit']} | {r['n_test']} | "
