@@ -14,6 +14,8 @@ a killed shard resumes exactly from its last written frame when the same command
     python experiments/xtb_data/gen_xtb.py --molecule ac_ala3_nhme --collect
     # label the 5 MD22 DFT frames with GFN2-xTB -> experiments/results/xtb_data/xtb_vs_dft.{md,json}
     python experiments/xtb_data/gen_xtb.py --label-dft-frames
+    # recompute 5 frames of the merged set and check forces = -dE/dx by central differences
+    python experiments/xtb_data/gen_xtb.py --molecule ac_ala3_nhme --check-labels 5
 
 Output per shard: DATA/<molecule>/shard_<k>of<K>/{frames.extxyz (eV, Å, eV/Å; append-only,
 fsynced per frame), state.json (restart state, replaced atomically), settings.json,
@@ -40,6 +42,7 @@ from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
+from lrnn.data import read
 from lrnn.units import KCAL_MOL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -349,6 +352,47 @@ def label_dft_frames(path: Path = START["ac_ala3_nhme"], out_dir: Path = RESULTS
     return res
 
 
+def check_labels(path: Path, n_frames: int, make_calc=make_xtb, h_A: float = 1e-3, n_dirs: int = 2,
+                 seed: int = 0) -> dict:
+    """Recompute ``n_frames`` evenly spaced frames of a merged set and test its forces against
+    its energies.  For each frame and ``n_dirs`` random unit directions u (over all 3N
+    coordinates), the central difference
+
+        dE/dh = [E(R + h u) - E(R - h u)] / (2h),   error O(h^2),
+
+    must equal -F.u (forces are the negative gradient of the energy).  Returns the stored-vs-
+    recomputed differences and the largest |dE/dh + F.u| (eV/Å) beside the rms of F.u."""
+    ds = read(path)  # eV, Å
+    rng = np.random.default_rng(seed)
+    calc = make_calc()
+    idx = np.linspace(0, len(ds.energy) - 1, n_frames).round().astype(int)
+    rows = []
+    for i in idx:
+        r0 = np.asarray(ds.positions[i], float)
+
+        def energy_forces(r):
+            a = Atoms(ds.numbers[i], positions=r)
+            a.calc = calc
+            return float(a.get_potential_energy()), a.get_forces()
+
+        e0, f0 = energy_forces(r0)
+        for _ in range(n_dirs):
+            u = rng.normal(size=r0.shape)
+            u /= np.linalg.norm(u)
+            fd = (energy_forces(r0 + h_A * u)[0] - energy_forces(r0 - h_A * u)[0]) / (2 * h_A)
+            rows.append({"frame": int(i), "dE_dh_eV_A": fd, "minus_F_dot_u_eV_A": float(-(f0 * u).sum()),
+                         "stored_minus_F_dot_u_eV_A": float(-(np.asarray(ds.forces[i]) * u).sum()),
+                         "E_recomputed_minus_stored_eV": e0 - float(ds.energy[i]),
+                         "F_recomputed_max_abs_diff_eV_A": float(np.abs(f0 - ds.forces[i]).max())})
+    gap = [abs(r["dE_dh_eV_A"] - r["stored_minus_F_dot_u_eV_A"]) for r in rows]
+    return {"file": str(path), "n_frames": len(idx), "n_directions": n_dirs, "h_A": h_A, "method": METHOD,
+            "max_abs_fd_minus_stored_force_eV_A": float(max(gap)),
+            "rms_F_dot_u_eV_A": float(np.sqrt(np.mean([r["minus_F_dot_u_eV_A"] ** 2 for r in rows]))),
+            "max_abs_E_recomputed_minus_stored_eV": float(max(abs(r["E_recomputed_minus_stored_eV"]) for r in rows)),
+            "max_abs_F_recomputed_minus_stored_eV_A": float(max(r["F_recomputed_max_abs_diff_eV_A"] for r in rows)),
+            "rows": rows}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--molecule", choices=sorted(START), default="ac_ala3_nhme")
@@ -364,7 +408,17 @@ def main(argv=None):
     p.add_argument("--out-dir", type=Path, default=DATA)
     p.add_argument("--collect", action="store_true", help="merge the shards of --molecule into one npz")
     p.add_argument("--label-dft-frames", action="store_true", help="xTB vs DFT on the 5 MD22 Ac-Ala3-NHMe frames")
+    p.add_argument("--check-labels", type=int, metavar="N", default=0,
+                   help="recompute N frames of the merged set and check forces = -dE/dx by central differences")
     a = p.parse_args(argv)
+    if a.check_labels:
+        path = Path(a.out_dir) / f"xtb_{a.molecule}_{a.temperature_K:.0f}K.npz"
+        res = dict(check_labels(path, a.check_labels), file=os.path.relpath(path.resolve(), ROOT), command=" ".join(["gen_xtb.py", *sys.argv[1:]]),
+                   date=time.strftime("%Y-%m-%d %H:%M:%S"), tblite_version=metadata.version("tblite"))
+        _write_json_atomic(RESULTS / f"{a.molecule}_{a.temperature_K:.0f}K_label_check.json", res)
+        log(f"|dE/dh + F.u| <= {res['max_abs_fd_minus_stored_force_eV_A']:.2e} eV/Å (rms F.u "
+            f"{res['rms_F_dot_u_eV_A']:.3f}); recomputed E within {res['max_abs_E_recomputed_minus_stored_eV']:.1e} eV")
+        return
     if a.label_dft_frames:
         res = label_dft_frames()
         log(f"xTB vs DFT: F MAE {res['F_mae_eV_A']:.3f} eV/Å, r {res['F_r']:.3f}, dE std {res['dE_std_eV']:.4f} eV")

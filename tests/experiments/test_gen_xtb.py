@@ -93,3 +93,28 @@ def test_collect_loads_with_lrnn_in_ev(tmp_path):
     assert rec["n_frames"] == 5 and rec["F_rms_eV_A"] == summary["F_rms_eV_A"] and "collected" in rec
     settings = json.loads((tmp_path / "results/cu13_500K_settings.json").read_text())
     assert [s["md"]["seed"] for s in settings] == [[7, 0], [7, 1]]  # one record per shard
+
+
+class ScaledForces(EMT):
+    """EMT with forces 10 % too large: no longer the gradient of its energy."""
+
+    def calculate(self, *args, **kwargs):
+        super().calculate(*args, **kwargs)
+        self.results["forces"] = 1.1 * self.results["forces"]
+
+
+def test_check_labels_finds_forces_that_are_not_the_energy_gradient(tmp_path):
+    run(tmp_path / "s0", 4)
+    out = tmp_path / "merged.npz"
+    gen.collect([tmp_path / "s0"], out, name="Cu13 EMT")
+    ok = gen.check_labels(out, 2, make_calc=EMT)
+    assert len(ok["rows"]) == 4 and ok["rms_F_dot_u_eV_A"] > 0.05
+    # EMT's forces are its energy gradient: the O(h^2) central difference agrees to 1e-4 of F.u
+    assert ok["max_abs_fd_minus_stored_force_eV_A"] < 1e-4 * ok["rms_F_dot_u_eV_A"] + 1e-5
+    assert ok["max_abs_E_recomputed_minus_stored_eV"] < 1e-4  # positions stored as float32
+    # labels made by a calculator whose forces are off by 10 %: the check sees it
+    bad_dir = tmp_path / "bad"
+    gen.run_shard(bad_dir, START, ScaledForces, 4, SETTINGS, log=lambda m: None, **MD)
+    gen.collect([bad_dir], tmp_path / "bad.npz", name="Cu13 scaled")
+    bad = gen.check_labels(tmp_path / "bad.npz", 2, make_calc=EMT)
+    assert bad["max_abs_fd_minus_stored_force_eV_A"] > 0.02 * bad["rms_F_dot_u_eV_A"]
