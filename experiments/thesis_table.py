@@ -37,8 +37,8 @@ are picked up by a later pass or invocation.  Plan: 324 runs (6 molecule/label s
 the first recipe's 100000: schedule_choice.py), ef1000 and ef5000 20000 each (x0.4 for Ac-Ala3-NHMe,
 x0.2 for stachyose).  Expected time (`--list` prints it, from the runs finished so far, scaled by each
 variant's measured cost where a cell has none yet, or from the first thesis recipe's runs scaled by
-the steps, else from the cost model): ~225 h of one core, ~113 h with two workers on 2 free cores
-(estimate of 2026-12-06 11:08, 197 runs of the plan recorded, 164 h of one core left); the 36 acceptance
+the steps, else from the cost model): ~222 h of one core, ~111 h with two workers on 2 free cores
+(estimate of 2026-12-06 13:56, 204 runs of the plan recorded, 158 h of one core left); the 36 acceptance
 runs (MD17 labels, thesis_ema) came first and took 29.0 h of one core by their records; the
 Ac-Ala3-NHMe and stachyose thesis_ema runs (~101 h) are the bulk of what is left.
 """
