@@ -31,17 +31,14 @@ offset, not scatter).  A rerun resumes.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from schedule_choice import pilot_main, read_pilot  # noqa: E402
+from schedule_choice import pilot_main, read_pilot, write_pilot_record  # noqa: E402
 from thesis_table import BASE_MODEL, HERE, MOLECULES, OUT, PREFS, PROTOCOLS, TRAIN, prepare  # noqa: E402
 
 from lrnn.evaluate import evaluate  # noqa: E402
@@ -89,15 +86,9 @@ def baseline_record() -> dict:
 
 def cmd_report(args):
     runs = [baseline_record()] + [read_run(v) for v in VARIANTS if (RUNS / v / "train_summary.json").exists()]
-    rec = {"what": f"{PROTOCOL} (energies and forces), {MOLECULE} with {LABELS} labels, local DeepPot-SE, "
-                   f"seed {SEED}: validation errors (50 configurations) with the final energy prefactor "
-                   "4 (default), 40 and 400",
-           "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "runs": runs}
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = OUT / "pref_choice.json.tmp"
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, OUT / "pref_choice.json")
+    write_pilot_record("pref_choice", f"{PROTOCOL} (energies and forces), {MOLECULE} with {LABELS} labels, local "
+                       f"DeepPot-SE, seed {SEED}: validation errors (50 configurations) with the final energy "
+                       "prefactor 4 (default), 40 and 400", runs=runs)
     for r in runs:
         print(f"{r['variant']:40s} val E {r['val_energy_mae_kcal_mol']:.3f} kcal/mol, "
               f"val F {r['val_force_mae_kcal_mol_A']:.3f} kcal/mol/A; {r['steps']} steps, {r['train_time_s']:.0f} s")

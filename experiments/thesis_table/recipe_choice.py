@@ -29,17 +29,14 @@ Run the two side by side, one per core (``taskset -c 0`` / ``-c 1``); a rerun re
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from schedule_choice import pilot_main, read_pilot  # noqa: E402
+from schedule_choice import pilot_main, read_pilot, write_pilot_record  # noqa: E402
 from thesis_table import BASE_MODEL, HERE, OUT, PREFS, PROTOCOLS, TRAIN, prepare  # noqa: E402
 
 from lrnn.units import KCAL_MOL  # noqa: E402
@@ -81,14 +78,9 @@ def plain_record() -> dict:
 
 def cmd_report(args):
     runs = [plain_record()] + [read_run(v) for v in VARIANTS if (RUNS / v / "train_summary.json").exists()]
-    rec = {"what": f"thesis protocol (energy only), {MOLECULE} with {LABELS} labels, local DeepPot-SE, seed {SEED}: "
-                   "best validation energy MAE (963 configurations) without and with a moving average of the weights",
-           "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "runs": runs}
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = OUT / "recipe_choice.json.tmp"
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, OUT / "recipe_choice.json")
+    write_pilot_record("recipe_choice", f"thesis protocol (energy only), {MOLECULE} with {LABELS} labels, local "
+                       f"DeepPot-SE, seed {SEED}: best validation energy MAE (963 configurations) without and with "
+                       "a moving average of the weights", runs=runs)
     for r in runs:
         at = f" at step {r['best']['step']}" if "step" in r["best"] else ""
         print(f"{r['variant']:38s} best val {r['best']['val_energy_mae_kcal_mol']:.3f} kcal/mol{at}, "

@@ -82,19 +82,25 @@ def read_run(variant: str) -> dict:
             "best_up_to_30000_steps": best30k["val_energy_mae_kcal_mol"], "curve": curve}
 
 
+def write_pilot_record(name: str, what: str, **fields) -> dict:
+    """Write ``OUT/<name>.json`` (a temporary file, then renamed) holding ``what``, the command
+    line, date and host, then ``fields``; returns the record."""
+    rec = {"what": what, "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), **fields}
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = OUT / f"{name}.json.tmp"
+    tmp.write_text(json.dumps(rec, indent=1))
+    os.replace(tmp, OUT / f"{name}.json")
+    return rec
+
+
 def cmd_report(args):
     runs = [read_run(v) for v in VARIANTS]
     choice = min(runs, key=lambda r: r["best"]["val_energy_mae_kcal_mol"])["variant"]
-    rec = {"what": "thesis protocol (energy only), rMD17 paracetamol with MD17 labels, local DeepPot-SE, seed 0: "
-                   "validation energy MAE (963 configurations) against training steps, plain and fit_norm",
-           "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "host": platform.node(), "choice": choice,
-           "rule": "the variant with the lower best validation energy MAE over the whole schedule",
-           "runs": runs}
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = OUT / "schedule_choice.json.tmp"
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, OUT / "schedule_choice.json")
+    write_pilot_record("schedule_choice", "thesis protocol (energy only), rMD17 paracetamol with MD17 labels, "
+                       "local DeepPot-SE, seed 0: validation energy MAE (963 configurations) against training steps, "
+                       "plain and fit_norm", choice=choice,
+                       rule="the variant with the lower best validation energy MAE over the whole schedule", runs=runs)
     for r in runs:
         print(f"{r['variant']:9s} best {r['best']['val_energy_mae_kcal_mol']:.3f} kcal/mol at step "
               f"{r['best']['step']}; best up to 30k steps {r['best_up_to_30000_steps']:.3f}")
