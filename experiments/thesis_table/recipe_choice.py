@@ -28,7 +28,6 @@ Run the two side by side, one per core (``taskset -c 0`` / ``-c 1``); a rerun re
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -36,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from schedule_choice import pilot_main, read_pilot, write_pilot_record  # noqa: E402
-from thesis_table import BASE_MODEL, HERE, OUT, PREFS, PROTOCOLS, TRAIN, prepare  # noqa: E402
+from schedule_choice import pilot_main, read_pilot, table_record, write_pilot_record  # noqa: E402
+from thesis_table import BASE_MODEL, HERE, PREFS, PROTOCOLS, TRAIN, prepare  # noqa: E402
 
 from lrnn.units import KCAL_MOL  # noqa: E402
 
@@ -65,15 +64,10 @@ def read_run(variant: str) -> dict:
 
 
 def plain_record() -> dict:
-    records = json.loads((OUT / "results.json").read_text())
-    records = records["records"] if isinstance(records, dict) else records
-    for r in records:
-        if (r["molecule"], r["labels"], r["protocol"], r["variant"], r["seed"]) == \
-                (MOLECULE, LABELS, "thesis", "local", SEED) and r["status"] == "ok":
-            return {"variant": "plain (thesis_table.py local record)", "steps": r["steps"],
-                    "train_time_s": r["train_time_s"], "git_commit": r["git_commit"],
-                    "best": {"val_energy_mae_kcal_mol": r["val_energy_mae_kcal_mol"]}}
-    raise SystemExit(f"results.json has no finished {MOLECULE} {LABELS} thesis local seed-{SEED} record")
+    r = table_record(MOLECULE, LABELS, "thesis", "local", SEED)
+    return {"variant": "plain (thesis_table.py local record)", "steps": r["steps"],
+            "train_time_s": r["train_time_s"], "git_commit": r["git_commit"],
+            "best": {"val_energy_mae_kcal_mol": r["val_energy_mae_kcal_mol"]}}
 
 
 def cmd_report(args):

@@ -82,6 +82,17 @@ def read_run(variant: str) -> dict:
             "best_up_to_30000_steps": best30k["val_energy_mae_kcal_mol"], "curve": curve}
 
 
+def table_record(molecule: str, labels: str, protocol: str, variant: str, seed: int) -> dict:
+    """The finished ``thesis_table.py`` record of one run (results.json); exits naming it when absent."""
+    records = json.loads((OUT / "results.json").read_text())
+    records = records["records"] if isinstance(records, dict) else records
+    for r in records:
+        if (r["molecule"], r["labels"], r["protocol"], r["variant"], r["seed"]) == \
+                (molecule, labels, protocol, variant, seed) and r["status"] == "ok":
+            return r
+    raise SystemExit(f"results.json has no finished {molecule} {labels} {protocol} {variant} seed-{seed} record")
+
+
 def write_pilot_record(name: str, what: str, **fields) -> dict:
     """Write ``OUT/<name>.json`` (a temporary file, then renamed) holding ``what``, the command
     line, date and host, then ``fields``; returns the record."""

@@ -367,25 +367,25 @@ def check_labels(path: Path, n_frames: int, make_calc=make_xtb, h_A: float = 1e-
     calc = make_calc()
     idx = np.linspace(0, len(ds.energy) - 1, n_frames).round().astype(int)
     rows = []
+
+    def energy_forces(numbers, r):
+        a = Atoms(numbers, positions=r)
+        a.calc = calc
+        return float(a.get_potential_energy()), a.get_forces()
+
     for i in idx:
-        r0 = np.asarray(ds.positions[i], float)
-
-        def energy_forces(r):
-            a = Atoms(ds.numbers[i], positions=r)
-            a.calc = calc
-            return float(a.get_potential_energy()), a.get_forces()
-
-        e0, f0 = energy_forces(r0)
+        z, r0 = ds.numbers[i], np.asarray(ds.positions[i], float)
+        e0, f0 = energy_forces(z, r0)
         for _ in range(n_dirs):
             u = rng.normal(size=r0.shape)
             u /= np.linalg.norm(u)
-            fd = (energy_forces(r0 + h_A * u)[0] - energy_forces(r0 - h_A * u)[0]) / (2 * h_A)
+            fd = (energy_forces(z, r0 + h_A * u)[0] - energy_forces(z, r0 - h_A * u)[0]) / (2 * h_A)
             rows.append({"frame": int(i), "dE_dh_eV_A": fd, "minus_F_dot_u_eV_A": float(-(f0 * u).sum()),
                          "stored_minus_F_dot_u_eV_A": float(-(np.asarray(ds.forces[i]) * u).sum()),
                          "E_recomputed_minus_stored_eV": e0 - float(ds.energy[i]),
                          "F_recomputed_max_abs_diff_eV_A": float(np.abs(f0 - ds.forces[i]).max())})
     gap = [abs(r["dE_dh_eV_A"] - r["stored_minus_F_dot_u_eV_A"]) for r in rows]
-    return {"file": str(path), "n_frames": len(idx), "n_directions": n_dirs, "h_A": h_A, "method": METHOD,
+    return {"file": os.path.relpath(Path(path).resolve(), ROOT), "n_frames": len(idx), "n_directions": n_dirs, "h_A": h_A, "method": METHOD,
             "max_abs_fd_minus_stored_force_eV_A": float(max(gap)),
             "rms_F_dot_u_eV_A": float(np.sqrt(np.mean([r["minus_F_dot_u_eV_A"] ** 2 for r in rows]))),
             "max_abs_E_recomputed_minus_stored_eV": float(max(abs(r["E_recomputed_minus_stored_eV"]) for r in rows)),
@@ -413,7 +413,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.check_labels:
         path = Path(a.out_dir) / f"xtb_{a.molecule}_{a.temperature_K:.0f}K.npz"
-        res = dict(check_labels(path, a.check_labels), file=os.path.relpath(path.resolve(), ROOT), command=" ".join(["gen_xtb.py", *sys.argv[1:]]),
+        res = dict(check_labels(path, a.check_labels), command=" ".join(["gen_xtb.py", *sys.argv[1:]]),
                    date=time.strftime("%Y-%m-%d %H:%M:%S"), tblite_version=metadata.version("tblite"))
         _write_json_atomic(RESULTS / f"{a.molecule}_{a.temperature_K:.0f}K_label_check.json", res)
         log(f"|dE/dh + F.u| <= {res['max_abs_fd_minus_stored_force_eV_A']:.2e} eV/Å (rms F.u "
