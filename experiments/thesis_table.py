@@ -38,7 +38,7 @@ the first recipe's 100000: schedule_choice.py), ef1000 and ef5000 20000 each (x0
 x0.2 for stachyose).  Expected time (`--list` prints it, from the runs finished so far, scaled by each
 variant's measured cost where a cell has none yet, or from the first thesis recipe's runs scaled by
 the steps, else from the cost model): ~222 h of one core, ~111 h with two workers on 2 free cores
-(estimate of 2026-12-06 13:56, 204 runs of the plan recorded, 158 h of one core left); the 36 acceptance
+(estimate of 2026-12-06 17:13, 207 runs of the plan recorded, 157 h of one core left); the 36 acceptance
 runs (MD17 labels, thesis_ema) came first and took 29.0 h of one core by their records; the
 Ac-Ala3-NHMe and stachyose thesis_ema runs (~101 h) are the bulk of what is left.
 """
