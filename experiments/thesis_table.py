@@ -4,7 +4,8 @@ Molecules and labels: paracetamol and aspirin from rMD17 (../shared/data/rmd17),
 original MD17 labels (`old_energies`/`old_forces`, labels `md17`: the rows that compare with the
 thesis) and once with the revised ones (`rmd17`); Ac-Ala3-NHMe and stachyose with GFN2-xTB labels
 (`gfn2-xtb`, experiments/xtb_data/gen_xtb.py; merged npz `xtb_<molecule>_500K.npz` in
-experiments/xtb_data/data or /work/xtb_data, or a folder in $THESIS_TABLE_XTB_DIRS, colon-separated).
+experiments/xtb_data/data or a folder in $THESIS_TABLE_XTB_DIRS, colon-separated).  Records name the
+set they were made on (`data_sha256`, lrnn.data.arrays_sha256; split files of xTB sets carry it too).
 Protocols: `thesis_ema` = energy only, 80/10/10 random split of the pooled unique geometries (9,633
 per rMD17 molecule, so 7,706 train; the full MD17 is not available here), 200,000 steps with a moving
 average of the weights; `thesis` = the same with the first recipe (100,000 steps, no average: kept as
@@ -28,19 +29,15 @@ Full run in the background, one worker per free core (pinning keeps JAX to one c
     mkdir -p experiments/thesis_table/runs && nohup nice -n 5 taskset -c 0 .venv/bin/python \
         experiments/thesis_table.py > experiments/thesis_table/runs/worker0.log 2>&1 &   # -c 1: a second one
 
-Output: experiments/results/thesis_table/{results.json,results.md}; --quick writes to the git-ignored
-experiments/thesis_table/runs/quick/.  A record already in results.json is skipped (failed ones too,
-unless --retry-failed); an interrupted run resumes from its last checkpoint (experiments/thesis_table/runs/).
-Runs whose data are missing (xTB sets below `min_frames`; run gen_xtb.py --collect first) wait and
-are picked up by a later pass or invocation.  Plan: 324 runs (6 molecule/label sets x 3 protocols x
+Output: experiments/results/thesis_table/{results.json,results.md} (--quick: experiments/thesis_table/
+runs/quick/).  A recorded run is skipped (failed ones too, unless --retry-failed); an interrupted run
+resumes from its last checkpoint; runs whose data are missing wait for a later pass.  Plan: 324 runs (6 molecule/label sets x 3 protocols x
 6 variants x 3 seeds); steps: thesis_ema 200000 (chosen on validation: thesis_table/recipe_choice.py;
 the first recipe's 100000: schedule_choice.py), ef1000 and ef5000 20000 each (x0.4 for Ac-Ala3-NHMe,
-x0.2 for stachyose).  Expected time (`--list` prints it, from the runs finished so far, scaled by each
-variant's measured cost where a cell has none yet, or from the first thesis recipe's runs scaled by
-the steps, else from the cost model): ~222 h of one core, ~111 h with two workers on 2 free cores
-(estimate of 2026-12-06 17:13, 207 runs of the plan recorded, 157 h of one core left); the 36 acceptance
-runs (MD17 labels, thesis_ema) came first and took 29.0 h of one core by their records; the
-Ac-Ala3-NHMe and stachyose thesis_ema runs (~101 h) are the bulk of what is left.
+x0.2 for stachyose).  Expected time: `--list` (finished runs of the cell, else scaled by each
+variant's measured cost or a sibling protocol's steps, else the cost model): ~225 h of one core
+(2026-12-06 18:02: 200 runs recorded, 164 h left, most of it the xTB thesis_ema runs, ~102 h);
+the 36 acceptance runs (MD17 labels, thesis_ema) came first and took 29.0 h by their records.
 """
 
 from __future__ import annotations
@@ -62,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrnn.data import arrays_sha256
 from lrnn.evaluate import evaluate
 from lrnn.train import load_config, train
 from lrnn.train.data import load_data
@@ -71,7 +69,7 @@ HERE = ROOT / "experiments" / "thesis_table"
 OUT = ROOT / "experiments" / "results" / "thesis_table"
 RMD17 = ROOT.parent / "shared" / "data" / "rmd17"
 XTB_DIRS = [Path(p) for p in os.environ.get("THESIS_TABLE_XTB_DIRS", "").split(":") if p] + [
-    ROOT / "experiments" / "xtb_data" / "data", Path("/work/xtb_data")]
+    ROOT / "experiments" / "xtb_data" / "data"]
 
 # Table 5.3 of the thesis (energy MAE, kcal/mol): with long range, local only; sGDML as quoted in issue 19
 THESIS = {"paracetamol": (2.465, 3.024, 0.113), "aspirin": (1.670, 1.657, 0.047),
@@ -89,14 +87,11 @@ MOLECULES = {
                   "min_frames": 6000, "paths": [d / "xtb_stachyose_500K.npz" for d in XTB_DIRS]},
 }
 N_VAL_EF, SPLIT_SEED = 50, 0
-# Energy-only training on the thesis split, two recipes, each chosen on validation data:
-# thesis (the first, kept as recorded, no longer planned): 100,000 steps (104 epochs)
-#   (thesis_table/schedule_choice.py, results/thesis_table/schedule_choice.json): the planned 30,000
-#   left the local model near the predict-the-mean error; the plain model beat fit_norm;
-# thesis_ema (the acceptance protocol since 2026-12-05): 200,000 steps, validating and keeping a
-#   moving average of the weights (thesis_table/recipe_choice.py, results/thesis_table/
-#   recipe_choice.json, aspirin local seed 0, best validation energy MAE: first recipe 1.998 kcal/mol,
-#   average over 100,000 steps 2.006, average over 200,000 steps 1.311, still falling at the end).
+# Energy-only training on the thesis split, two recipes chosen on validation data: `thesis` (the first,
+# kept as recorded, no longer planned: 100,000 steps, thesis_table/schedule_choice.py) and `thesis_ema`
+# (acceptance since 2026-12-05: 200,000 steps with a moving average of the weights; recipe_choice.py,
+# aspirin local seed 0, best validation energy MAE: first recipe 1.998, average over 100,000 steps 2.006,
+# average over 200,000 steps 1.311 kcal/mol, still falling at the end).
 PROTOCOLS = {"thesis_ema": {"forces": False, "n": None, "steps": 200000, "train": {"ema_decay": 0.999}},
              "thesis": {"forces": False, "n": None, "steps": 100000, "planned": False},
              "ef1000": {"forces": True, "n": 1000, "steps": 20000},
@@ -149,7 +144,8 @@ def write_sgdml(path, R, z, E, F, name):
 
 
 def load_pool(molecule, labels):
-    """All unique geometries (R Å, z, E kcal/mol, F kcal/mol/Å) and, for rMD17, the standard split 01."""
+    """All unique geometries (R Å, z, E kcal/mol, F kcal/mol/Å), the set's sha256 and, for rMD17, the
+    standard split 01."""
     spec = MOLECULES[molecule]
     if spec["source"] == "rmd17":
         files = sorted(RMD17.glob(f"rmd17_{molecule}_*_0[1-5].npz"))
@@ -164,18 +160,21 @@ def load_pool(molecule, labels):
             return np.concatenate([d[k] for d in ds])[first]
         split01 = {k: np.searchsorted(uniq, np.load(RMD17 / f"rmd17_{molecule}_{k}_01.npz")["old_indices"])
                    for k in ("train", "test")}
-        return {"R": cat("coords"), "z": ds[0]["nuclear_charges"], "E": cat(e), "F": cat(f), "split01": split01}
+        pool = {"R": cat("coords"), "z": ds[0]["nuclear_charges"], "E": cat(e), "F": cat(f), "split01": split01}
+        return dict(pool, sha256=arrays_sha256(pool))
     paths = [p for p in spec["paths"] if p.exists()]
     if not paths:
         raise Waiting(f"no data for {molecule}: none of {[str(p) for p in spec['paths']]} exists")
     ds = max((np.load(p) for p in paths), key=lambda d: len(d["E"]))
     if len(ds["E"]) < spec.get("min_frames", 0):
         raise Waiting(f"{molecule}: {len(ds['E'])} frames < {spec['min_frames']} (data still being generated)")
-    return {"R": ds["R"], "z": ds["z"], "E": np.asarray(ds["E"]).reshape(-1), "F": ds["F"], "split01": None}
+    return {"R": ds["R"], "z": ds["z"], "E": np.asarray(ds["E"]).reshape(-1), "F": ds["F"], "split01": None,
+            "sha256": arrays_sha256(ds)}
 
 
 def prepare(molecule, labels, protocol, data_dir, quick=False):
-    """Write the sGDML npz files of a (molecule, labels, protocol) and return the data config part."""
+    """Write the sGDML npz files of a (molecule, labels, protocol); return the data config part, the
+    pool size and the pool's sha256."""
     pool = load_pool(molecule, labels)
     n = len(pool["E"])
     rng = np.random.default_rng(SPLIT_SEED)
@@ -201,13 +200,14 @@ def prepare(molecule, labels, protocol, data_dir, quick=False):
             raise Waiting(f"{molecule}: {len(fit)} configurations for {protocol}, need {size}")
     data_dir.mkdir(parents=True, exist_ok=True)
     split = "thesis" if PROTOCOLS[protocol]["n"] is None else protocol  # one data set per split
-    stem = f"{molecule}_{labels}_n{n}_{split}{'_quick' if quick else ''}"
+    tag = "" if pool["split01"] is not None else f"_{pool['sha256'][:12]}"  # generated sets can be remade
+    stem = f"{molecule}_{labels}_n{n}{tag}_{split}{'_quick' if quick else ''}"
     files = {k: data_dir / f"{stem}_{k}.npz" for k in ("train", "test")}
     for k, idx in (("train", fit), ("test", test)):
         if not files[k].exists():
             write_sgdml(files[k], pool["R"][idx], pool["z"], pool["E"][idx], pool["F"][idx], f"{stem}_{k}")
     return {"train": str(files["train"]), "test": str(files["test"]), "n_train": len(fit) - n_val, "n_val": n_val,
-            "seed": SPLIT_SEED, "report_energy_unit": "kcal/mol", "total_charge": 0.0}, n
+            "seed": SPLIT_SEED, "report_energy_unit": "kcal/mol", "total_charge": 0.0}, n, pool["sha256"]
 
 
 def plan(seeds, only=None, shard=(0, 1)):
@@ -289,7 +289,7 @@ def estimate_s(job, steps, done=()):
 
 def run_one(job, args):
     proto = PROTOCOLS[job["protocol"]]
-    data, n_pool = prepare(job["molecule"], job["labels"], job["protocol"], args.data_dir, args.quick)
+    data, n_pool, sha = prepare(job["molecule"], job["labels"], job["protocol"], args.data_dir, args.quick)
     steps = steps_of(job, args)
     run = args.work_dir / ("quick" if args.quick else "full") / "__".join(key(job))
     model = {**BASE_MODEL, **(QUICK["model"] if args.quick else {}), **copy.deepcopy(VARIANTS[job["variant"]])}
@@ -311,7 +311,7 @@ def run_one(job, args):
     shutil.rmtree(run / "last", ignore_errors=True)  # the resume state (3x the model); the best checkpoint stays
     f = proto["forces"]
     return {**job, "status": "ok", "n_train": summary["n_train"], "n_val": summary["n_val"],
-            "n_test": test["n_structures"], "n_pool": n_pool, "energy_mae_kcal_mol": test["energy_mae"],
+            "n_test": test["n_structures"], "n_pool": n_pool, "data_sha256": sha, "energy_mae_kcal_mol": test["energy_mae"],
             "force_mae_kcal_mol_A": test["force_mae"] if f else None,
             "energy_rmse_kcal_mol": test["energy_rmse"], "val_energy_mae_kcal_mol": val["energy_mae"],
             "val_force_mae_kcal_mol_A": val["force_mae"] if f else None,

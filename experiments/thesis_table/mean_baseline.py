@@ -64,7 +64,7 @@ def main(argv=None):
     rows = []
     for m, lab, p in splits():
         try:
-            cfg, _ = prepare(m, lab, p, args.data_dir)
+            cfg = prepare(m, lab, p, args.data_dir)[0]
         except Waiting as e:
             rows.append({"molecule": m, "labels": lab, "protocol": p, "waiting": str(e)})
             continue

@@ -51,7 +51,7 @@ VARIANTS = {"pe40": {"pref_e_limit": 40.0}, "pe400": {"pref_e_limit": 400.0}}
 
 
 def config(variant: str) -> dict:
-    data, _ = prepare(MOLECULE, LABELS, PROTOCOL, HERE / "data")
+    data = prepare(MOLECULE, LABELS, PROTOCOL, HERE / "data")[0]
     data = {k: v for k, v in data.items() if k != "test"}  # validation only: no test set is loaded
     train_cfg = {**TRAIN, **PREFS[True], "seed": SEED, "max_steps": STEPS, **VARIANTS[variant]}
     return {"data": data, "model": dict(BASE_MODEL), "train": train_cfg, "output": str(RUNS / variant)}

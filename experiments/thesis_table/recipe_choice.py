@@ -48,7 +48,7 @@ VARIANTS = {"ema": {"ema_decay": 0.999, "max_steps": STEPS},
 
 
 def config(variant: str) -> dict:
-    data, _ = prepare(MOLECULE, LABELS, "thesis", HERE / "data")
+    data = prepare(MOLECULE, LABELS, "thesis", HERE / "data")[0]
     data = {k: v for k, v in data.items() if k != "test"}  # validation only: no test set is loaded
     train_cfg = {**TRAIN, **PREFS[False], "seed": SEED, "checkpoint_every_s": 300, **VARIANTS[variant]}
     return {"data": data, "model": dict(BASE_MODEL), "train": train_cfg, "output": str(RUNS / variant)}

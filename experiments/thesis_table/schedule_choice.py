@@ -43,7 +43,7 @@ TRAIN = {"batch_size": 8, "lr_start": 2e-3, "lr_stop": 3e-5, "decay_steps": 200,
 
 
 def config(variant: str) -> dict:
-    data, _ = prepare("paracetamol", "md17", "thesis", HERE / "data")
+    data = prepare("paracetamol", "md17", "thesis", HERE / "data")[0]
     data = {k: v for k, v in data.items() if k != "test"}  # validation only: no test set is loaded
     return {"data": data, "model": {**BASE_MODEL, **VARIANTS[variant]}, "train": dict(TRAIN),
             "output": str(RUNS / variant)}

@@ -39,7 +39,7 @@ KCAL = 0.0433641043  # eV per kcal/mol (lrnn.units.KCAL_MOL)
 
 
 def config(arm: str, steps: int) -> dict:
-    data, _ = prepare("paracetamol", "md17", "thesis", HERE / "data")
+    data = prepare("paracetamol", "md17", "thesis", HERE / "data")[0]
     data = {k: v for k, v in data.items() if k != "test"}  # validation only
     pf = 0.0 if arm == "energy_only" else 1e-30
     prefs = {**PREFS[False], "pref_f_start": pf, "pref_f_limit": pf}

@@ -14,6 +14,8 @@ a killed shard resumes exactly from its last written frame when the same command
     python experiments/xtb_data/gen_xtb.py --molecule ac_ala3_nhme --collect
     # label the 5 MD22 DFT frames with GFN2-xTB -> experiments/results/xtb_data/xtb_vs_dft.{md,json}
     python experiments/xtb_data/gen_xtb.py --label-dft-frames
+    # 6 frames uninterrupted vs stopped after 3 and resumed (is the continuation bit for bit?)
+    python experiments/xtb_data/gen_xtb.py --molecule ac_ala3_nhme --check-resume 6
     # recompute 5 frames of the merged set and check forces = -dE/dx by central differences
     python experiments/xtb_data/gen_xtb.py --molecule ac_ala3_nhme --check-labels 5
 
@@ -25,11 +27,11 @@ progress.json}.  ``langevin_frames`` (any ASE calculator) and ``run_shard`` are 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -42,7 +44,7 @@ from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
-from lrnn.data import read
+from lrnn.data import arrays_sha256, read
 from lrnn.units import KCAL_MOL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +82,9 @@ def langevin_frames(start: Atoms, make_calc, *, temperature_K: float, timestep_f
     Yields ``(frame, state)`` every ``stride_fs``: ``frame`` is an Atoms with a single-point
     calculator (energy eV, forces eV/Å) and ``info`` step, time_fs, T_kin_K, or None during the
     first ``equilibrate_fs``; ``state`` (JSON-serialisable: positions, momenta, step, RNG state)
-    resumes the trajectory exactly when passed back in.  ``seed`` is an int or list of ints.
+    resumes the trajectory exactly when passed back in (also for calculators that remember
+    their last result, such as tblite's SCF guess: the calculator is reset before every frame's
+    labels, which the next stride starts from).  ``seed`` is an int or list of ints.
     A calculator error or a non-finite result is logged and the stride is redone from the last
     yielded state with a fresh calculator and a new noise stream (derived from seed and the
     failure count); more than ``max_retries`` failures in a row raise RuntimeError."""
@@ -114,6 +118,10 @@ def langevin_frames(start: Atoms, make_calc, *, temperature_K: float, timestep_f
                 for _ in range(stride):
                     dyn.step()
                 step += stride
+                # a fresh calculation at every frame (tblite starts each SCF from the previous one's
+                # wavefunction): labels depend on the geometry alone, and a resumed trajectory, whose
+                # calculator is new, continues bit for bit (about one extra SCF per stride)
+                atoms.calc.reset()
                 energy = atoms.get_potential_energy()
                 forces = atoms.get_forces(apply_constraint=False)
                 if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
@@ -222,19 +230,11 @@ def run_shard(out: Path, start: Atoms, make_calc, n_frames: int, settings: dict,
     return n_have
 
 
-def arrays_sha256(arrays) -> str:
-    """sha256 over the bytes of R, z, E and F (in that order): equal digests mean a
-    regenerated set is the same set, frame by frame (the npz file's own bytes may differ)."""
-    h = hashlib.sha256()
-    for k in ("R", "z", "E", "F"):
-        h.update(np.ascontiguousarray(arrays[k]).tobytes())
-    return h.hexdigest()
-
-
 def collect(shards: list[Path], out_path: Path, name: str, theory: str = METHOD) -> dict:
     """Merge shards into one compressed sGDML-format npz: R (Å, float32), z, E (kcal/mol,
     float64), F (kcal/mol/Å, float32), e_unit, r_unit (read_sgdml converts to eV, Å), plus
-    shard and step of every frame."""
+    shard and step of every frame.  The summary holds :func:`arrays_sha256` of the set and of
+    each shard's frames (so a regenerated set that differs names the shard that differs)."""
     frames, shard_of = [], []
     for i, s in enumerate(shards):
         fr = read_frames(Path(s))
@@ -253,15 +253,18 @@ def collect(shards: list[Path], out_path: Path, name: str, theory: str = METHOD)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"R": np.stack([a.positions for a in frames]).astype(np.float32), "z": z.astype(np.int32),
               "E": e / KCAL, "F": (f / KCAL).astype(np.float32)}
+    shard_of = np.array(shard_of, np.int32)
+    per_shard = [arrays_sha256({k: v if k == "z" else v[shard_of == i] for k, v in arrays.items()})
+                 for i in range(len(shards))]
     np.savez_compressed(out_path, **arrays,
                         e_unit="kcal/mol", r_unit="Angstrom", name=name, theory=theory, type="d",
-                        shard=np.array(shard_of, np.int32),
+                        shard=shard_of,
                         step=np.array([a.info["step"] for a in frames], np.int64))
     summary = {"file": str(out_path), "n_frames": len(frames), "n_atoms": len(z),
                "size_MB": out_path.stat().st_size / 1e6, "shards": [str(s) for s in shards],
                "E_std_eV": float(e.std()), "F_rms_eV_A": float(np.sqrt((f ** 2).mean())),
                "T_kin_mean_K": float(np.mean([a.info["T_kin_K"] for a in frames])),
-               "arrays_sha256": arrays_sha256(arrays)}
+               "arrays_sha256": arrays_sha256(arrays), "shard_arrays_sha256": per_shard}
     _write_json_atomic(out_path.with_suffix(".json"), summary)
     return summary
 
@@ -393,6 +396,40 @@ def check_labels(path: Path, n_frames: int, make_calc=make_xtb, h_A: float = 1e-
             "rows": rows}
 
 
+class _KeepGuess:
+    """Wraps a calculator factory: ``reset`` clears the results but keeps tblite's last
+    wavefunction (``_res``), as the generator did before it reset at every frame."""
+
+    def __init__(self, make_calc):
+        self.make_calc = make_calc
+
+    def __call__(self):
+        calc = self.make_calc()
+        calc.reset = lambda: calc.results.clear()
+        return calc
+
+
+def check_resume(molecule: str, n_frames: int, work: Path, make_calc=make_xtb) -> dict:
+    """Run ``n_frames`` (no equilibration) once uninterrupted and once stopped after half and
+    resumed, with the calculator reset at every frame (the generator) and with its SCF guess
+    kept (the generator before 2026-12-06); report the largest position and force differences
+    between the two runs' frames."""
+    start = ase.io.read(START[molecule], index=0)
+    md = dict(temperature_K=500.0, timestep_fs=0.5, stride_fs=10.0, friction_per_fs=0.01, seed=[0, 0])
+    res = {"molecule": molecule, "n_frames": n_frames, "stopped_after": n_frames // 2, "md": md}
+    for name, factory in (("reset_every_frame", make_calc), ("guess_kept", _KeepGuess(make_calc))):
+        a, b = Path(work) / name / "a", Path(work) / name / "b"
+        run_shard(a, start, factory, n_frames, {"check": name}, log=lambda m: None, **md)
+        run_shard(b, start, factory, n_frames // 2, {"check": name}, log=lambda m: None, **md)
+        run_shard(b, start, factory, n_frames, {"check": name}, log=lambda m: None, **md)
+        fa, fb = read_frames(a), read_frames(b)
+        res[name] = {"identical_files": (a / "frames.extxyz").read_bytes() == (b / "frames.extxyz").read_bytes(),
+                     "max_abs_dR_A": float(max(np.abs(x.positions - y.positions).max() for x, y in zip(fa, fb))),
+                     "max_abs_dF_eV_A": float(max(np.abs(x.get_forces() - y.get_forces()).max()
+                                                  for x, y in zip(fa, fb)))}
+    return res
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--molecule", choices=sorted(START), default="ac_ala3_nhme")
@@ -410,7 +447,16 @@ def main(argv=None):
     p.add_argument("--label-dft-frames", action="store_true", help="xTB vs DFT on the 5 MD22 Ac-Ala3-NHMe frames")
     p.add_argument("--check-labels", type=int, metavar="N", default=0,
                    help="recompute N frames of the merged set and check forces = -dE/dx by central differences")
+    p.add_argument("--check-resume", type=int, metavar="N", default=0,
+                   help="N frames uninterrupted vs stopped at N/2 and resumed, in a temporary folder")
     a = p.parse_args(argv)
+    if a.check_resume:
+        with tempfile.TemporaryDirectory() as work:
+            res = dict(check_resume(a.molecule, a.check_resume, Path(work)), date=time.strftime("%Y-%m-%d %H:%M:%S"),
+                       command=" ".join(["gen_xtb.py", *sys.argv[1:]]), tblite_version=metadata.version("tblite"))
+        _write_json_atomic(RESULTS / f"{a.molecule}_resume_check.json", res)
+        log(json.dumps({k: res[k] for k in ("reset_every_frame", "guess_kept")}))
+        return
     if a.check_labels:
         path = Path(a.out_dir) / f"xtb_{a.molecule}_{a.temperature_K:.0f}K.npz"
         res = dict(check_labels(path, a.check_labels), command=" ".join(["gen_xtb.py", *sys.argv[1:]]),
@@ -441,6 +487,7 @@ def main(argv=None):
                 "shard": f"{k}/{n_shards}", "seed": a.seed,
                 "thermostat": "ase.md.langevin.Langevin, fixcm=False + FixCom; initial velocities Maxwell-Boltzmann "
                               "at T, Stationary, ZeroRotation", "units": "extxyz: Å, eV, eV/Å",
+                "scf": "calculator reset before every frame's labels (fresh SCF guess)",
                 "versions": {"tblite": metadata.version("tblite"), "ase": metadata.version("ase")}}
     n_mine = a.n_frames // n_shards + (k < a.n_frames % n_shards)
     run_shard(shard_dir(a.out_dir, a.molecule, k, n_shards), frames[start_index], make_xtb, n_mine, settings,

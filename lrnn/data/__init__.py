@@ -1,6 +1,7 @@
 """Dataset readers (each converts to eV and Å on load) and deterministic splits."""
 
 from lrnn.data.readers import (
+    arrays_sha256,
     read,
     read_extxyz,
     read_lode_h5,
@@ -10,5 +11,5 @@ from lrnn.data.readers import (
 )
 from lrnn.data.splits import split_indices, train_val_test
 
-__all__ = ["read", "read_rmd17", "read_sgdml", "read_extxyz", "read_runner", "read_lode_h5",
+__all__ = ["arrays_sha256", "read", "read_rmd17", "read_sgdml", "read_extxyz", "read_runner", "read_lode_h5",
            "split_indices", "train_val_test"]

@@ -13,6 +13,7 @@ read_lode_h5   LODE dimers as shipped with SOG-Net (h5)     Å, eV, eV/Å
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -225,6 +226,16 @@ def read_lode_h5(path, box: float = 30.0, periodic: bool = False, name: str | No
     pts = np.where(numbers[..., None] > 0, pts, 0.0)
     frc = np.where(numbers[..., None] > 0, frc, 0.0)
     return Dataset(pts, numbers, e, frc, cell, pbc, name=name or Path(path).stem, source=str(path))
+
+
+def arrays_sha256(arrays, keys=("R", "z", "E", "F")) -> str:
+    """sha256 over the bytes of an sGDML-format set's arrays (``keys``, in that order, as stored:
+    dtype included): equal digests mean the same frames, while the npz file's own bytes may
+    differ (compression, metadata).  ``arrays`` is a mapping, such as ``np.load(path)``."""
+    h = hashlib.sha256()
+    for k in keys:
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return h.hexdigest()
 
 
 def read(path, fmt: str | None = None, **kwargs) -> Dataset:

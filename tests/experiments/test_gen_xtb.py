@@ -2,11 +2,13 @@
 A run killed midway resumes with no duplicated or lost frame and reproduces an uninterrupted
 run; a failing calculator is retried, not written as NaN; the merged npz loads in eV, Å."""
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from ase.calculators.emt import EMT
 from ase.cluster import Icosahedron
 
@@ -45,6 +47,30 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert run(b, 6) == 6  # already complete: nothing appended
     assert len(gen.read_frames(b)) == 6
     assert json.loads((b / "settings.json").read_text())["md"]["friction_per_fs"] == 0.01
+
+
+class Remembering(EMT):
+    """EMT whose forces depend, at the 1e-9 level, on how many results it has computed since
+    its last reset: a stand-in for tblite, which starts every SCF from its last wavefunction."""
+
+    def reset(self):
+        super().reset()
+        self.n_calls = 0
+
+    def calculate(self, *args, **kwargs):
+        super().calculate(*args, **kwargs)
+        self.n_calls = getattr(self, "n_calls", 0) + 1
+        self.results["forces"] = self.results["forces"] * (1 + 1e-9 * (self.n_calls % 7))
+
+
+def test_resume_is_exact_with_a_calculator_that_remembers(tmp_path):
+    """A resumed run starts a new calculator; the frames must not depend on that."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(a, 8, Remembering) == 8
+    assert run(b, 3, Remembering) == 3 and run(b, 8, Remembering) == 8
+    assert (a / "frames.extxyz").read_text() == (b / "frames.extxyz").read_text()
+    state = {k: json.loads((d / "state.json").read_text()) for k, d in (("a", a), ("b", b))}
+    assert state["a"]["positions"] == state["b"]["positions"] and state["a"]["momenta"] == state["b"]["momenta"]
 
 
 def test_calculator_failure_is_retried(tmp_path):
@@ -87,7 +113,9 @@ def test_collect_loads_with_lrnn_in_ev(tmp_path):
     # the digest of the stored arrays: the same for the same frames, another for other frames
     assert summary["arrays_sha256"] == gen.arrays_sha256(d)
     assert gen.collect(shards, tmp_path / "again.npz", name="x")["arrays_sha256"] == summary["arrays_sha256"]
-    assert gen.collect(shards[:1], tmp_path / "part.npz", name="x")["arrays_sha256"] != summary["arrays_sha256"]
+    part = [gen.collect([s], tmp_path / f"part{i}.npz", name="x")["arrays_sha256"] for i, s in enumerate(shards)]
+    assert part[0] != summary["arrays_sha256"]
+    assert summary["shard_arrays_sha256"] == part  # each shard's digest is that of the shard alone
     gen.record_collected(summary, "cu13", "500K", out_dir=tmp_path / "results")
     rec = json.loads((tmp_path / "results/cu13_500K_summary.json").read_text())
     assert rec["n_frames"] == 5 and rec["F_rms_eV_A"] == summary["F_rms_eV_A"] and "collected" in rec
@@ -118,3 +146,13 @@ def test_check_labels_finds_forces_that_are_not_the_energy_gradient(tmp_path):
     gen.collect([bad_dir], tmp_path / "bad.npz", name="Cu13 scaled")
     bad = gen.check_labels(tmp_path / "bad.npz", 2, make_calc=EMT)
     assert bad["max_abs_fd_minus_stored_force_eV_A"] > 0.02 * bad["rms_F_dot_u_eV_A"]
+
+
+@pytest.mark.parametrize("molecule", ["ac_ala3_nhme", "stachyose"])
+def test_committed_sets_are_the_sets_their_summaries_name(molecule):
+    """The thesis table's and active learning's records name these sets by their digest."""
+    summary = json.loads((ROOT / f"experiments/results/xtb_data/{molecule}_500K_summary.json").read_text())
+    d = np.load(ROOT / summary["file"])
+    assert hashlib.sha256(b"".join(np.ascontiguousarray(d[k]).tobytes() for k in "RzEF")).hexdigest() == \
+        summary["arrays_sha256"]
+    assert len(d["E"]) == summary["n_frames"] == 6000 and d["R"].shape[1] == summary["n_atoms"]

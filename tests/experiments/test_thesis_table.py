@@ -2,6 +2,7 @@
 carry the required fields in kcal/mol, a rerun skips what is recorded, the report shows
 mean ± std with the thesis columns and failed runs, and shards partition the plan."""
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -59,6 +60,10 @@ def test_pipeline_records_resume_report(toy, monkeypatch, capsys):
         assert r["steps"] >= 8 and r["train_time_s"] > 0 and np.isfinite(r["energy_mae_kcal_mol"])
         assert (r["force_mae_kcal_mol_A"] is None) == (proto == "thesis_ema")
     assert recs[("thesis_ema", "far_field")]["n_train"] == 96 and recs[("ef1000", "local")]["n_train"] == 32
+    # the records name the set they were trained on, and so do the split files of a generated set
+    sha = hashlib.sha256(b"".join(np.load(tmp / "toy.npz")[k].tobytes() for k in "RzEF")).hexdigest()
+    assert {r["data_sha256"] for r in recs.values()} == {sha}
+    assert len(list((tmp / "data").glob(f"toy_gfn2-xtb_n120_{sha[:12]}_*_quick_t*.npz"))) == 4
     stored = json.loads((tmp / "runs" / "quick" / "toy__gfn2-xtb__thesis_ema__far_field__0" / "checkpoint" /
                          "lrnn.json").read_text())["train"]["config"]
     assert stored["ema_decay"] == 0.999 and stored["pref_f_limit"] == 0.0  # the recipe: weight average, no forces
