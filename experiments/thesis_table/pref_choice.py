@@ -13,11 +13,14 @@ errors) the energy term is about 1/400 of the force term at the final prefactors
 script tests that reading: it trains the local model on Ac-Ala3-NHMe (GFN2-xTB labels, the ef1000
 split of ``thesis_table.py``: 950 fitted, 50 validation, seed 0) with the final energy prefactor
 raised 10x and 100x (the same schedule, steps and forces weight otherwise), and compares the
-validation energy and force errors with the recorded ``local`` ef1000 seed-0 run.  No test
-configuration is read.
+validation energy and force errors with the recorded ``local`` ef1000 seed-0 run.  The
+``steps4x`` variant asks the other question, whether the step budget does: the default
+prefactors with 4x the steps (32,000; the learning rate and prefactors follow the longer
+schedule).  No test configuration is read.
 
     python experiments/thesis_table/pref_choice.py run --variant pe40    # ~21 min, one core
     python experiments/thesis_table/pref_choice.py run --variant pe400
+    python experiments/thesis_table/pref_choice.py run --variant steps4x # ~84 min, one core
     python experiments/thesis_table/pref_choice.py report  # -> experiments/results/thesis_table/pref_choice.json
 
 Each run is judged like a ``thesis_table.py`` record: its selected checkpoint (the lowest
@@ -47,7 +50,8 @@ from lrnn.units import KCAL_MOL  # noqa: E402
 RUNS = HERE / "runs" / "pref"
 MOLECULE, LABELS, PROTOCOL, SEED = "ac_ala3_nhme", "gfn2-xtb", "ef1000", 0
 STEPS = int(round(PROTOCOLS[PROTOCOL]["steps"] * MOLECULES[MOLECULE]["step_scale"]))
-VARIANTS = {"pe40": {"pref_e_limit": 40.0}, "pe400": {"pref_e_limit": 400.0}}
+VARIANTS = {"pe40": {"pref_e_limit": 40.0}, "pe400": {"pref_e_limit": 400.0},
+            "steps4x": {"max_steps": 4 * STEPS}}  # the default prefactors, 4x the steps (slower decay)
 
 
 def config(variant: str) -> dict:
@@ -84,7 +88,8 @@ def cmd_report(args):
     runs = [baseline_record()] + [read_run(v) for v in VARIANTS if (RUNS / v / "train_summary.json").exists()]
     write_pilot_record("pref_choice", f"{PROTOCOL} (energies and forces), {MOLECULE} with {LABELS} labels, local "
                        f"DeepPot-SE, seed {SEED}: validation errors (50 configurations) with the final energy "
-                       "prefactor 4 (default), 40 and 400", runs=runs)
+                       f"prefactor 4 (default), 40 and 400, and with the default one over 4x the {STEPS} steps",
+                       runs=runs)
     for r in runs:
         print(f"{r['variant']:40s} val E {r['val_energy_mae_kcal_mol']:.3f} kcal/mol, "
               f"val F {r['val_force_mae_kcal_mol_A']:.3f} kcal/mol/A; {r['steps']} steps, {r['train_time_s']:.0f} s")
