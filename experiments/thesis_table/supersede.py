@@ -49,14 +49,17 @@ def supersede(results: Path, molecule: str, made_on: str, current: str, reason: 
     out = results.with_name("superseded.json")
     with locked(results):
         recs = load_results(results)
-        moved = [r for r in recs if r["molecule"] == molecule and r.get("data_sha256", made_on).startswith(made_on)]
+        moved, kept = [], []
+        for r in recs:
+            on_old = r["molecule"] == molecule and r.get("data_sha256", made_on).startswith(made_on)
+            (moved if on_old else kept).append(r)
         if not moved:
             return []
         old = json.loads(out.read_text()) if out.exists() else []
         _write(out, old + [{"molecule": molecule, "made_on_sha256": made_on, "current_sha256": current,
                             "reason": reason, "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                             "records": moved}])
-        _write(results, [r for r in recs if not any(r is m for m in moved)])
+        _write(results, kept)
     return moved
 
 

@@ -396,28 +396,24 @@ def check_labels(path: Path, n_frames: int, make_calc=make_xtb, h_A: float = 1e-
             "rows": rows}
 
 
-class _KeepGuess:
-    """Wraps a calculator factory: ``reset`` clears the results but keeps tblite's last
+def _keep_guess(make_calc):
+    """A calculator factory whose ``reset`` clears the results but keeps tblite's last
     wavefunction (``_res``), as the generator did before it reset at every frame."""
-
-    def __init__(self, make_calc):
-        self.make_calc = make_calc
-
-    def __call__(self):
-        calc = self.make_calc()
-        calc.reset = lambda: calc.results.clear()
+    def make():
+        calc = make_calc()
+        calc.reset = calc.results.clear
         return calc
+    return make
 
 
-def check_resume(molecule: str, n_frames: int, work: Path, make_calc=make_xtb) -> dict:
+def check_resume(molecule: str, n_frames: int, work: Path, make_calc=make_xtb, **md) -> dict:
     """Run ``n_frames`` (no equilibration) once uninterrupted and once stopped after half and
     resumed, with the calculator reset at every frame (the generator) and with its SCF guess
     kept (the generator before 2026-12-06); report the largest position and force differences
-    between the two runs' frames."""
+    between the two runs' frames.  ``md`` goes to :func:`langevin_frames` (not equilibrate_fs)."""
     start = ase.io.read(START[molecule], index=0)
-    md = dict(temperature_K=500.0, timestep_fs=0.5, stride_fs=10.0, friction_per_fs=0.01, seed=[0, 0])
     res = {"molecule": molecule, "n_frames": n_frames, "stopped_after": n_frames // 2, "md": md}
-    for name, factory in (("reset_every_frame", make_calc), ("guess_kept", _KeepGuess(make_calc))):
+    for name, factory in (("reset_every_frame", make_calc), ("guess_kept", _keep_guess(make_calc))):
         a, b = Path(work) / name / "a", Path(work) / name / "b"
         run_shard(a, start, factory, n_frames, {"check": name}, log=lambda m: None, **md)
         run_shard(b, start, factory, n_frames // 2, {"check": name}, log=lambda m: None, **md)
@@ -450,9 +446,11 @@ def main(argv=None):
     p.add_argument("--check-resume", type=int, metavar="N", default=0,
                    help="N frames uninterrupted vs stopped at N/2 and resumed, in a temporary folder")
     a = p.parse_args(argv)
+    md = dict(temperature_K=a.temperature_K, timestep_fs=a.timestep_fs, stride_fs=a.stride_fs,
+              friction_per_fs=a.friction_per_fs)
     if a.check_resume:
         with tempfile.TemporaryDirectory() as work:
-            res = dict(check_resume(a.molecule, a.check_resume, Path(work)), date=time.strftime("%Y-%m-%d %H:%M:%S"),
+            res = dict(check_resume(a.molecule, a.check_resume, Path(work), seed=[a.seed, 0], **md), date=time.strftime("%Y-%m-%d %H:%M:%S"),
                        command=" ".join(["gen_xtb.py", *sys.argv[1:]]), tblite_version=metadata.version("tblite"))
         _write_json_atomic(RESULTS / f"{a.molecule}_resume_check.json", res)
         log(json.dumps({k: res[k] for k in ("reset_every_frame", "guess_kept")}))
@@ -491,8 +489,7 @@ def main(argv=None):
                 "versions": {"tblite": metadata.version("tblite"), "ase": metadata.version("ase")}}
     n_mine = a.n_frames // n_shards + (k < a.n_frames % n_shards)
     run_shard(shard_dir(a.out_dir, a.molecule, k, n_shards), frames[start_index], make_xtb, n_mine, settings,
-              temperature_K=a.temperature_K, timestep_fs=a.timestep_fs, stride_fs=a.stride_fs,
-              friction_per_fs=a.friction_per_fs, seed=[a.seed, k], equilibrate_fs=a.equilibrate_fs)
+              seed=[a.seed, k], equilibrate_fs=a.equilibrate_fs, **md)
 
 
 if __name__ == "__main__":
