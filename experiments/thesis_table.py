@@ -36,7 +36,7 @@ resumes from its last checkpoint; runs whose data are missing wait for a later p
 the first recipe's 100000: schedule_choice.py), ef1000 and ef5000 20000 each (x0.4 for Ac-Ala3-NHMe,
 x0.2 for stachyose).  Expected time: `--list` (finished runs of the cell, else scaled by each
 variant's measured cost or a sibling protocol's steps, else the cost model): ~223 h of one core
-(2026-12-06 23:07: 215 runs recorded, 154 h left, most of it the xTB thesis_ema runs, ~102 h);
+(2026-12-07 01:53: 225 runs recorded, 150 h left, most of it the xTB thesis_ema runs, ~102 h);
 the 36 acceptance runs (MD17 labels, thesis_ema) came first and took 29.0 h by their records.
 """
 

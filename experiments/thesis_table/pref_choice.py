@@ -1,7 +1,7 @@
 """Does the loss weighting leave the xTB molecules' energies unfitted?  Validation data only (issue 19).
 
 With energies and forces (protocols ``ef1000``/``ef5000``) the local model's test energy MAE on
-Ac-Ala3-NHMe is 0.51 of the predict-the-mean error and on stachyose about 0.9, while on aspirin and
+Ac-Ala3-NHMe is 0.51 of the predict-the-mean error and on stachyose about 1, while on aspirin and
 paracetamol it is far lower (``mean_baseline.md`` keeps the current figures).  The loss is DeePMD-kit's,
 
     L = p_e(t) * (dE / N)^2 + p_f(t) * mean_i,a (dF_ia)^2,
