@@ -35,8 +35,8 @@ resumes from its last checkpoint; runs whose data are missing wait for a later p
 6 variants x 3 seeds); steps: thesis_ema 200000 (chosen on validation: thesis_table/recipe_choice.py;
 the first recipe's 100000: schedule_choice.py), ef1000 and ef5000 20000 each (x0.4 for Ac-Ala3-NHMe,
 x0.2 for stachyose).  Expected time: `--list` (finished runs of the cell, else scaled by each
-variant's measured cost or a sibling protocol's steps, else the cost model): ~223 h of one core
-(2026-12-07 01:53: 225 runs recorded, 150 h left, most of it the xTB thesis_ema runs, ~102 h);
+variant's measured cost or a sibling protocol's steps, else the cost model): about 220 h of one
+core, the xTB thesis_ema runs the largest part (its last line counts the runs recorded and the hours left);
 the 36 acceptance runs (MD17 labels, thesis_ema) came first and took 29.0 h by their records.
 """
 
