@@ -255,16 +255,17 @@ def steps_of(job, args):
 def estimate_s(job, steps, done=()):
     """Expected wall time of a run (s).
 
-    The mean of finished runs of the same cell; else the same molecule and protocol's local
-    runs scaled by the variant's measured cost, the ratio of its mean wall time to local's
-    over the (molecule, protocol) cells where both finished; else the same two rules on the
-    molecule's runs under a sibling protocol (the same loss, other steps or set size: the thesis
-    split's two recipes; ef1000 for ef5000), scaled by the steps; else the cost model.
+    The mean of finished runs of the same cell (a resumed run counts its training summed over
+    its segments); else the molecule and protocol's local runs scaled by the variant's measured
+    cost (its mean wall over local's, over the cells where both finished); else the same rules
+    on a sibling protocol (the same loss, other steps or set size: the thesis split's two
+    recipes; ef1000 for ef5000) scaled by the steps; else the cost model.
     """
     ok = [r for r in done if r.get("status") == "ok"]
 
-    def walls(variant, scale=1.0, **cell):
-        return [r["wall_s"] * scale for r in ok if r["variant"] == variant and all(r[k] == v for k, v in cell.items())]
+    def walls(variant, scale=1.0, **cell):  # a resumed record's wall_s is its last segment's
+        return [(r["wall_s"] + (r["train_time_s"] - r["train_call_s"] if r.get("resumed") else 0.0)) * scale
+                for r in ok if r["variant"] == variant and all(r[k] == v for k, v in cell.items())]
 
     proto = PROTOCOLS[job["protocol"]]
     scale = MOLECULES[job["molecule"]]["step_scale"]
@@ -488,8 +489,7 @@ def report(path):
          "The Ac-Ala3-NHMe and stachyose rows are **not** comparable with the thesis's or sGDML's numbers: "
          "their labels are GFN2-xTB, not MD22's PBE+MBD, and their frames come from our own 500 K Langevin "
          "runs (10 fs apart, split at random, so test frames have close neighbours in the training set).  "
-         "The sGDML figures are those quoted in issue 19.", "",
-         "## Energy MAE (kcal/mol)", "",
+         "The sGDML figures are those quoted in issue 19.", "", "## Energy MAE (kcal/mol)", "",
          "| molecule | labels | protocol | n_train | " + " | ".join(var) +
          " | thesis: long range / local | sGDML | like-for-like with thesis |", "|---" * (len(var) + 7) + "|"]
     for m, lab, p in rows:

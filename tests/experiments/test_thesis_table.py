@@ -143,6 +143,17 @@ def test_estimate_scales_local_by_the_measured_variant_cost():
     assert tt.estimate_s(para, 100000, done) == pytest.approx(tt.OVERHEAD_S + 100000 * ms / 1e3 * tt.VARIANT_COST["grid"])
 
 
+def test_estimate_counts_every_segment_of_a_resumed_run():
+    """A run killed at a checkpoint and resumed in a later session records the last segment's wall
+    (1000 s, of which its training call took 900 s) and the training summed over all segments
+    (6000 s): it cost 1000 + 6000 - 900 = 6100 s, not 1000 s.  An uninterrupted run's wall stands."""
+    rec = {"molecule": "aspirin", "protocol": "thesis_ema", "variant": "local", "status": "ok",
+           "steps_planned": 200000, "wall_s": 1000.0, "train_time_s": 6000.0, "train_call_s": 900.0}
+    job = {"molecule": "aspirin", "protocol": "thesis_ema", "variant": "local"}
+    assert tt.estimate_s(job, 200000, [{**rec, "resumed": True}]) == pytest.approx(6100.0)
+    assert tt.estimate_s(job, 200000, [{**rec, "resumed": False}]) == pytest.approx(1000.0)
+
+
 def test_findings_say_helps_or_hurts_only_beyond_the_seed_spread():
     """Relative changes paired by seed, worked by hand: far_field -10 % and -20 % (mean -15,
     sample std sqrt(5² + 5²) = 7.07: helps, but 2 seeds are not called); lr_recipe +10, +20 and
